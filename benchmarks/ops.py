@@ -1,0 +1,219 @@
+"""Speed and memory of cnn_jax.ops against the natural alternatives, as ratios measured in one run.
+
+    python benchmarks/ops.py                 # everything (~5 min on 2 CPU cores)
+    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv
+
+Timings are medians over repeated calls of jitted functions after compilation.
+fwd+bwd is value_and_grad of sum(y**2) with respect to input and kernel. Peak memory
+is the peak RSS of a fresh process that runs the variant, minus that of a fresh
+process that imports the same libraries and makes the same inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def median_ms(fn, *args, repeats: int = 10) -> float:
+    import jax
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def fwd_bwd(f):
+    import jax
+    import jax.numpy as jnp
+    return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+
+
+# --- the alternatives -------------------------------------------------------------------------
+
+def per_phase_tiled(x, w, tile, padding):
+    """The plain decomposition: one strided convolution per tile phase, then interleave."""
+    import jax.numpy as jnp
+    from cnn_jax.ops.conv import conv
+    from cnn_jax.ops.shapes import conv_geometry
+    geo = conv_geometry(x.shape[1:3], w.shape[2:4], 1, padding)
+    (lo_h, hi_h), (lo_w, hi_w) = geo.padding
+    q = [-(-o // tile) for o in geo.out_sizes]
+    extra = [qi * tile - o for qi, o in zip(q, geo.out_sizes)]
+    xp = jnp.pad(x, ((0, 0), (lo_h, hi_h + extra[0]), (lo_w, hi_w + extra[1]), (0, 0)))
+    rows = [jnp.stack([conv(xp[:, r:, s:], w[r, s], stride=tile)[:, :q[0], :q[1]] for s in range(tile)], 3)
+            for r in range(tile)]
+    y = jnp.stack(rows, 2).reshape(x.shape[0], q[0] * tile, q[1] * tile, w.shape[-1])
+    return y[:, :geo.out_sizes[0], :geo.out_sizes[1]]
+
+
+def masked_tiled(x, w, tile, padding):
+    """The naive form: t*t full convolutions, each output position selecting its phase."""
+    import jax.numpy as jnp
+    from cnn_jax.ops.conv import conv
+    kh, kw, cin, cout = w.shape[2:]
+    full = conv(x, w.transpose(2, 3, 4, 0, 1, 5).reshape(kh, kw, cin, -1), padding=padding)
+    n, oh, ow, _ = full.shape
+    full = full.reshape(n, oh, ow, tile, tile, cout)
+    rows = jnp.arange(oh) % tile
+    cols = jnp.arange(ow) % tile
+    return full[:, jnp.arange(oh)[:, None], jnp.arange(ow)[None, :], rows[:, None], cols[None, :]]
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+def tiled_section(rows):
+    import jax
+    from cnn_jax import ops
+    n, size, c, k = 64, 28, 32, 3
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (n, size, size, c))
+    w = jax.random.normal(key, (k, k, c, c)) * 0.1
+    base = median_ms(fwd_bwd(lambda x, w: ops.conv(x, w, padding="SAME")), x, w)
+    rows.append(("tiled", f"conv (reference) N={n} {size}x{size} {c}->{c} 3x3 SAME", base, 1.0))
+    for tile in (2, 4, 8):
+        wt = jax.random.normal(key, (tile, tile, k, k, c, c)) * 0.1
+        for name, f in [("cnn_jax.tiled_conv", lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")),
+                        ("per-phase strided convs", lambda x, w: per_phase_tiled(x, w, tile, "SAME")),
+                        ("t*t full convs + select", lambda x, w: masked_tiled(x, w, tile, "SAME"))]:
+            ms = median_ms(fwd_bwd(f), x, wt)
+            rows.append(("tiled", f"t={tile} {name}", ms, ms / base))
+
+
+def local_section(rows, with_memory: bool):
+    for n, size, c in [(64, 28, 32), (64, 32, 64)]:
+        timings = {v: json.loads(_run_child("local", v, n, size, c, time_it=True))["ms"] for v in ("ours", "flax")}
+        for variant, ms in timings.items():
+            label = f"N={n} {size}x{size} {c}->{c} 3x3 VALID " + (
+                "cnn_jax.local_conv" if variant == "ours" else "flax.linen.ConvLocal")
+            rows.append(("local", label, ms, ms / timings["flax"]))
+        if with_memory:
+            empty = json.loads(_run_child("local", "none", n, size, c))["peak_mb"]
+            for variant in ("ours", "flax"):
+                peak = json.loads(_run_child("local", variant, n, size, c))["peak_mb"] - empty
+                rows.append(("local-mem", f"N={n} {size}x{size} {c}->{c} {variant} peak RSS above baseline (MB)",
+                             peak, float("nan")))
+
+
+def conv_section(rows):
+    import jax
+    import flax.linen as flax_nn
+    from cnn_jax import ops
+    try:
+        import torch
+        torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
+    except ImportError:
+        torch = None
+    key = jax.random.PRNGKey(0)
+    shapes = [(64, 28, 32, 32, 3, "SAME"), (64, 28, 32, 32, 3, "VALID"), (128, 32, 16, 16, 3, "VALID"),
+              (128, 14, 6, 16, 5, "VALID"), (128, 32, 16, 32, 3, "SAME")]
+    for n, size, cin, cout, k, padding in shapes:
+        x = jax.random.normal(key, (n, size, size, cin))
+        w = jax.random.normal(key, (k, k, cin, cout)) * 0.1
+        layer = flax_nn.Conv(cout, (k, k), padding=padding, use_bias=False)
+        ours = lambda x, w: ops.conv(x, w, padding=padding)
+        theirs = lambda x, w: layer.apply({"params": {"kernel": w}}, x)
+        y = ours(x, w)
+        g = jax.random.normal(key, y.shape)
+        shape = f"N={n} {size}x{size} {cin}->{cout} {k}x{k} {padding}"
+        for part in ("fwd", "dx", "dw"):
+            ms = {name: median_ms(_part(f, part), x, w, g) for name, f in (("cnn_jax", ours), ("flax", theirs))}
+            if torch is not None:
+                ms["torch"] = _torch_ms(torch, x, w, g, padding, part)
+            for name, value in ms.items():
+                rows.append(("conv", f"{shape} {part} {name}", value, value / ms["flax"]))
+
+
+def _part(f, part):
+    import jax
+    if part == "fwd":
+        return jax.jit(lambda x, w, g: f(x, w))
+    index = 0 if part == "dx" else 1
+    return jax.jit(lambda x, w, g: jax.vjp(f, x, w)[1](g)[index])
+
+
+def _torch_ms(torch, x, w, g, padding, part):
+    xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy(), requires_grad=part == "dx")
+    wt = torch.tensor(np.asarray(w).transpose(3, 2, 0, 1).copy(), requires_grad=part == "dw")
+    gt = torch.tensor(np.asarray(g).transpose(0, 3, 1, 2).copy())
+    pad = padding.lower()
+
+    def run():
+        if part == "fwd":
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(xt, wt, padding=pad)
+        y = torch.nn.functional.conv2d(xt, wt, padding=pad)
+        return torch.autograd.grad(y, xt if part == "dx" else wt, gt)[0]
+
+    run()
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+# --- fresh-process measurements ---------------------------------------------------------------
+
+def _run_child(section, variant, n, size, c, time_it=False):
+    cmd = [sys.executable, __file__, "--child", json.dumps([section, variant, n, size, c, time_it])]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+
+
+def _child(spec):
+    section, variant, n, size, c, time_it = json.loads(spec)
+    import jax
+    import flax.linen as flax_nn
+    from cnn_jax import ops
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (n, size, size, c))
+    out = size - 2
+    if variant == "ours":
+        w = jax.random.normal(key, (out, out, 3, 3, c, c)) * 0.05
+        step = fwd_bwd(ops.local_conv)
+    elif variant == "flax":
+        layer = flax_nn.ConvLocal(c, (3, 3), padding="VALID", use_bias=False)
+        w = jax.random.normal(key, (out, out, 9 * c, c)) * 0.05
+        step = fwd_bwd(lambda x, w: layer.apply({"params": {"kernel": w}}, x))
+    if variant != "none":
+        ms = median_ms(step, x, w, repeats=5 if time_it else 1)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"ms": ms if variant != "none" else 0.0, "peak_mb": peak_mb}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["tiled", "local", "conv"], action="append")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return _child(args.child)
+    import jax
+    sections = args.only or ["tiled", "local", "conv"]
+    rows = []
+    if "tiled" in sections:
+        tiled_section(rows)
+    if "local" in sections:
+        local_section(rows, with_memory=not args.no_memory)
+    if "conv" in sections:
+        conv_section(rows)
+    print(f"# {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
+          f"jax {jax.__version__}, backend {jax.default_backend()}\n")
+    print("| section | case | ms (or MB) | ratio |\n|---|---|---:|---:|")
+    for section, case, value, ratio in rows:
+        print(f"| {section} | {case} | {value:.1f} | {'' if np.isnan(ratio) else f'{ratio:.2f}'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Flax linen convolution modules over cnn_jax.ops, and ConvSpec, which picks the variant.
+
+Constructor arguments follow flax.linen.Conv. Parameters: "kernel" and "bias".
+Bias sharing follows the variant: per channel (Conv), per tile phase (TiledConv),
+per output position (LocalConv).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+
+from cnn_jax import ops
+from cnn_jax.ops.shapes import PaddingLike, as_tuple, conv_geometry, spatial_ndim
+
+Initializer = Any
+IntOrSeq = int | Sequence[int]
+
+
+def _unshared_kernel_init(ndim: int) -> Initializer:
+    # LeCun normal over fan_in = prod(kernel) * C_in, with the position/phase axes as independent batches.
+    return nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=tuple(range(ndim)))
+
+
+class _ConvBase(nn.Module):
+    features: int
+    kernel_size: IntOrSeq
+    strides: IntOrSeq = 1
+    padding: PaddingLike = "SAME"
+    kernel_dilation: IntOrSeq = 1
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+    kernel_init: Initializer | None = None
+    bias_init: Initializer = nn.initializers.zeros_init()
+
+    def _geometry(self, x: jax.Array):
+        ndim = spatial_ndim(x.shape, "x")
+        kernel = as_tuple(self.kernel_size, ndim, "kernel_size")
+        return ndim, kernel, conv_geometry(x.shape[1:-1], kernel, self.strides, self.padding, self.kernel_dilation)
+
+
+class Conv(_ConvBase):
+    """Standard (shared-weight) convolution: x (N, *spatial, C_in) -> (N, *out, features).
+
+    kernel (*kernel_size, C_in / feature_group_count, features), bias (features,).
+    `flip=True` makes it a true convolution instead of a cross-correlation.
+    """
+    feature_group_count: int = 1
+    flip: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        ndim, kernel_size, _ = self._geometry(x)
+        groups = self.feature_group_count
+        if x.shape[-1] % groups:
+            raise ValueError(f"feature_group_count={groups} does not divide the {x.shape[-1]} input channels")
+        kernel = self.param("kernel", self.kernel_init or nn.initializers.lecun_normal(),
+                            (*kernel_size, x.shape[-1] // groups, self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = ops.conv(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
+                     groups=groups, flip=self.flip, precision=self.precision)
+        return y if bias is None else y + bias
+
+
+class TiledConv(_ConvBase):
+    """Tiled convolution (Ngiam et al. 2010): kernels shared with period `tile` over output positions.
+
+    kernel (*tile, *kernel_size, C_in, features), bias (*tile, features): one per tile phase.
+    """
+    tile: IntOrSeq = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        ndim, kernel_size, geo = self._geometry(x)
+        tile = as_tuple(self.tile, ndim, "tile")
+        kernel = self.param("kernel", self.kernel_init or _unshared_kernel_init(ndim),
+                            (*tile, *kernel_size, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (*tile, self.features), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = ops.tiled_conv(x, kernel, tile=tile, stride=self.strides, padding=self.padding,
+                           dilation=self.kernel_dilation, precision=self.precision)
+        if bias is None:
+            return y
+        reps = [-(-o // t) for o, t in zip(geo.out_sizes, tile)]
+        bias = jnp.tile(bias, (*reps, 1))[tuple(slice(0, o) for o in geo.out_sizes)]
+        return y + bias
+
+
+class LocalConv(_ConvBase):
+    """Locally connected layer: a separate kernel and bias at every output position.
+
+    kernel (*out_sizes, *kernel_size, C_in, features), bias (*out_sizes, features).
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        ndim, kernel_size, geo = self._geometry(x)
+        kernel = self.param("kernel", self.kernel_init or _unshared_kernel_init(ndim),
+                            (*geo.out_sizes, *kernel_size, x.shape[-1], self.features), self.param_dtype)
+        bias = (self.param("bias", self.bias_init, (*geo.out_sizes, self.features), self.param_dtype)
+                if self.use_bias else None)
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = ops.local_conv(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
+                           precision=self.precision)
+        return y if bias is None else y + bias
+
+
+CONV_KINDS = ("standard", "tiled", "local")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """Which convolution a model builds, so one config value swaps it in every layer.
+
+    kind: "standard" (shared weights), "tiled" (shared with period `tile`) or "local" (unshared).
+    dilation: the kernel dilation of layers that do not set their own.
+    flip: true convolution instead of cross-correlation (standard only).
+    """
+    kind: str = "standard"
+    tile: IntOrSeq = 2
+    dilation: IntOrSeq = 1
+    flip: bool = False
+
+    def __post_init__(self):
+        if self.kind not in CONV_KINDS:
+            raise ValueError(f"ConvSpec kind={self.kind!r}: unknown; valid kinds are {', '.join(CONV_KINDS)}")
+        if self.flip and self.kind != "standard":
+            raise ValueError(f"ConvSpec flip=True is only defined for kind='standard', not {self.kind!r}")
+
+    def make(self, features: int, kernel_size: IntOrSeq, *, strides: IntOrSeq = 1, padding: PaddingLike = "SAME",
+             kernel_dilation: IntOrSeq | None = None, feature_group_count: int = 1, **kwargs) -> nn.Module:
+        """Build the module of this kind. Grouped convolution exists for the standard kind only."""
+        common = dict(features=features, kernel_size=kernel_size, strides=strides, padding=padding,
+                      kernel_dilation=self.dilation if kernel_dilation is None else kernel_dilation, **kwargs)
+        if self.kind == "standard":
+            return Conv(feature_group_count=feature_group_count, flip=self.flip, **common)
+        if feature_group_count != 1:
+            raise ValueError(f"feature_group_count={feature_group_count} is only supported by kind='standard', "
+                             f"not {self.kind!r}")
+        if self.kind == "tiled":
+            return TiledConv(tile=self.tile, **common)
+        return LocalConv(**common)

@@ -1,0 +1,134 @@
+"""Convolution in 1, 2 and 3 spatial dimensions, channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from cnn_jax.ops.shapes import (ConvGeometry, PaddingLike, as_tuple, conv_geometry, effective_kernel_size,
+                                resolve_padding, spatial_ndim)
+
+_DIMENSION_NUMBERS = {
+    1: ("NWC", "WIO", "NWC"),
+    2: ("NHWC", "HWIO", "NHWC"),
+    3: ("NDHWC", "DHWIO", "NDHWC"),
+}
+
+
+def dimension_numbers(ndim: int) -> tuple[str, str, str]:
+    """lax dimension numbers for channels-last activations and kernels with `ndim` spatial axes."""
+    return _DIMENSION_NUMBERS[ndim]
+
+
+def check_channels(x_shape: Sequence[int], w_shape: Sequence[int], groups: int, layout: str) -> None:
+    """Validate kernel rank and channel counts of x (N, *spatial, C_in) against w (..., C_in/groups, C_out)."""
+    as_tuple(groups, 1, "groups")
+    c_in, c_w, c_out = x_shape[-1], w_shape[-2], w_shape[-1]
+    if c_in % groups:
+        raise ValueError(f"groups={groups} does not divide the {c_in} input channels of x")
+    if c_w * groups != c_in:
+        raise ValueError(f"channel mismatch: x has {c_in} channels but w (shape {tuple(w_shape)}, layout {layout}) "
+                         f"expects {c_w} per group x groups={groups} = {c_w * groups}")
+    if c_out % groups:
+        raise ValueError(f"groups={groups} does not divide the {c_out} output channels of w")
+
+
+def conv_check(x_shape: Sequence[int], w_shape: Sequence[int], stride, padding, dilation,
+               groups: int = 1) -> ConvGeometry:
+    """Validate conv arguments (shapes only, no tracing) and return the geometry."""
+    ndim = spatial_ndim(x_shape, "x")
+    layout = dimension_numbers(ndim)[1]
+    if len(w_shape) != ndim + 2:
+        raise ValueError(f"w has shape {tuple(w_shape)}; for x of rank {len(x_shape)} it must have rank "
+                         f"{ndim + 2} ({layout})")
+    check_channels(x_shape, w_shape, groups, layout)
+    return conv_geometry(x_shape[1:-1], w_shape[:ndim], stride, padding, dilation)
+
+
+def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision) -> jax.Array:
+    ndim = len(geo.stride)
+    pads = geo.padding
+    # XLA:CPU runs stride-1 convolutions with no padding at all 2-4x slower (forward and
+    # kernel gradient, benchmarks/ops.py); one extra zero row/column, sliced off, avoids that path.
+    spans = [effective_kernel_size(k, d) for k, d in zip(geo.kernel, geo.dilation)]
+    if any(s > 1 for s in geo.stride) and any(n < e for n, e in zip(x.shape[1:-1], spans)):
+        # XLA:CPU (jaxlib 0.10.2) aborts compiling the input gradient of a strided convolution whose
+        # kernel only fits thanks to the padding; padding explicitly first compiles fine.
+        x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+        pads = ((0, 0),) * ndim
+    unpadded = all(p == (0, 0) for p in pads) and all(s == 1 for s in geo.stride)
+    if unpadded:
+        pads = ((0, 1),) * ndim
+    y = lax.conv_general_dilated(x, w, geo.stride, pads, rhs_dilation=geo.dilation,
+                                 dimension_numbers=dimension_numbers(ndim),
+                                 feature_group_count=groups, precision=precision)
+    if unpadded:
+        y = y[(slice(None), *(slice(0, o) for o in geo.out_sizes))]
+    return y
+
+
+def conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",
+         dilation: int | Sequence[int] = 1, groups: int = 1, flip: bool = False,
+         precision: lax.PrecisionLike = None) -> jax.Array:
+    """Convolution of x (N, *spatial, C_in) with w (*kernel, C_in/groups, C_out) -> (N, *out, C_out).
+
+    Cross-correlation by default, as in every deep-learning library:
+        y[n, i, o] = sum_{a, c} x_pad[n, i*s + a*d, c] * w[a, c, o]
+    `flip=True` flips the kernel over its spatial axes, which is the convolution of
+    signal processing. `padding`: "VALID", "SAME", "FULL", "CAUSAL" (1-D), an int,
+    one int per axis or one (lo, hi) pair per axis. `groups == C_in` is depthwise.
+    """
+    geo = conv_check(x.shape, w.shape, stride, padding, dilation, groups)
+    if flip:
+        w = jnp.flip(w, axis=tuple(range(len(geo.stride))))
+    return _lowered_conv(x, w, geo, groups, precision)
+
+
+def conv_transpose(y: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1,
+                   padding: PaddingLike = "VALID", dilation: int | Sequence[int] = 1, groups: int = 1,
+                   flip: bool = False, input_size: Sequence[int] | None = None,
+                   precision: lax.PrecisionLike = None) -> jax.Array:
+    """Transpose (adjoint) of `conv` in its input: y (N, *out, C_out) -> (N, *input_size, C_in).
+
+    `w` is the kernel of the forward convolution (*kernel, C_in/groups, C_out), and all
+    arguments are those of that convolution, so conv_transpose(g, w, ...) is exactly the
+    input gradient of conv(x, w, ...) for output gradient g (the "deconvolution" layer).
+    With stride > 1 several input sizes give the same output size: `input_size` picks
+    one; by default the smallest for explicit and VALID/FULL/CAUSAL padding, and
+    out * stride for SAME.
+    """
+    ndim = spatial_ndim(y.shape, "y")
+    if len(w.shape) != ndim + 2:
+        raise ValueError(f"w has shape {tuple(w.shape)}; for y of rank {y.ndim} it must have rank {ndim + 2}")
+    if y.shape[-1] != w.shape[-1]:
+        raise ValueError(f"channel mismatch: y has {y.shape[-1]} channels but w (shape {tuple(w.shape)}) "
+                         f"has {w.shape[-1]} output channels")
+    out_sizes = y.shape[1:-1]
+    if input_size is None:
+        input_size = _smallest_input_size(out_sizes, w.shape[:ndim], stride, padding, dilation)
+    x_shape = (y.shape[0], *as_tuple(tuple(input_size), ndim, "input_size"), w.shape[-2] * groups)
+    geo = conv_check(x_shape, w.shape, stride, padding, dilation, groups)
+    if geo.out_sizes != tuple(out_sizes):
+        raise ValueError(f"input_size={tuple(input_size)} gives conv output {geo.out_sizes}, "
+                         f"not the spatial size {tuple(out_sizes)} of y")
+    forward = lambda x: conv(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                             flip=flip, precision=precision)
+    (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(x_shape, y.dtype))(y)
+    return x
+
+
+def _smallest_input_size(out_sizes, kernel, stride, padding, dilation) -> tuple[int, ...]:
+    ndim = len(out_sizes)
+    stride, dilation = as_tuple(stride, ndim, "stride"), as_tuple(dilation, ndim, "dilation")
+    if isinstance(padding, str) and padding.upper() == "SAME":
+        return tuple(o * s for o, s in zip(out_sizes, stride))
+    # Other paddings do not depend on the input size, so any size resolves them.
+    pads = resolve_padding(padding, [1] * ndim, kernel, stride, dilation)
+    sizes = tuple((o - 1) * s + effective_kernel_size(k, d) - lo - hi
+                  for o, k, s, d, (lo, hi) in zip(out_sizes, kernel, stride, dilation, pads))
+    if min(sizes) < 1:
+        raise ValueError(f"no input size gives output {tuple(out_sizes)} with kernel {tuple(kernel)} "
+                         f"and padding {padding!r}")
+    return sizes

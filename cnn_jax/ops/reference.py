@@ -1,0 +1,157 @@
+"""Slow NumPy implementations by the definitions: the oracles the tests check the fast ops against.
+
+Written for reading, not speed: explicit loops over output positions, and im2col
+(a convolution as one matrix product W_row @ X_col). Layouts as in cnn_jax.ops:
+x (N, *spatial, C), conv kernels (*kernel, C_in/groups, C_out).
+"""
+from __future__ import annotations
+
+import itertools
+from math import ceil, floor
+
+import numpy as np
+
+from cnn_jax.ops.shapes import ConvGeometry, conv_geometry
+
+
+def pad(x: np.ndarray, padding, value: float = 0.0) -> np.ndarray:
+    """Pad the spatial axes of x (N, *spatial, C) by (lo, hi) pairs."""
+    return np.pad(x, [(0, 0), *padding, (0, 0)], constant_values=value)
+
+
+def window(xp: np.ndarray, pos, geo: ConvGeometry) -> np.ndarray:
+    """The input window (N, *kernel, C) that output position `pos` reads from padded input xp."""
+    index = tuple(slice(i * s, i * s + d * (k - 1) + 1, d)
+                  for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel))
+    return xp[(slice(None), *index)]
+
+
+def conv(x, w, stride=1, padding="VALID", dilation=1, groups=1, flip=False) -> np.ndarray:
+    """y[n, i, o] = sum_{a, c} x_pad[n, i*s + a*d, g(o)*C_in/groups + c] * w[a, c, o] (cross-correlation)."""
+    ndim = x.ndim - 2
+    geo = conv_geometry(x.shape[1:-1], w.shape[:ndim], stride, padding, dilation)
+    if flip:
+        w = w[(slice(None, None, -1),) * ndim]
+    xp = pad(x, geo.padding)
+    cin_g, cout = w.shape[-2], w.shape[-1]
+    cout_g = cout // groups
+    y = np.zeros((x.shape[0], *geo.out_sizes, cout))
+    for pos in itertools.product(*map(range, geo.out_sizes)):
+        patch = window(xp, pos, geo)
+        for g in range(groups):
+            p = patch[..., g * cin_g:(g + 1) * cin_g].reshape(x.shape[0], -1)
+            y[(slice(None), *pos, slice(g * cout_g, (g + 1) * cout_g))] = \
+                p @ w[..., g * cout_g:(g + 1) * cout_g].reshape(-1, cout_g)
+    return y
+
+
+def im2col(x: np.ndarray, kernel, stride=1, padding="VALID", dilation=1) -> np.ndarray:
+    """X_col (prod(kernel)*C, N*positions): one column per output position, one row per (tap, channel)."""
+    ndim = x.ndim - 2
+    geo = conv_geometry(x.shape[1:-1], kernel, stride, padding, dilation)
+    xp = pad(x, geo.padding)
+    columns = [window(xp, pos, geo).reshape(x.shape[0], -1)
+               for pos in itertools.product(*map(range, geo.out_sizes))]
+    # columns[p][n] -> column n*positions + p
+    return np.stack(columns, axis=1).reshape(-1, np.prod(geo.kernel) * x.shape[-1]).T
+
+
+def conv_im2col(x, w, stride=1, padding="VALID", dilation=1) -> np.ndarray:
+    """Convolution as one matrix product: W_row (C_out, prod(kernel)*C_in) @ X_col (prod(kernel)*C_in, N*positions)."""
+    ndim = x.ndim - 2
+    geo = conv_geometry(x.shape[1:-1], w.shape[:ndim], stride, padding, dilation)
+    w_row = w.reshape(-1, w.shape[-1]).T
+    y = w_row @ im2col(x, w.shape[:ndim], stride, padding, dilation)
+    return y.T.reshape(x.shape[0], *geo.out_sizes, w.shape[-1])
+
+
+def conv_transpose(y, w, input_size, stride=1, padding="VALID", dilation=1) -> np.ndarray:
+    """Adjoint of `conv` in x: scatter y[n, i, o] * w[a, :, o] back onto input position i*s + a*d."""
+    ndim = y.ndim - 2
+    geo = conv_geometry(tuple(input_size), w.shape[:ndim], stride, padding, dilation)
+    xp = np.zeros((y.shape[0], *(n + lo + hi for n, (lo, hi) in zip(input_size, geo.padding)), w.shape[-2]))
+    for pos in itertools.product(*map(range, geo.out_sizes)):
+        contribution = np.einsum("no,...co->n...c", y[(slice(None), *pos)], w)
+        index = tuple(slice(i * s, i * s + d * (k - 1) + 1, d)
+                      for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel))
+        xp[(slice(None), *index)] += contribution
+    return xp[(slice(None), *(slice(lo, lo + n) for n, (lo, _) in zip(input_size, geo.padding)))]
+
+
+def tiled_conv(x, w, tile, stride=1, padding="VALID", dilation=1) -> np.ndarray:
+    """Output position i uses its own kernel w[i mod tile] (w: (*tile, *kernel, C_in, C_out))."""
+    ndim = x.ndim - 2
+    tile = (tile,) * ndim if isinstance(tile, int) else tuple(tile)
+    geo = conv_geometry(x.shape[1:-1], w.shape[ndim:2 * ndim], stride, padding, dilation)
+    xp = pad(x, geo.padding)
+    y = np.zeros((x.shape[0], *geo.out_sizes, w.shape[-1]))
+    for pos in itertools.product(*map(range, geo.out_sizes)):
+        kernel = w[tuple(i % t for i, t in zip(pos, tile))]
+        y[(slice(None), *pos)] = window(xp, pos, geo).reshape(x.shape[0], -1) @ kernel.reshape(-1, w.shape[-1])
+    return y
+
+
+def local_conv(x, w, stride=1, padding="VALID", dilation=1) -> np.ndarray:
+    """Every output position has its own kernel: w (*out_sizes, *kernel, C_in, C_out)."""
+    return tiled_conv(x, w, w.shape[:x.ndim - 2], stride, padding, dilation)
+
+
+def _pool(x, reduce, window_shape, stride, padding, fill):
+    ndim = x.ndim - 2
+    stride = window_shape if stride is None else stride
+    geo = conv_geometry(x.shape[1:-1], window_shape, stride, padding)
+    xp = pad(x, geo.padding, fill)
+    y = np.zeros((x.shape[0], *geo.out_sizes, x.shape[-1]))
+    for pos in itertools.product(*map(range, geo.out_sizes)):
+        y[(slice(None), *pos)] = reduce(window(xp, pos, geo).reshape(x.shape[0], -1, x.shape[-1]), pos, geo)
+    return y
+
+
+def max_pool(x, window_shape, stride=None, padding="VALID") -> np.ndarray:
+    """Maximum over each window; padding never wins (it is -inf)."""
+    return _pool(x, lambda p, *_: p.max(axis=1), window_shape, stride, padding, -np.inf)
+
+
+def avg_pool(x, window_shape, stride=None, padding="VALID", count_include_pad=True) -> np.ndarray:
+    """Mean over each window, dividing by the window size or by the number of real inputs in it."""
+    def mean(p, pos, geo):
+        if count_include_pad:
+            return p.mean(axis=1)
+        inside = np.ones((1, *x.shape[1:-1], 1))
+        count = window(pad(inside, geo.padding), pos, geo).sum()
+        return p.sum(axis=1) / count
+    return _pool(x, mean, window_shape, stride, padding, 0.0)
+
+
+def lp_pool(x, window_shape, stride=None, padding="VALID", p=2.0) -> np.ndarray:
+    """(sum over the window of |x|^p)^(1/p); p=2 is L2 pooling, p -> inf tends to max pooling of |x|."""
+    return _pool(x, lambda w, *_: (np.abs(w) ** p).sum(axis=1) ** (1 / p), window_shape, stride, padding, 0.0)
+
+
+def adaptive_pool(x, output_size, reduce) -> np.ndarray:
+    """Output cell i of n_out along an axis of n reads [floor(i*n/n_out), ceil((i+1)*n/n_out))."""
+    ndim = x.ndim - 2
+    output_size = (output_size,) * ndim if isinstance(output_size, int) else tuple(output_size)
+    y = np.zeros((x.shape[0], *output_size, x.shape[-1]))
+    for pos in itertools.product(*map(range, output_size)):
+        index = tuple(slice(floor(i * n / m), ceil((i + 1) * n / m))
+                      for i, n, m in zip(pos, x.shape[1:-1], output_size))
+        region = x[(slice(None), *index)].reshape(x.shape[0], -1, x.shape[-1])
+        y[(slice(None), *pos)] = reduce(region, axis=1)
+    return y
+
+
+def batch_norm(x, scale, bias, epsilon=1e-5) -> np.ndarray:
+    """Normalise each channel by the mean and (biased) variance over every other axis."""
+    axes = tuple(range(x.ndim - 1))
+    return (x - x.mean(axes)) / np.sqrt(x.var(axes) + epsilon) * scale + bias
+
+
+def local_response_norm(x, size=5, k=2.0, alpha=1e-4, beta=0.75) -> np.ndarray:
+    """AlexNet (Krizhevsky et al. 2012, sec. 3.3): b_c = a_c / (k + alpha * sum_{|j-c| <= size//2} a_j^2)^beta."""
+    channels = x.shape[-1]
+    y = np.empty_like(x, dtype=np.float64)
+    for c in range(channels):
+        lo, hi = max(0, c - size // 2), min(channels, c + size // 2 + 1)
+        y[..., c] = x[..., c] / (k + alpha * (x[..., lo:hi] ** 2).sum(-1)) ** beta
+    return y

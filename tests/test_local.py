@@ -1,0 +1,84 @@
+"""Tiled and locally connected convolution: references, identities, flax.linen.ConvLocal, gradients."""
+import flax.linen as flax_nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from cnn_jax import ops
+from cnn_jax.ops import reference
+from cnn_jax.ops.shapes import conv_geometry
+from helpers import close, random_configs
+
+
+def _f32(*arrays):
+    return [jnp.asarray(a, jnp.float32) for a in arrays]
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_tiled_matches_reference_on_random_shapes(rng, ndim):
+    for x_shape, kernel, stride, padding, dilation, _, cout in random_configs(rng, ndim, 20):
+        out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
+        tile = tuple(int(rng.integers(1, o + 1)) for o in out)
+        x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
+        kw = dict(stride=stride, padding=padding, dilation=dilation)
+        close(ops.tiled_conv(*_f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_local_matches_reference_on_random_shapes(rng, ndim):
+    for x_shape, kernel, stride, padding, dilation, _, cout in random_configs(rng, ndim, 15):
+        out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
+        x, w = rng.normal(size=x_shape), rng.normal(size=(*out, *kernel, x_shape[-1], cout))
+        kw = dict(stride=stride, padding=padding, dilation=dilation)
+        close(ops.local_conv(*_f32(x, w), **kw), reference.local_conv(x, w, **kw))
+
+
+KW = dict(stride=(2, 1), padding="SAME", dilation=(1, 2))
+
+
+def test_tile_one_is_conv(rng):
+    x, w = _f32(rng.normal(size=(2, 11, 10, 3)), rng.normal(size=(3, 3, 3, 4)))
+    close(ops.tiled_conv(x, w[None, None], tile=1, **KW), ops.conv(x, w, **KW), rtol=1e-5, atol=1e-5)
+
+
+def test_tile_equal_to_output_is_local_conv(rng):
+    x = jnp.asarray(rng.normal(size=(2, 11, 10, 3)), jnp.float32)
+    out = conv_geometry((11, 10), (3, 3), **KW).out_sizes
+    w = jnp.asarray(rng.normal(size=(*out, 3, 3, 3, 4)), jnp.float32)
+    close(ops.tiled_conv(x, w, tile=out, **KW), ops.local_conv(x, w, **KW), rtol=1e-5, atol=1e-5)
+
+
+def test_local_with_one_shared_kernel_is_conv(rng):
+    x, w = _f32(rng.normal(size=(2, 11, 10, 3)), rng.normal(size=(3, 3, 3, 4)))
+    out = conv_geometry((11, 10), (3, 3), **KW).out_sizes
+    shared = jnp.broadcast_to(w, (*out, *w.shape))
+    close(ops.local_conv(x, shared, **KW), ops.conv(x, w, **KW), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_with_equal_phases_is_conv(rng):
+    x, w = _f32(rng.normal(size=(2, 12, 12, 3)), rng.normal(size=(3, 3, 3, 4)))
+    close(ops.tiled_conv(x, jnp.broadcast_to(w, (3, 2, *w.shape)), tile=(3, 2), padding=1),
+          ops.conv(x, w, padding=1), rtol=1e-5, atol=1e-5)
+
+
+def test_local_conv_matches_flax_conv_local(rng):
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 3)), jnp.float32)
+    layer = flax_nn.ConvLocal(features=4, kernel_size=(3, 2), strides=(2, 1), padding="VALID", use_bias=False)
+    params = layer.init(jax.random.PRNGKey(0), x)
+    flax_kernel = params["params"]["kernel"]  # (*out, C_in * kh * kw, C_out), patch features channel-major
+    out = flax_kernel.shape[:2]
+    ours = flax_kernel.reshape(*out, 3, 3, 2, 4).transpose(0, 1, 3, 4, 2, 5)
+    close(ops.local_conv(x, ours, stride=(2, 1)), layer.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op, lead", [("tiled", (2, 3)), ("local", None)])
+def test_grads(rng, x64, op, lead):
+    x = jnp.asarray(rng.normal(size=(2, 7, 6, 2)))
+    kw = dict(stride=(1, 2), padding=1, dilation=(2, 1))
+    out = conv_geometry((7, 6), (2, 3), **kw).out_sizes
+    w = jnp.asarray(rng.normal(size=(*(lead or out), 2, 3, 2, 3)))
+    fn = (lambda x, w: ops.tiled_conv(x, w, tile=lead, **kw)) if op == "tiled" else \
+        (lambda x, w: ops.local_conv(x, w, **kw))
+    check_grads(fn, (x, w), order=2, modes=["fwd", "rev"])

@@ -1,0 +1,78 @@
+"""Flax modules: same numbers as flax.linen where it has the layer, parameter layouts, ConvSpec."""
+import flax.linen as flax_nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_jax import nn as cnn, ops
+from helpers import close
+
+KEY = jax.random.PRNGKey(0)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(strides=2, padding="VALID"), dict(kernel_dilation=2, padding=((1, 2), (0, 1))),
+                                dict(feature_group_count=3, use_bias=False)])
+def test_conv_equals_flax_conv(rng, kw):
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, 6)), jnp.float32)
+    ours, theirs = cnn.Conv(features=6, kernel_size=(3, 2), **kw), flax_nn.Conv(features=6, kernel_size=(3, 2), **kw)
+    params = theirs.init(KEY, x)
+    assert jax.tree.map(jnp.shape, ours.init(KEY, x)) == jax.tree.map(jnp.shape, params)
+    close(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_conv_bias_is_per_phase(rng):
+    x = jnp.asarray(rng.normal(size=(1, 7, 5, 2)), jnp.float32)
+    module = cnn.TiledConv(features=3, kernel_size=3, tile=(2, 3))
+    params = module.init(KEY, x)
+    bias = jnp.asarray(rng.normal(size=(2, 3, 3)), jnp.float32)
+    params = {"params": {**params["params"], "bias": bias}}
+    y = module.apply(params, x) - ops.tiled_conv(x, params["params"]["kernel"], tile=(2, 3), padding="SAME")
+    for i in range(7):
+        for j in range(5):
+            close(y[0, i, j], np.asarray(bias[i % 2, j % 3]), rtol=1e-5, atol=1e-5)
+
+
+def test_local_conv_parameters_are_per_position():
+    module = cnn.LocalConv(features=4, kernel_size=3, padding="VALID")
+    shapes = jax.tree.map(jnp.shape, module.init(KEY, jnp.ones((1, 8, 7, 2))))
+    assert shapes == {"params": {"kernel": (6, 5, 3, 3, 2, 4), "bias": (6, 5, 4)}}
+
+
+def test_unshared_init_has_lecun_scale():
+    kernel = cnn.LocalConv(features=64, kernel_size=3).init(KEY, jnp.ones((1, 16, 16, 32)))["params"]["kernel"]
+    np.testing.assert_allclose(np.std(kernel), 1 / np.sqrt(3 * 3 * 32), rtol=0.05)
+
+
+@pytest.mark.parametrize("spec, module_type", [(cnn.ConvSpec(), cnn.Conv), (cnn.ConvSpec("tiled", tile=3), cnn.TiledConv),
+                                               (cnn.ConvSpec("local"), cnn.LocalConv)])
+def test_conv_spec_builds_each_kind(spec, module_type):
+    module = spec.make(5, 3, strides=2)
+    assert type(module) is module_type
+    assert module.apply(module.init(KEY, jnp.ones((2, 9, 9, 2))), jnp.ones((2, 9, 9, 2))).shape == (2, 5, 5, 5)
+
+
+def test_conv_spec_dilation_is_the_default_for_layers():
+    assert cnn.ConvSpec(dilation=2).make(4, 3).kernel_dilation == 2
+    assert cnn.ConvSpec(dilation=2).make(4, 3, kernel_dilation=1).kernel_dilation == 1
+
+
+def test_bfloat16_compute_keeps_float32_params(rng):
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+    for kind in ("standard", "tiled", "local"):
+        module = cnn.ConvSpec(kind).make(4, 3, dtype=jnp.bfloat16)
+        params = module.init(KEY, x)
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+        assert module.apply(params, x).dtype == jnp.bfloat16
+
+
+def test_pool_and_norm_modules(rng):
+    x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+    for module, shape in [(cnn.MaxPool(2), (2, 4, 4, 3)), (cnn.AvgPool(3, 1, "SAME"), (2, 8, 8, 3)),
+                          (cnn.LpPool(2), (2, 4, 4, 3)), (cnn.GlobalAvgPool(), (2, 3)), (cnn.GlobalMaxPool(), (2, 3)),
+                          (cnn.AdaptiveAvgPool(3), (2, 3, 3, 3)), (cnn.AdaptiveMaxPool((1, 2)), (2, 1, 2, 3)),
+                          (cnn.LocalResponseNorm(), (2, 8, 8, 3))]:
+        assert module.apply({}, x).shape == shape
+    variables = cnn.BatchNorm().init(KEY, x, use_running_average=True)
+    assert jax.tree.map(jnp.shape, variables) == {"params": {"scale": (3,), "bias": (3,)},
+                                                   "batch_stats": {"mean": (3,), "var": (3,)}}

@@ -1,0 +1,73 @@
+"""Pooling against the NumPy definitions, the arg-max routing of max-pool gradients, adaptive pooling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from cnn_jax import ops
+from cnn_jax.ops import reference
+from cnn_jax.ops.shapes import conv_geometry
+from helpers import close, random_configs
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_pools_match_reference_on_random_shapes(rng, ndim):
+    for x_shape, window, stride, padding, dilation, _, _ in random_configs(rng, ndim, 15):
+        geo = conv_geometry(x_shape[1:-1], window, stride, padding)
+        if dilation != (1,) * ndim or any(max(p) >= k for p, k in zip(geo.padding, window)):
+            continue  # pooling windows are undilated, and must each hold a real input
+        x = rng.normal(size=x_shape)
+        xj = jnp.asarray(x, jnp.float32)
+        close(ops.max_pool(xj, window, stride, padding), reference.max_pool(x, window, stride, padding))
+        for include in (True, False):
+            close(ops.avg_pool(xj, window, stride, padding, include),
+                  reference.avg_pool(x, window, stride, padding, include))
+        close(ops.lp_pool(xj, window, stride, padding, p=3.0), reference.lp_pool(x, window, stride, padding, 3.0),
+              rtol=1e-4, atol=1e-5)
+
+
+def test_stride_defaults_to_window():
+    assert ops.max_pool(jnp.ones((1, 8, 8, 1)), 2).shape == (1, 4, 4, 1)
+
+
+def test_l2_pool_is_root_sum_of_squares():
+    x = jnp.array([[3.0, 4.0], [0.0, 0.0]])[None, :, :, None]
+    np.testing.assert_allclose(ops.lp_pool(x, 2)[0, 0, 0, 0], 5.0)
+
+
+def test_max_pool_gradient_routes_to_the_argmax(rng):
+    x = jnp.asarray(rng.permutation(36).reshape(1, 6, 6, 1), jnp.float32)
+    grad = jax.grad(lambda x: ops.max_pool(x, 2).sum())(x)
+    expected = np.zeros((6, 6))
+    for i in range(3):
+        for j in range(3):
+            block = np.asarray(x[0, 2 * i:2 * i + 2, 2 * j:2 * j + 2, 0])
+            a, b = np.unravel_index(block.argmax(), block.shape)
+            expected[2 * i + a, 2 * j + b] = 1
+    np.testing.assert_array_equal(grad[0, :, :, 0], expected)
+
+
+def test_lp_pool_gradient_is_finite_at_zero():
+    assert np.isfinite(jax.grad(lambda x: ops.lp_pool(x, 2).sum())(jnp.zeros((1, 4, 4, 1)))).all()
+
+
+@pytest.mark.parametrize("in_size, out_size", [((7, 9), (3, 4)), ((8, 8), (4, 2)), ((5, 5), (5, 5)), ((6, 3), 1)])
+def test_adaptive_pools(rng, in_size, out_size):
+    x = rng.normal(size=(2, *in_size, 3))
+    close(ops.adaptive_avg_pool(jnp.asarray(x, jnp.float32), out_size), reference.adaptive_pool(x, out_size, np.mean))
+    close(ops.adaptive_max_pool(jnp.asarray(x, jnp.float32), out_size), reference.adaptive_pool(x, out_size, np.max))
+
+
+def test_global_pools(rng):
+    x = rng.normal(size=(2, 5, 4, 3, 6))
+    close(ops.global_avg_pool(jnp.asarray(x, jnp.float32)), x.mean((1, 2, 3)))
+    close(ops.global_max_pool(jnp.asarray(x, jnp.float32)), x.max((1, 2, 3)))
+    assert ops.global_avg_pool(jnp.ones((2, 5, 3)), keepdims=True).shape == (2, 1, 3)
+
+
+@pytest.mark.parametrize("fn", [lambda x: ops.max_pool(x, 2, 1, "SAME"), lambda x: ops.avg_pool(x, 3, 2, 1, False),
+                                lambda x: ops.lp_pool(x, 2), lambda x: ops.adaptive_avg_pool(x, (2, 3)),
+                                lambda x: ops.adaptive_max_pool(x, 3), ops.global_avg_pool])
+def test_pool_grads(rng, x64, fn):
+    check_grads(fn, (jnp.asarray(rng.normal(size=(2, 6, 7, 2))),), order=1, modes=["fwd", "rev"])
