@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -21,9 +20,13 @@ import time
 import numpy as np
 
 
-def median_ms(fn, *args, repeats: int = 10) -> float:
+def median_ms(fn, *args, repeats: int | None = None) -> float:
+    """Median wall time of fn(*args) in ms; by default enough repeats for ~0.5 s (10 to 200)."""
     import jax
     jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    repeats = repeats or min(200, max(10, int(0.5 / (time.perf_counter() - start))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -79,9 +82,13 @@ def tiled_section(rows):
     x = jax.random.normal(key, (n, size, size, c))
     w = jax.random.normal(key, (k, k, c, c)) * 0.1
     base = median_ms(fwd_bwd(lambda x, w: ops.conv(x, w, padding="SAME")), x, w)
+    base_fwd = median_ms(jax.jit(lambda x, w: ops.conv(x, w, padding="SAME")), x, w)
     rows.append(("tiled", f"conv (reference) N={n} {size}x{size} {c}->{c} 3x3 SAME", base, 1.0))
+    rows.append(("tiled", "conv (reference) forward only", base_fwd, 1.0))
     for tile in (2, 4, 8):
         wt = jax.random.normal(key, (tile, tile, k, k, c, c)) * 0.1
+        fwd = median_ms(jax.jit(lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")), x, wt)
+        rows.append(("tiled", f"t={tile} cnn_jax.tiled_conv forward only", fwd, fwd / base_fwd))
         for name, f in [("cnn_jax.tiled_conv", lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")),
                         ("per-phase strided convs", lambda x, w: per_phase_tiled(x, w, tile, "SAME")),
                         ("t*t full convs + select", lambda x, w: masked_tiled(x, w, tile, "SAME"))]:
@@ -99,9 +106,12 @@ def local_section(rows, with_memory: bool):
         if with_memory:
             empty = json.loads(_run_child("local", "none", n, size, c))["peak_mb"]
             for variant in ("ours", "flax"):
-                peak = json.loads(_run_child("local", variant, n, size, c))["peak_mb"] - empty
-                rows.append(("local-mem", f"N={n} {size}x{size} {c}->{c} {variant} peak RSS above baseline (MB)",
-                             peak, float("nan")))
+                result = json.loads(_run_child("local", variant, n, size, c))
+                name = "cnn_jax" if variant == "ours" else "flax"
+                rows.append(("local-mem", f"N={n} {size}x{size} {c}->{c} {name}: peak RSS above an empty process (MB)",
+                             result["peak_mb"] - empty, float("nan")))
+                rows.append(("local-mem", f"N={n} {size}x{size} {c}->{c} {name}: XLA temporary buffers (MB)",
+                             result["temp_mb"], float("nan")))
 
 
 def conv_section(rows):
@@ -170,6 +180,13 @@ def _run_child(section, variant, n, size, c, time_it=False):
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
 
 
+def _peak_rss_mb() -> float:
+    # VmHWM belongs to this process image; getrusage's ru_maxrss would carry the parent's peak across exec.
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
 def _child(spec):
     section, variant, n, size, c, time_it = json.loads(spec)
     import jax
@@ -185,10 +202,12 @@ def _child(spec):
         layer = flax_nn.ConvLocal(c, (3, 3), padding="VALID", use_bias=False)
         w = jax.random.normal(key, (out, out, 9 * c, c)) * 0.05
         step = fwd_bwd(lambda x, w: layer.apply({"params": {"kernel": w}}, x))
+    ms = temp_mb = 0.0
     if variant != "none":
         ms = median_ms(step, x, w, repeats=5 if time_it else 1)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"ms": ms if variant != "none" else 0.0, "peak_mb": peak_mb}))
+        temp_mb = step.lower(x, w).compile().memory_analysis().temp_size_in_bytes / 2**20
+    peak_mb = _peak_rss_mb()
+    print(json.dumps({"ms": ms, "peak_mb": peak_mb, "temp_mb": temp_mb}))
 
 
 def main():

@@ -1,7 +1,9 @@
 """Convolution in 1, 2 and 3 spatial dimensions, channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,26 +49,63 @@ def conv_check(x_shape: Sequence[int], w_shape: Sequence[int], stride, padding, 
     return conv_geometry(x_shape[1:-1], w_shape[:ndim], stride, padding, dilation)
 
 
+class _Lowering(NamedTuple):
+    out_sizes: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    precision: Any
+
+
+def _xla_conv(x, w, stride, pads, cfg: _Lowering) -> jax.Array:
+    return lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=cfg.dilation,
+                                    dimension_numbers=dimension_numbers(len(stride)),
+                                    feature_group_count=cfg.groups, precision=cfg.precision)
+
+
+def _padded_then_sliced(x, w, cfg: _Lowering) -> jax.Array:
+    """Stride-1 unpadded conv computed with one extra zero row/column per axis, sliced off."""
+    ones = (1,) * len(cfg.out_sizes)
+    y = _xla_conv(x, w, ones, ((0, 1),) * len(ones), cfg)
+    return y[(slice(None), *(slice(0, o) for o in cfg.out_sizes))]
+
+
+# XLA:CPU has a slow path for stride-1 convolutions with no padding at all. Measured
+# (benchmarks/ops.py, docs/performance.md): the kernel gradient is 1.6-2.4x faster computed
+# from the padded-then-sliced form in every case tried; the forward pass is 2-5x faster that
+# way from 32 output channels up, but up to 2x slower below. So the forward pass picks by
+# output channels, and the JVP routes the kernel tangent (hence, transposed, the kernel
+# gradient) through the padded form; the input gradient is the same speed either way.
+_PAD_FORWARD_FROM_CHANNELS = 32
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _unpadded_stride1_conv(x, w, cfg: _Lowering) -> jax.Array:
+    if w.shape[-1] >= _PAD_FORWARD_FROM_CHANNELS:
+        return _padded_then_sliced(x, w, cfg)
+    return _xla_conv(x, w, (1,) * len(cfg.out_sizes), ((0, 0),) * len(cfg.out_sizes), cfg)
+
+
+@_unpadded_stride1_conv.defjvp
+def _unpadded_stride1_conv_jvp(cfg, primals, tangents):
+    x, w = primals
+    x_dot, w_dot = tangents
+    ones, zeros = (1,) * len(cfg.out_sizes), ((0, 0),) * len(cfg.out_sizes)
+    y_dot = _xla_conv(x_dot, w, ones, zeros, cfg) + _padded_then_sliced(x, w_dot, cfg)
+    return _unpadded_stride1_conv(x, w, cfg), y_dot
+
+
 def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision) -> jax.Array:
-    ndim = len(geo.stride)
+    cfg = _Lowering(geo.out_sizes, geo.dilation, groups, precision)
     pads = geo.padding
-    # XLA:CPU runs stride-1 convolutions with no padding at all 2-4x slower (forward and
-    # kernel gradient, benchmarks/ops.py); one extra zero row/column, sliced off, avoids that path.
     spans = [effective_kernel_size(k, d) for k, d in zip(geo.kernel, geo.dilation)]
     if any(s > 1 for s in geo.stride) and any(n < e for n, e in zip(x.shape[1:-1], spans)):
         # XLA:CPU (jaxlib 0.10.2) aborts compiling the input gradient of a strided convolution whose
         # kernel only fits thanks to the padding; padding explicitly first compiles fine.
         x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
-        pads = ((0, 0),) * ndim
-    unpadded = all(p == (0, 0) for p in pads) and all(s == 1 for s in geo.stride)
-    if unpadded:
-        pads = ((0, 1),) * ndim
-    y = lax.conv_general_dilated(x, w, geo.stride, pads, rhs_dilation=geo.dilation,
-                                 dimension_numbers=dimension_numbers(ndim),
-                                 feature_group_count=groups, precision=precision)
-    if unpadded:
-        y = y[(slice(None), *(slice(0, o) for o in geo.out_sizes))]
-    return y
+        pads = ((0, 0),) * len(pads)
+    if all(p == (0, 0) for p in pads) and all(s == 1 for s in geo.stride):
+        return _unpadded_stride1_conv(x, w, cfg)
+    return _xla_conv(x, w, geo.stride, pads, cfg)
 
 
 def conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",

@@ -7,13 +7,14 @@ is its own phase). Weight layouts, channels-last like HWIO:
     tiled_conv: w (*tile, *kernel, C_in, C_out)
     local_conv: w (*out_sizes, *kernel, C_in, C_out)
 
-Lowering, at the FLOPs of a standard convolution: the padded input is rearranged
-once into phase-major blocks (space-to-depth with block t*stride), so that for
-each kernel tap the inputs of all positions of phase r form one contiguous slice.
-Each phase is then a batched matmul of its inputs with its own kernel. Tiled
-convolution stacks the taps (one matmul with contraction prod(kernel)*C_in, fastest);
-locally connected sums tap by tap and recomputes the slices in the backward pass, so
-no (positions x prod(kernel)*C_in) patch tensor is ever stored.
+Lowering, at the FLOPs of a standard convolution: im2col (one strided slice of the
+padded input per kernel tap, stacked along channels), then the positions are
+regrouped so that the tile phase r leads, and each phase is one matmul with its own
+kernel (a single batched dot_general). Locally connected layers are the case of one
+block per phase. On XLA:CPU this measured fastest of the forms tried, including
+a space-to-depth rearrangement before the slicing, one strided convolution per phase,
+and summing per-tap products instead of building the patch tensor, which XLA keeps
+alive for the backward pass anyway (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def tiled_conv(x: jax.Array, w: jax.Array, *, tile: int | Sequence[int], stride:
             raise ValueError(f"tile={tile} exceeds the output size {geo.out_sizes} along spatial axis {axis} "
                              f"({t} > {o}): phases >= {o} would never be used. Use tile <= {o}; "
                              "tile equal to the output size is local_conv")
-    return _phase_conv(x, w, tile, geo, fuse_taps=True, precision=precision)
+    return _phase_conv(x, w, tile, geo, precision)
 
 
 def local_conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",
@@ -71,63 +72,31 @@ def local_conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, p
     if tuple(w.shape[:ndim]) != geo.out_sizes:
         raise ValueError(f"w has shape {tuple(w.shape)}; local_conv needs one kernel per output position, "
                          f"so its leading axes must be the output size {geo.out_sizes}")
-    return _phase_conv(x, w, geo.out_sizes, geo, fuse_taps=False, precision=precision)
+    return _phase_conv(x, w, geo.out_sizes, geo, precision)
 
 
-def _phase_conv(x, w, tile, geo: ConvGeometry, *, fuse_taps: bool, precision) -> jax.Array:
+def _phase_conv(x, w, tile, geo: ConvGeometry, precision) -> jax.Array:
     ndim = len(tile)
     blocks = [ceil(o / t) for o, t in zip(geo.out_sizes, tile)]
-    # Block length B along each axis: phase r of block q starts at input q*B + r*s.
-    # With a single block any B covering the padded input works; take it whole.
-    period = [t * s if q > 1 else n + lo + hi
-              for t, s, q, n, (lo, hi) in zip(tile, geo.stride, blocks, x.shape[1:-1], geo.padding)]
-    n_blocks = [q + ((t - 1) * s + (k - 1) * d) // b
-                for q, t, s, k, d, b in zip(blocks, tile, geo.stride, geo.kernel, geo.dilation, period)]
-    # Pad, or crop rows no output reads, to exactly n_blocks * B per axis.
-    config = [(0, 0, 0)] + [(lo, nb * b - n - lo, 0) for (lo, _), nb, b, n
-                            in zip(geo.padding, n_blocks, period, x.shape[1:-1])] + [(0, 0, 0)]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), config)
-    xp = xp.reshape(x.shape[0], *itertools.chain(*zip(n_blocks, period)), x.shape[-1])
-    # (N, nb_1, B_1, ..., C) -> (B_1, ..., N, nb_1, ..., C): phase axes lead, as matmul batch axes.
-    xp = xp.transpose(*(2 + 2 * i for i in range(ndim)), 0, *(1 + 2 * i for i in range(ndim)), 2 * ndim + 1)
-
-    def tap_input(a_tap):
-        """Inputs read by kernel tap a_tap at every (phase, block): (*tile, N, *blocks, C)."""
-        out = xp
-        for axis, a in enumerate(a_tap):
-            out = _take_phases(out, axis, ndim, a * geo.dilation[axis], tile[axis], geo.stride[axis],
-                               period[axis], blocks[axis])
-        return out
-
-    dims = (((2 * ndim + 1,), (ndim,)), (tuple(range(ndim)), tuple(range(ndim))))
-    matmul = lambda lhs, rhs: lax.dot_general(lhs, rhs, dims, precision=precision)
-    taps = list(itertools.product(*(range(k) for k in geo.kernel)))
-    if fuse_taps:
-        patches = jnp.concatenate([tap_input(a) for a in taps], axis=-1)
-        y = matmul(patches, w.reshape(*tile, -1, w.shape[-1]))
-    else:
-        tap_term = jax.checkpoint(lambda a, w_tap: matmul(tap_input(a), w_tap), static_argnums=(0,))
-        y = sum(tap_term(a, w[(slice(None),) * ndim + a]) for a in taps)
-    # (*tile, N, *blocks, C_out) -> (N, blocks_1 * tile_1, ..., C_out), cropped to the output size.
+    padded_out = [q * t for q, t in zip(blocks, tile)]  # whole tile periods; the excess is cropped at the end
+    # Pad so that every tap's strided slice has padded_out entries; crop rows no output reads.
+    config = [(0, 0, 0)] + [(lo, (o - 1) * s + (k - 1) * d + 1 - n - lo, 0) for (lo, _), o, s, k, d, n
+                            in zip(geo.padding, padded_out, geo.stride, geo.kernel, geo.dilation, x.shape[1:-1])]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)])
+    # im2col: (N, *padded_out, prod(kernel) * C_in), taps major as in w's (*kernel, C_in) axes.
+    patches = jnp.concatenate([
+        lax.slice(xp, (0, *(a * d for a, d in zip(tap, geo.dilation)), 0),
+                  (xp.shape[0], *((a * d) + (o - 1) * s + 1 for a, d, o, s in zip(tap, geo.dilation, padded_out,
+                                                                                 geo.stride)), xp.shape[-1]),
+                  (1, *geo.stride, 1))
+        for tap in itertools.product(*map(range, geo.kernel))], axis=-1)
+    # Position i = q*t + r -> (q, r); phase axes r lead as the batch axes of one matmul per phase.
+    patches = patches.reshape(x.shape[0], *itertools.chain(*zip(blocks, tile)), patches.shape[-1])
+    patches = patches.transpose(*(2 + 2 * i for i in range(ndim)), 0, *(1 + 2 * i for i in range(ndim)),
+                                2 * ndim + 1)
+    y = lax.dot_general(patches, w.reshape(*tile, -1, w.shape[-1]),
+                        (((2 * ndim + 1,), (ndim,)), (tuple(range(ndim)), tuple(range(ndim)))), precision=precision)
+    # (*tile, N, *blocks, C_out) -> (N, *padded_out, C_out), cropped to the output size.
     y = y.transpose(ndim, *itertools.chain(*((ndim + 1 + i, i) for i in range(ndim))), 2 * ndim + 1)
-    y = y.reshape(y.shape[0], *(q * t for q, t in zip(blocks, tile)), y.shape[-1])
+    y = y.reshape(y.shape[0], *padded_out, y.shape[-1])
     return y[(slice(None), *(slice(0, o) for o in geo.out_sizes))]
-
-
-def _take_phases(arr, axis: int, ndim: int, offset: int, tile: int, stride: int, period: int, blocks: int):
-    """Along one spatial axis of a phase-major array, gather input index q*period + r*stride + offset
-    for phases r < tile and blocks q < blocks: phase axis `axis` -> tile, block axis -> blocks."""
-    block_axis = ndim + 1 + axis
-    pieces, r = [], 0
-    while r < tile:
-        shift = (r * stride + offset) // period  # phases crossing a block boundary read the next block
-        r_end = r
-        while r_end < tile and (r_end * stride + offset) // period == shift:
-            r_end += 1
-        start = r * stride + offset - shift * period
-        starts, limits, strides = [0] * arr.ndim, list(arr.shape), [1] * arr.ndim
-        starts[axis], limits[axis], strides[axis] = start, start + (r_end - r - 1) * stride + 1, stride
-        starts[block_axis], limits[block_axis] = shift, shift + blocks
-        pieces.append(lax.slice(arr, starts, limits, strides))
-        r = r_end
-    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)

@@ -6,7 +6,7 @@ stride defaults to the window, the usual pooling convention (PyTorch, Keras).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from math import ceil, floor
+from math import ceil, floor, prod
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,7 @@ def avg_pool(x: jax.Array, window: int | Sequence[int], stride: int | Sequence[i
     geo = _pool_geometry(x.shape, window, stride, padding)
     total = _reduce_window(x, 0, lax.add, geo)
     if count_include_pad:
-        return total / jnp.prod(jnp.array(geo.kernel)).astype(x.dtype)
+        return total / prod(geo.kernel)
     count = _reduce_window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0, lax.add, geo)
     return total / count
 

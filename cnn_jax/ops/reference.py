@@ -47,7 +47,6 @@ def conv(x, w, stride=1, padding="VALID", dilation=1, groups=1, flip=False) -> n
 
 def im2col(x: np.ndarray, kernel, stride=1, padding="VALID", dilation=1) -> np.ndarray:
     """X_col (prod(kernel)*C, N*positions): one column per output position, one row per (tap, channel)."""
-    ndim = x.ndim - 2
     geo = conv_geometry(x.shape[1:-1], kernel, stride, padding, dilation)
     xp = pad(x, geo.padding)
     columns = [window(xp, pos, geo).reshape(x.shape[0], -1)
@@ -97,7 +96,6 @@ def local_conv(x, w, stride=1, padding="VALID", dilation=1) -> np.ndarray:
 
 
 def _pool(x, reduce, window_shape, stride, padding, fill):
-    ndim = x.ndim - 2
     stride = window_shape if stride is None else stride
     geo = conv_geometry(x.shape[1:-1], window_shape, stride, padding)
     xp = pad(x, geo.padding, fill)
