@@ -81,3 +81,15 @@ def test_grads(rng, x64, op, lead):
     fn = (lambda x, w: ops.tiled_conv(x, w, tile=lead, **kw)) if op == "tiled" else \
         (lambda x, w: ops.local_conv(x, w, **kw))
     check_grads(fn, (x, w), order=2, modes=["fwd", "rev"])
+
+
+def test_jit_and_vmap(rng):
+    """vmap over a leading axis equals a loop: the ops carry no hidden batch-size assumptions."""
+    x = jnp.asarray(rng.normal(size=(3, 2, 8, 7, 2)), jnp.float32)
+    wt = jnp.asarray(rng.normal(size=(2, 2, 3, 3, 2, 4)), jnp.float32)
+    wl = jnp.asarray(rng.normal(size=(6, 5, 3, 3, 2, 4)), jnp.float32)
+    for fn in (lambda x: ops.tiled_conv(x, wt, tile=2), lambda x: ops.local_conv(x, wl),
+               lambda x: ops.lp_pool(x, 2), lambda x: ops.adaptive_avg_pool(x, 3),
+               lambda x: ops.batch_norm_train(x, None, None, jnp.zeros(2), jnp.ones(2))[0]):
+        batched = jax.vmap(jax.jit(fn))(x)
+        close(batched, jnp.stack([fn(row) for row in x]), rtol=1e-5, atol=1e-5)

@@ -76,3 +76,16 @@ def test_pool_and_norm_modules(rng):
     variables = cnn.BatchNorm().init(KEY, x, use_running_average=True)
     assert jax.tree.map(jnp.shape, variables) == {"params": {"scale": (3,), "bias": (3,)},
                                                    "batch_stats": {"mean": (3,), "var": (3,)}}
+
+
+def test_conv_transpose_module_is_the_adjoint_of_conv(rng):
+    y = jnp.asarray(rng.normal(size=(2, 4, 4, 6)), jnp.float32)
+    module = cnn.ConvTranspose(features=3, kernel_size=3, strides=2, padding="SAME", use_bias=False)
+    params = module.init(KEY, y)
+    kernel = params["params"]["kernel"]
+    assert kernel.shape == (3, 3, 3, 6)
+    x_like = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
+    # <conv(x), y> == <x, conv_transpose(y)>: the defining property of the adjoint.
+    lhs = jnp.vdot(ops.conv(x_like, kernel, stride=2, padding="SAME"), y)
+    rhs = jnp.vdot(x_like, module.apply(params, y))
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-4)

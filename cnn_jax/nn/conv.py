@@ -113,6 +113,32 @@ class LocalConv(_ConvBase):
         return y if bias is None else y + bias
 
 
+class ConvTranspose(_ConvBase):
+    """Transposed convolution: the input gradient of `Conv` with the same arguments, as a layer.
+
+    x (N, *spatial, C_in) -> (N, *out, features), where `out` is the input size of the forward
+    convolution (`input_size`; by default the smallest one, or spatial * strides for SAME).
+    kernel (*kernel_size, features / feature_group_count, C_in): the forward convolution's kernel.
+    """
+    feature_group_count: int = 1
+    input_size: Sequence[int] | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        ndim = spatial_ndim(x.shape, "x")
+        kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
+        groups = self.feature_group_count
+        if self.features % groups:
+            raise ValueError(f"feature_group_count={groups} does not divide features={self.features}")
+        kernel = self.param("kernel", self.kernel_init or nn.initializers.lecun_normal(in_axis=-1, out_axis=-2),
+                            (*kernel_size, self.features // groups, x.shape[-1]), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = ops.conv_transpose(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
+                               groups=groups, input_size=self.input_size, precision=self.precision)
+        return y if bias is None else y + bias
+
+
 CONV_KINDS = ("standard", "tiled", "local")
 
 

@@ -25,7 +25,7 @@ def dimension_numbers(ndim: int) -> tuple[str, str, str]:
 
 
 def check_channels(x_shape: Sequence[int], w_shape: Sequence[int], groups: int, layout: str) -> None:
-    """Validate kernel rank and channel counts of x (N, *spatial, C_in) against w (..., C_in/groups, C_out)."""
+    """Validate the channel counts of x (N, *spatial, C_in) against w (..., C_in/groups, C_out)."""
     as_tuple(groups, 1, "groups")
     c_in, c_w, c_out = x_shape[-1], w_shape[-2], w_shape[-1]
     if c_in % groups:
