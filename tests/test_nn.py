@@ -89,3 +89,11 @@ def test_conv_transpose_module_is_the_adjoint_of_conv(rng):
     lhs = jnp.vdot(ops.conv(x_like, kernel, stride=2, padding="SAME"), y)
     rhs = jnp.vdot(x_like, module.apply(params, y))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
+
+
+def test_conv_spec_fits_the_tile_to_small_outputs():
+    module = cnn.ConvSpec("tiled", tile=4).make(3, 3, padding="VALID")
+    variables = module.init(KEY, jnp.ones((1, 4, 9, 2)))  # output 2 x 7: tile (2, 4)
+    assert variables["params"]["kernel"].shape == (2, 4, 3, 3, 2, 3)
+    with pytest.raises(ValueError, match="exceeds the output size"):
+        cnn.TiledConv(features=3, kernel_size=3, tile=4, padding="VALID").init(KEY, jnp.ones((1, 4, 9, 2)))

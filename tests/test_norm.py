@@ -80,3 +80,4 @@ def test_local_response_norm_matches_reference(rng):
 def test_norm_grads(rng, x64, fn):
     args = (jnp.asarray(rng.normal(size=(4, 3, 2, 3))), jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.normal(size=3)))
     check_grads(fn, args, order=1, modes=["fwd", "rev"])
+    jax.jit(jax.grad(lambda *a: fn(*a).sum()))(*args)  # under jit too, where constants are traced

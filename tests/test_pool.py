@@ -36,9 +36,10 @@ def test_l2_pool_is_root_sum_of_squares():
     np.testing.assert_allclose(ops.lp_pool(x, 2)[0, 0, 0, 0], 5.0)
 
 
-def test_max_pool_gradient_routes_to_the_argmax(rng):
+@pytest.mark.parametrize("transform", [lambda f: f, jax.jit])
+def test_max_pool_gradient_routes_to_the_argmax(rng, transform):
     x = jnp.asarray(rng.permutation(36).reshape(1, 6, 6, 1), jnp.float32)
-    grad = jax.grad(lambda x: ops.max_pool(x, 2).sum())(x)
+    grad = transform(jax.grad(lambda x: ops.max_pool(x, 2).sum()))(x)
     expected = np.zeros((6, 6))
     for i in range(3):
         for j in range(3):
@@ -70,4 +71,6 @@ def test_global_pools(rng):
                                 lambda x: ops.lp_pool(x, 2), lambda x: ops.adaptive_avg_pool(x, (2, 3)),
                                 lambda x: ops.adaptive_max_pool(x, 3), ops.global_avg_pool])
 def test_pool_grads(rng, x64, fn):
-    check_grads(fn, (jnp.asarray(rng.normal(size=(2, 6, 7, 2))),), order=1, modes=["fwd", "rev"])
+    x = jnp.asarray(rng.normal(size=(2, 6, 7, 2)))
+    check_grads(fn, (x,), order=1, modes=["fwd", "rev"])
+    jax.jit(jax.grad(lambda x: fn(x).sum()))(x)  # under jit too, where the window's initial value is traced

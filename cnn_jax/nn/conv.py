@@ -6,6 +6,7 @@ per output position (LocalConv).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,16 @@ def _unshared_kernel_init(ndim: int) -> Initializer:
     return nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=tuple(range(ndim)))
 
 
+@contextlib.contextmanager
+def layer_errors(module: nn.Module):
+    """Prefix a ValueError raised inside a layer with the layer's path, e.g. "stage3_block1/conv1: ..."."""
+    try:
+        yield
+    except ValueError as error:
+        path = "/".join(module.scope.path) if module.scope is not None and module.scope.path else type(module).__name__
+        raise ValueError(f"{path}: {error}") from None
+
+
 class _ConvBase(nn.Module):
     features: int
     kernel_size: IntOrSeq
@@ -39,6 +50,10 @@ class _ConvBase(nn.Module):
     precision: Any = None
     kernel_init: Initializer | None = None
     bias_init: Initializer = nn.initializers.zeros_init()
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        with layer_errors(self):
+            return self.forward(x)
 
     def _geometry(self, x: jax.Array):
         ndim = spatial_ndim(x.shape, "x")
@@ -56,7 +71,7 @@ class Conv(_ConvBase):
     flip: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def forward(self, x: jax.Array) -> jax.Array:
         ndim, kernel_size, _ = self._geometry(x)
         groups = self.feature_group_count
         if x.shape[-1] % groups:
@@ -76,11 +91,14 @@ class TiledConv(_ConvBase):
     kernel (*tile, *kernel_size, C_in, features), bias (*tile, features): one per tile phase.
     """
     tile: IntOrSeq = 2
+    fit_tile: bool = False  # shrink the tile to the output size along axes where the output is smaller
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def forward(self, x: jax.Array) -> jax.Array:
         ndim, kernel_size, geo = self._geometry(x)
         tile = as_tuple(self.tile, ndim, "tile")
+        if self.fit_tile:
+            tile = tuple(min(t, o) for t, o in zip(tile, geo.out_sizes))
         kernel = self.param("kernel", self.kernel_init or _unshared_kernel_init(ndim),
                             (*tile, *kernel_size, x.shape[-1], self.features), self.param_dtype)
         bias = self.param("bias", self.bias_init, (*tile, self.features), self.param_dtype) if self.use_bias else None
@@ -101,7 +119,7 @@ class LocalConv(_ConvBase):
     """
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def forward(self, x: jax.Array) -> jax.Array:
         ndim, kernel_size, geo = self._geometry(x)
         kernel = self.param("kernel", self.kernel_init or _unshared_kernel_init(ndim),
                             (*geo.out_sizes, *kernel_size, x.shape[-1], self.features), self.param_dtype)
@@ -124,7 +142,7 @@ class ConvTranspose(_ConvBase):
     input_size: Sequence[int] | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def forward(self, x: jax.Array) -> jax.Array:
         ndim = spatial_ndim(x.shape, "x")
         kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
         groups = self.feature_group_count
@@ -147,6 +165,8 @@ class ConvSpec:
     """Which convolution a model builds, so one config value swaps it in every layer.
 
     kind: "standard" (shared weights), "tiled" (shared with period `tile`) or "local" (unshared).
+        In a model, a layer whose output is smaller than the tile gets the output size as its
+        tile (a 1x1 output has one kernel), so one tile fits every layer.
     dilation: the kernel dilation of layers that do not set their own.
     flip: true convolution instead of cross-correlation (standard only).
     """
@@ -172,5 +192,5 @@ class ConvSpec:
             raise ValueError(f"feature_group_count={feature_group_count} is only supported by kind='standard', "
                              f"not {self.kind!r}")
         if self.kind == "tiled":
-            return TiledConv(tile=self.tile, **common)
+            return TiledConv(tile=self.tile, fit_tile=True, **common)
         return LocalConv(**common)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 
 import flax.linen as nn
 import jax
 
 from cnn_jax import ops
-from cnn_jax.ops.shapes import PaddingLike
+from cnn_jax.nn.conv import layer_errors
+from cnn_jax.ops.shapes import PaddingLike, as_tuple
 
 IntOrSeq = int | Sequence[int]
 
@@ -18,7 +20,8 @@ class MaxPool(nn.Module):
     padding: PaddingLike = "VALID"
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.max_pool(x, self.window, self.strides, self.padding)
+        with layer_errors(self):
+            return ops.max_pool(x, self.window, self.strides, self.padding)
 
 
 class AvgPool(nn.Module):
@@ -28,7 +31,8 @@ class AvgPool(nn.Module):
     count_include_pad: bool = True
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.avg_pool(x, self.window, self.strides, self.padding, self.count_include_pad)
+        with layer_errors(self):
+            return ops.avg_pool(x, self.window, self.strides, self.padding, self.count_include_pad)
 
 
 class LpPool(nn.Module):
@@ -38,28 +42,48 @@ class LpPool(nn.Module):
     p: float = 2.0
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.lp_pool(x, self.window, self.strides, self.padding, self.p)
+        with layer_errors(self):
+            return ops.lp_pool(x, self.window, self.strides, self.padding, self.p)
 
 
 class GlobalAvgPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.global_avg_pool(x)
+        with layer_errors(self):
+            return ops.global_avg_pool(x)
 
 
 class GlobalMaxPool(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.global_max_pool(x)
+        with layer_errors(self):
+            return ops.global_max_pool(x)
+
+
+class TrainableSubsampling(nn.Module):
+    """LeNet-5's subsampling (LeCun et al. 1998): the sum of each window times a trainable
+    coefficient plus a trainable bias, per channel: params "coefficient", "bias" (C,)."""
+    window: IntOrSeq = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = (x.shape[-1],)
+        count = prod(as_tuple(self.window, x.ndim - 2, "window"))
+        # Starts as average pooling: the coefficient times the window sum is the mean.
+        coefficient = self.param("coefficient", nn.initializers.constant(1.0 / count), channels)
+        bias = self.param("bias", nn.initializers.zeros_init(), channels)
+        return ops.avg_pool(x, self.window) * count * coefficient + bias
 
 
 class AdaptiveAvgPool(nn.Module):
     output_size: IntOrSeq
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.adaptive_avg_pool(x, self.output_size)
+        with layer_errors(self):
+            return ops.adaptive_avg_pool(x, self.output_size)
 
 
 class AdaptiveMaxPool(nn.Module):
     output_size: IntOrSeq
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return ops.adaptive_max_pool(x, self.output_size)
+        with layer_errors(self):
+            return ops.adaptive_max_pool(x, self.output_size)

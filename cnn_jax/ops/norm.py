@@ -5,7 +5,7 @@ Statistics are per channel, over every other axis of channels-last activations.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -94,6 +94,7 @@ def local_response_norm(x: jax.Array, *, size: int = 5, k: float = 2.0, alpha: f
         raise ValueError(f"size={size!r}: the channel window must be a positive odd int (AlexNet uses 5)")
     half = size // 2
     window = (1,) * (x.ndim - 1) + (size,)
-    sum_sq = lax.reduce_window(x * x, jnp.zeros((), x.dtype), lax.add, window, (1,) * x.ndim,
+    # A concrete (NumPy) initial value lets JAX recognise the windowed sum, which has a gradient rule.
+    sum_sq = lax.reduce_window(x * x, np.zeros((), x.dtype), lax.add, window, (1,) * x.ndim,
                                ((0, 0),) * (x.ndim - 1) + ((half, half),))
     return x / (k + alpha * sum_sq) ** beta

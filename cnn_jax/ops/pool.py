@@ -10,6 +10,7 @@ from math import ceil, floor, prod
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from cnn_jax.ops.shapes import ConvGeometry, PaddingLike, as_tuple, conv_geometry, spatial_ndim
@@ -27,7 +28,8 @@ def _pool_geometry(x_shape, window: int | Sequence[int], stride, padding) -> Con
 
 
 def _reduce_window(x, init, op, geo: ConvGeometry) -> jax.Array:
-    return lax.reduce_window(x, jnp.asarray(init, x.dtype), op, (1, *geo.kernel, 1), (1, *geo.stride, 1),
+    # A concrete (NumPy) initial value lets JAX recognise max/add windows, which have gradient rules.
+    return lax.reduce_window(x, np.asarray(init, x.dtype), op, (1, *geo.kernel, 1), (1, *geo.stride, 1),
                              ((0, 0), *geo.padding, (0, 0)))
 
 

@@ -1,0 +1,71 @@
+"""LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
+recognition", sec. II.B), as published and in its modern form."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_jax import nn as cnn
+from cnn_jax.models.common import flatten
+from cnn_jax.models.registry import register
+
+# Which S2 maps feed each C3 map (Table I of the paper): 6 maps see 3 contiguous maps, 9 see 4,
+# and the last sees all 6, breaking symmetry at 1,516 parameters instead of 2,416.
+C3_TABLE = ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
+            (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
+            (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))
+
+
+def squash(x: jax.Array) -> jax.Array:
+    """The paper's sigmoid, f(a) = A tanh(S a) with A = 1.7159 and S = 2/3 (appendix A)."""
+    return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
+
+
+@register("lenet5_classic")
+class LeNet5Classic(nn.Module):
+    """LeNet-5 as published: 60,000 trainable parameters before the output layer.
+
+    C1 (6@5x5, 156) - S2 (trainable subsampling, 12) - C3 (16@5x5, partial table, 1,516) -
+    S4 (32) - C5 (120@5x5 convolution, 48,120) - F6 (84, 10,164) - output. The paper's output
+    layer is 10 fixed RBF units; here it is a trainable dense layer named "output", counted
+    separately. Inputs smaller than 32x32 are zero-padded to 32x32 (the paper centred the
+    28x28 digits in a 32x32 field).
+    """
+    num_classes: int
+    conv: cnn.ConvSpec = cnn.ConvSpec()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        pad = [max(0, 32 - n) for n in x.shape[1:3]]
+        x = jnp.pad(x, ((0, 0), (pad[0] // 2, pad[0] - pad[0] // 2), (pad[1] // 2, pad[1] - pad[1] // 2), (0, 0)))
+        x = squash(self.conv.make(6, 5, padding="VALID", dtype=self.dtype, name="C1")(x))
+        x = squash(cnn.TrainableSubsampling(2, name="S2")(x))
+        x = squash(jnp.concatenate([self.conv.make(1, 5, padding="VALID", dtype=self.dtype, name=f"C3_{j}")(
+            x[..., list(inputs)]) for j, inputs in enumerate(C3_TABLE)], axis=-1))
+        x = squash(cnn.TrainableSubsampling(2, name="S4")(x))
+        x = squash(self.conv.make(120, 5, padding="VALID", dtype=self.dtype, name="C5")(x))
+        x = squash(nn.Dense(84, dtype=self.dtype, name="F6")(flatten(x)))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
+
+
+@register("lenet5")
+class LeNet5(nn.Module):
+    """The modern LeNet-5: ReLU, max-pooling, SAME first convolution so 28x28 inputs work as is.
+
+    conv 6@5x5 - maxpool 2 - conv 16@5x5 - maxpool 2 - dense 120 - dense 84 - dense classes.
+    """
+    num_classes: int
+    conv: cnn.ConvSpec = cnn.ConvSpec()
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = cnn.MaxPool(2)(nn.relu(self.conv.make(6, 5, padding="SAME", dtype=self.dtype, name="conv1")(x)))
+        x = cnn.MaxPool(2)(nn.relu(self.conv.make(16, 5, padding="VALID", dtype=self.dtype, name="conv2")(x)))
+        x = nn.relu(nn.Dense(120, dtype=self.dtype, name="fc1")(flatten(x)))
+        x = nn.relu(nn.Dense(84, dtype=self.dtype, name="fc2")(x))
+        return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)

@@ -1,0 +1,139 @@
+"""Model zoo: published parameter counts, output shapes, every (model, conv kind) pair trains."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnn_jax import models
+from cnn_jax.nn import ConvSpec
+
+KEY = jax.random.PRNGKey(0)
+
+
+def param_counts(name, shape, num_classes, **options):
+    model = models.create(name, num_classes=num_classes, **options)
+    variables = jax.eval_shape(lambda: model.init(KEY, jnp.zeros(shape)))
+    return {layer: sum(p.size for p in jax.tree.leaves(tree)) for layer, tree in variables["params"].items()}
+
+
+# Published counts: torchvision's model cards for the ImageNet models (1000 classes);
+# He et al. 2016 Table 6 for the CIFAR ResNets (10 classes, rounded there to 0.01M).
+@pytest.mark.parametrize("name, expected", [
+    ("alexnet", 61_100_840), ("vgg11", 132_863_336), ("vgg13", 133_047_848), ("vgg16", 138_357_544),
+    ("vgg19", 143_667_240), ("vgg11_bn", 132_868_840), ("vgg13_bn", 133_053_736), ("vgg16_bn", 138_365_992),
+    ("vgg19_bn", 143_678_248), ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
+])
+def test_imagenet_models_match_published_parameter_counts(name, expected):
+    assert sum(param_counts(name, (1, 224, 224, 3), 1000).values()) == expected
+
+
+@pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
+                                            ("resnet56", 0.85), ("resnet110", 1.7)])
+def test_cifar_resnets_match_he_et_al(name, millions):
+    total = sum(param_counts(name, (1, 32, 32, 3), 10).values())
+    assert round(total / 1e6, 2 if millions < 1 else 1) == millions
+
+
+def test_lenet5_classic_has_60000_parameters_layer_by_layer():
+    counts = param_counts("lenet5_classic", (1, 32, 32, 1), 10)
+    c3 = sum(v for k, v in counts.items() if k.startswith("C3_"))
+    assert (counts["C1"], counts["S2"], c3, counts["S4"], counts["C5"], counts["F6"]) == \
+        (156, 12, 1_516, 32, 48_120, 10_164)
+    assert sum(counts.values()) - counts["output"] == 60_000
+
+
+def test_mnist1d_baselines_match_the_reference_sizes():
+    assert sum(param_counts("mlp", (1, 40), 10).values()) == 15_210  # MLPBase: 40-100-100-10
+    assert sum(param_counts("cnn1d", (1, 40), 10).values()) == 5_210  # ConvBase: 3 x 25 channels, 125 -> 10
+
+
+MNIST, CIFAR, LARGER = (2, 28, 28, 1), (2, 32, 32, 3), (2, 64, 64, 3)
+
+
+@pytest.mark.parametrize("name, shapes, options", [
+    ("lenet5", (MNIST, CIFAR), {}), ("lenet5_classic", (MNIST, CIFAR), {}), ("resnet20", (MNIST, CIFAR), {}),
+    ("alexnet_cifar", (MNIST, CIFAR), {}), ("mlp", (MNIST, CIFAR), {}),
+    ("context_net", (MNIST, CIFAR), {"global_pool": True}),
+    ("vgg11_cifar", (CIFAR, LARGER), {}),  # five 2x2 max-pools need at least 32x32
+])
+def test_output_shapes_at_two_input_sizes(name, shapes, options):
+    model = models.create(name, num_classes=7, **options)
+    for shape in shapes:
+        out = jax.eval_shape(lambda: model.apply(model.init(KEY, jnp.zeros(shape)), jnp.zeros(shape)))
+        assert out.shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "resnet50"])
+def test_imagenet_models_accept_other_sizes(name):
+    model = models.create(name, num_classes=5)
+    for size in (224, 256):  # AlexNet and VGG pool adaptively down to 6x6 and 7x7, so need >= 224
+        shape = (1, size, size, 3)
+        assert jax.eval_shape(lambda: model.apply(model.init(KEY, jnp.zeros(shape)), jnp.zeros(shape))).shape == (1, 5)
+
+
+def test_context_net_keeps_resolution():
+    model = models.create("context_net", num_classes=4, features=8)
+    x = jnp.zeros((1, 40, 40, 3))
+    assert jax.eval_shape(lambda: model.apply(model.init(KEY, x), x)).shape == (1, 40, 40, 4)
+
+
+def test_cnn1d_at_two_lengths():
+    model = models.create("cnn1d", num_classes=10)
+    for length in (40, 72):
+        x = jnp.zeros((3, length))
+        assert jax.eval_shape(lambda: model.apply(model.init(KEY, x), x)).shape == (3, 10)
+
+
+SPECS = {"standard": ConvSpec(), "tiled": ConvSpec("tiled", tile=2), "local": ConvSpec("local"),
+         "dilated": ConvSpec(dilation=2)}
+SMALL = [("lenet5", (2, 28, 28, 1), {}), ("lenet5_classic", (2, 28, 28, 1), {}), ("cnn1d", (2, 40), {}),
+         ("resnet20", (2, 16, 16, 3), {}), ("alexnet_cifar", (2, 16, 16, 3), {}),
+         ("context_net", (2, 12, 12, 1), {"features": 4, "global_pool": True})]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SPECS)
+@pytest.mark.parametrize("name, shape, options", SMALL)
+def test_every_model_and_conv_kind_takes_a_gradient_step(name, shape, options, kind):
+    if kind == "dilated" and name in ("lenet5_classic", "cnn1d"):
+        pytest.skip("the dilated kernels do not fit: LeNet-5's 5x5 C5 sees a 5x5 map; MNIST-1D's 5 positions")
+    model = models.create(name, num_classes=3, conv=SPECS[kind], **options)
+    x = jax.random.normal(KEY, shape)
+    labels = jnp.arange(shape[0]) % 3
+    variables = model.init(KEY, x)
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+    def loss(params):
+        logits, _ = model.apply({"params": params, **state}, x, train=True, mutable=list(state))
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    assert np.isfinite(value)
+    norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
+    assert all(np.isfinite(norms)) and sum(norms) > 0
+    stepped = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    assert jnp.isfinite(loss(stepped))
+
+
+def test_bfloat16_compute_with_float32_params():
+    model = models.create("resnet20", num_classes=10, dtype=jnp.bfloat16)
+    x = jnp.zeros((2, 16, 16, 3))
+    variables = model.init(KEY, x)
+    assert {p.dtype for p in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
+    assert model.apply(variables, x).dtype == jnp.bfloat16
+
+
+def test_unknown_model_lists_the_valid_names():
+    with pytest.raises(ValueError, match=r"unknown model 'resnet21'; valid names are alexnet, .*resnet20"):
+        models.create("resnet21", num_classes=10)
+
+
+def test_too_small_input_names_the_layer():
+    model = models.create("lenet5", num_classes=10)
+    with pytest.raises(ValueError, match=r"conv2: spatial axis 0: kernel size 5 .* output size would be 0"):
+        model.init(KEY, jnp.zeros((1, 8, 8, 1)))
+
+
+def test_unknown_norm_lists_the_valid_values():
+    with pytest.raises(ValueError, match=r"norm='group': unknown; valid values are batch, none, lrn"):
+        models.create("resnet20", num_classes=10, norm="group").init(KEY, jnp.zeros((1, 8, 8, 3)))
