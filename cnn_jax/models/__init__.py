@@ -4,7 +4,7 @@ Every model is a linen Module called as `model.apply(variables, x, train=...)` o
 inputs, composes cnn_jax.nn modules only, and builds its convolutions from a ConvSpec, so the
 standard / tiled / locally connected / dilated variant is one configuration value.
 """
-from cnn_jax.models import alexnet, context, lenet, resnet, small, vgg  # noqa: F401  (importing registers them)
+from cnn_jax.models import alexnet, context, inception, lenet, resnet, small, vgg  # noqa: F401  (importing registers them)
 from cnn_jax.models.registry import create, names, register
 
 __all__ = ["create", "names", "register"]
