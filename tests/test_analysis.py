@@ -63,3 +63,37 @@ def test_receptive_field_matches_brute_force(name, shape, options):
         start, stop = f.span(u)
         assert (lo, hi) == (max(start, 0), min(stop, n - 1)), (f, u)
         assert (lo, hi) != (0, n - 1), "the field should fit inside the input"
+
+
+@pytest.mark.parametrize("kind", ["standard", "tiled", "local"])
+def test_summary_rows_and_totals(kind):
+    from cnn_jax.ops import conv_macs
+    model = models.create("lenet5", num_classes=10, conv=ConvSpec(kind, tile=2))
+    summary = analysis.summarize(model, (28, 28, 1))
+    rows = {r.path: r for r in summary.rows}
+    assert [r.path for r in summary.rows] == ["conv1", "MaxPool_0", "conv2", "MaxPool_1", "fc1", "fc2", "output"]
+    assert rows["conv1"].output_shape == (1, 28, 28, 6)
+    # Every variant does the same multiply-adds: one dot product per output value.
+    assert rows["conv2"].macs == conv_macs((10, 10), (5, 5), 6, 16) == 240_000
+    assert rows["fc1"].macs == 400 * 120
+    assert summary.params == sum(p.size for p in jax.tree.leaves(model.init(KEY, jnp.zeros((1, 28, 28, 1)))))
+    assert summary.macs == sum(r.macs for r in summary.rows)
+    assert [(f.size, f.stride) for f in rows["MaxPool_1"].field] == [(16, 4), (16, 4)]
+    assert "Total:" in summary.to_markdown()
+
+
+def test_summary_flops_agree_with_xla():
+    summary = analysis.summarize(models.create("resnet20", num_classes=10), (32, 32, 3))
+    assert summary.params == 269_722
+    assert 0.85 < summary.xla_flops / (2 * summary.macs) < 1.15
+
+
+def test_summary_cli():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "cnn_jax.summary", "--model=lenet5", "--input=28,28,1",
+                             "--num_classes=10", "--conv=tiled", "--tile=2"], capture_output=True, text=True,
+                            check=True)
+    assert "| conv2 | TiledConv | 10x10x16 | 9,664 | 240,000 | 14x14 | 2x2 | 2x2 |" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "cnn_jax.summary", "--conv=dilated"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "value should be one of <standard|tiled|local>" in bad.stderr

@@ -31,6 +31,12 @@ def model_receptive_field(model: nn.Module, input_shape: Sequence[int]) -> Field
     input_shape excludes the batch axis, e.g. (224, 224, 3). Tiled and locally connected
     variants have the geometry of the standard convolution, so that program is analysed.
     """
+    return trace_receptive_fields(model, input_shape)[0]
+
+
+def trace_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> tuple[Field, dict[str, Field]]:
+    """The model's receptive field and, per module path ("ResNet/stage1_block1/conv1"), the field of
+    the last spatial array that module produced."""
     conv = getattr(model, "conv", None)
     if conv is not None and conv.kind != "standard":
         model = model.clone(conv=dataclasses.replace(conv, kind="standard"))
@@ -46,7 +52,13 @@ def model_receptive_field(model: nn.Module, input_shape: Sequence[int]) -> Field
     result = outputs[0] if outputs and outputs[0] is not None else tracer.last_spatial
     if result is None:
         raise ValueError("the model's output does not depend on its input through spatial operations")
-    return result
+    return result, tracer.by_module
+
+
+def _module_path(eqn) -> str:
+    """Flax puts "Model/child/grandchild/grandchild.method" on the name stack; drop the method."""
+    parts = str(eqn.source_info.name_stack).split("/")
+    return "/".join(parts[:-1] if parts and "." in parts[-1] else parts)
 
 
 def _layer(field: Field, kernel, stride, padding_lo, dilation) -> Field:
@@ -69,6 +81,7 @@ class _Tracer:
     def __init__(self, ndim: int):
         self.ndim = ndim
         self.last_spatial: Field | None = None  # the field of the last spatial map consumed by a non-spatial op
+        self.by_module: dict[str, Field] = {}  # module path -> field of the last spatial array it produced
 
     def walk(self, jaxpr, env) -> list:
         read = lambda v: None if isinstance(v, core.Literal) else env.get(v)
@@ -76,6 +89,8 @@ class _Tracer:
             fields = [read(v) for v in eqn.invars]
             for var, field in zip(eqn.outvars, self.rule(eqn, fields)):
                 env[var] = field
+                if field is not None:
+                    self.by_module[_module_path(eqn)] = field
         return [read(v) for v in jaxpr.outvars]
 
     def rule(self, eqn, fields: list) -> list:

@@ -1,0 +1,97 @@
+"""Per-layer summary of a model, like torchinfo: output shape, parameters, multiply-adds,
+receptive field, effective stride and effective padding, with totals and XLA's FLOP count."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from math import prod
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cnn_jax import nn as cnn
+from cnn_jax.analysis.receptive_field import Field, trace_receptive_fields
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRow:
+    path: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int  # multiply-adds per example, analytic
+    field: Field | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    rows: list[LayerRow]
+    params: int
+    macs: int
+    xla_flops: float  # XLA's cost analysis of the jitted forward pass, per example
+
+    def to_markdown(self) -> str:
+        lines = ["| layer | type | output | params | MACs | RF | stride | padding |", "|---|---|---|---:|---:|---|---|---|"]
+        for r in self.rows:
+            rf = ("x".join(str(f.size) for f in r.field), "x".join(str(f.stride) for f in r.field),
+                  "x".join(str(f.padding) for f in r.field)) if r.field else ("", "", "")
+            lines.append(f"| {r.path} | {r.kind} | {'x'.join(map(str, r.output_shape[1:]))} | {r.params:,} | "
+                         f"{r.macs:,} | {rf[0]} | {rf[1]} | {rf[2]} |")
+        lines.append(f"\nTotal: {self.params:,} parameters, {self.macs:,} multiply-adds per example: "
+                     f"{2 * self.macs:.4g} FLOPs analytic, {self.xla_flops:.4g} by XLA's cost analysis of the "
+                     "jitted forward pass.")
+        return "\n".join(lines)
+
+
+_LEAVES = (cnn.Conv, cnn.TiledConv, cnn.LocalConv, cnn.ConvTranspose, nn.Dense, cnn.BatchNorm,
+           cnn.LocalResponseNorm, cnn.MaxPool, cnn.AvgPool, cnn.LpPool, cnn.GlobalAvgPool, cnn.GlobalMaxPool,
+           cnn.AdaptiveAvgPool, cnn.AdaptiveMaxPool, cnn.TrainableSubsampling)
+
+
+def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
+    """Summary of `model` on one example of shape input_shape (no batch axis), in eval mode."""
+    x = jnp.zeros((1, *input_shape))
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    calls = []
+
+    def record(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, _LEAVES) and context.method_name == "__call__":
+            calls.append((context.module, args[0].shape, out.shape))
+        return out
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda v: model.apply(v, x), variables)
+    _, fields = trace_receptive_fields(model, input_shape)
+    params = variables["params"]
+    rows = []
+    for module, in_shape, out_shape in calls:
+        path = "/".join(module.path)
+        tree = params
+        for name in module.path:
+            tree = tree.get(name, {}) if isinstance(tree, dict) else {}
+        kernel = tree.get("kernel") if isinstance(tree, dict) else None
+        rows.append(LayerRow(path, type(module).__name__, tuple(out_shape),
+                             sum(p.size for p in jax.tree.leaves(tree)), _macs(module, kernel, in_shape, out_shape),
+                             fields.get(f"{type(model).__name__}/{path}")))
+    flops = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).compile().cost_analysis()
+    flops = flops[0] if isinstance(flops, list) else flops
+    return Summary(rows, sum(p.size for p in jax.tree.leaves(params)), sum(r.macs for r in rows),
+                   float(flops.get("flops", float("nan"))))
+
+
+def _macs(module, kernel, in_shape, out_shape) -> int:
+    """Multiply-adds per example: every output value of a convolution-like layer is one dot product."""
+    if kernel is None:
+        return 0
+    if isinstance(module, nn.Dense):
+        return kernel.size
+    positions = prod(out_shape[1:-1])
+    if isinstance(module, cnn.LocalConv):
+        return kernel.size  # one kernel per output position
+    if isinstance(module, cnn.TiledConv):
+        return positions * kernel.size // prod(kernel.shape[:len(out_shape) - 2])
+    if isinstance(module, cnn.ConvTranspose):
+        return prod(in_shape[1:-1]) * kernel.size
+    return positions * kernel.size
