@@ -97,3 +97,44 @@ def test_summary_cli():
     assert "| conv2 | TiledConv | 10x10x16 | 9,664 | 240,000 | 14x14 | 2x2 | 2x2 |" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "cnn_jax.summary", "--conv=dilated"], capture_output=True, text=True)
     assert bad.returncode != 0 and "value should be one of <standard|tiled|local>" in bad.stderr
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_erf_of_one_conv_layer_is_its_kernel_support(dilation):
+    model = models.create("context_net", num_classes=2, features=3, dilations=(dilation,))
+    erf = analysis.effective_receptive_field(model, (11, 11, 1), samples=4, inits=2)
+    support = np.zeros((11, 11), bool)
+    support[5 - dilation:6 + dilation:dilation, 5 - dilation:6 + dilation:dilation] = True
+    np.testing.assert_array_equal(erf.grad_map > 0, support)
+    assert erf.centre == (5.0, 5.0) and erf.radius95 <= dilation
+
+
+def test_erf_is_smaller_than_the_theoretical_field_and_saved_as_png(tmp_path):
+    model = models.create("resnet20", num_classes=2)
+    erf = analysis.effective_receptive_field(model, (64, 64, 3), samples=4, inits=2)
+    size = analysis.model_receptive_field(model, (64, 64, 3))[0].size
+    assert 0 < 2 * erf.radius95 + 1 < size  # Luo et al.: the effective field is a fraction of the theoretical
+    path = tmp_path / "erf.png"
+    analysis.save_heatmap(erf, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_translation_equivariance_of_the_conv_variants():
+    x = jax.random.normal(KEY, (4, 24, 24, 1))
+    errors = {}
+    for kind in ("standard", "tiled", "local"):
+        model = models.create("context_net", num_classes=3, features=4, dilations=(1, 1), conv=ConvSpec(kind, tile=2))
+        variables = model.init(KEY, x)
+        errors[kind] = {r.shift: r.feature_error for r in analysis.translation_response(model, variables, x, [1, 2, 4])}
+    assert max(errors["standard"].values()) < 1e-5                    # equivariant to every shift (stride 1)
+    assert errors["tiled"][1] > 0.1 and errors["tiled"][2] < 1e-5     # only to multiples of the tile
+    assert errors["tiled"][4] < 1e-5
+    assert min(errors["local"].values()) > 0.1                        # to none
+
+
+def test_conv_variant_comparison_table():
+    table = analysis.compare_conv_variants("lenet5", (28, 28, 1), 10)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"standard", "tiled t=2", "tiled t=4", "locally connected", "dilation 2"}
+    assert "| 61,706 | 1.0 | 416,520 | 16x16 |" in rows["standard"]
+    assert "| 416,520 |" in rows["locally connected"]  # same multiply-adds, unshared weights

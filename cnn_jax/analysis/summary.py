@@ -95,3 +95,27 @@ def _macs(module, kernel, in_shape, out_shape) -> int:
     if isinstance(module, cnn.ConvTranspose):
         return prod(in_shape[1:-1]) * kernel.size
     return positions * kernel.size
+
+
+def compare_conv_variants(name: str, input_shape: Sequence[int], num_classes: int,
+                          specs: dict[str, cnn.ConvSpec] | None = None) -> str:
+    """Markdown table of parameters, multiply-adds and receptive field of one architecture
+    built with each convolution variant (default: standard, tiled 2 and 4, local, dilation 2)."""
+    from cnn_jax import models
+    specs = specs or {"standard": cnn.ConvSpec(), "tiled t=2": cnn.ConvSpec("tiled", tile=2),
+                      "tiled t=4": cnn.ConvSpec("tiled", tile=4), "locally connected": cnn.ConvSpec("local"),
+                      "dilation 2": cnn.ConvSpec(dilation=2)}
+    lines = [f"| {name} {'x'.join(map(str, input_shape))} | params | x standard | MACs | receptive field |",
+             "|---|---:|---:|---:|---|"]
+    base = None
+    for label, spec in specs.items():
+        try:
+            summary = summarize(models.create(name, num_classes=num_classes, conv=spec), input_shape)
+        except ValueError as error:  # e.g. a dilation whose kernels no longer fit
+            lines.append(f"| {label} | n/a: {error} | | | |")
+            continue
+        base = base or summary.params
+        field = next((r.field for r in reversed(summary.rows) if r.field), None)
+        lines.append(f"| {label} | {summary.params:,} | {summary.params / base:.1f} | {summary.macs:,} | "
+                     f"{'x'.join(str(f.size) for f in field) if field else ''} |")
+    return "\n".join(lines)
