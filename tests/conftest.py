@@ -19,3 +19,20 @@ def x64():
     """Double precision, for finite-difference gradient checks."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def download_dir() -> str:
+    """Raw dataset files: $CNN_JAX_DOWNLOAD_DIR, else ../shared/datasets beside the repository."""
+    from pathlib import Path
+    path = os.environ.get("CNN_JAX_DOWNLOAD_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    if not Path(path, "mnist").is_dir():
+        pytest.fail(f"raw MNIST files not found in {path}/mnist: set CNN_JAX_DOWNLOAD_DIR to a directory holding "
+                    f"<dataset>/<file> as TFDS downloads them")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory) -> str:
+    """One TFDS data directory for the whole session, so each dataset is prepared once."""
+    return str(tmp_path_factory.mktemp("tensorflow_datasets"))

@@ -1,0 +1,177 @@
+"""`train_and_evaluate(config, workdir)`: the whole run, top to bottom.
+
+config.json, metrics.jsonl, TensorBoard events and checkpoints go to `workdir`. A workdir that already
+holds checkpoints resumes from the latest one and reproduces the uninterrupted run: batches, augmentation
+and dropout are pure functions of (seed, step). SIGTERM saves a checkpoint and returns; a non-finite
+loss raises NonFiniteLossError within one step, before any checkpoint of the bad state is written.
+"""
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cnn_jax import models
+from cnn_jax.data import (Dataset, eval_batches, load_dataset, process_rows, steps_per_epoch,
+                          train_batch_indices)
+from cnn_jax.nn import ConvSpec
+from cnn_jax.train.checkpoint import Checkpoints
+from cnn_jax.train.config import validate
+from cnn_jax.train.metrics import MetricWriter, Progress
+from cnn_jax.train.optim import make_optimizer, make_schedule
+from cnn_jax.train.parallel import RUNNERS
+from cnn_jax.train.state import TrainState, create_state
+from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+    """The registry model named by config.model, with its ConvSpec, dtype and cross-device BatchNorm."""
+    conv = ConvSpec(**config.model.conv.to_dict())
+    dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else None
+    model = models.create(config.model.name, num_classes=num_classes, conv=conv, dtype=dtype,
+                          **config.model.options.to_dict())
+    return model.clone(bn_axis_name=AXIS) if hasattr(model, "bn_axis_name") else model
+
+
+def load_data(config: ml_collections.ConfigDict) -> Dataset:
+    d = config.dataset
+    return load_dataset(d.name, data_dir=d.data_dir or None, download_dir=d.download_dir or None,
+                        permute_positions=d.permute_positions, permutation_seed=d.permutation_seed,
+                        test_shift=d.test_shift)
+
+
+class _Preemption:
+    """Remembers a SIGTERM so the loop can checkpoint and stop at the next step boundary."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM: saving a checkpoint and stopping after this step")
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """Whether any process was asked to stop (every process must stop at the same step)."""
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+        return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def evaluate(runner, state, data: Dataset, batch_size: int) -> dict[str, float]:
+    """Accuracy and mean loss over the whole test split; the padded last batch is masked out."""
+    totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
+    split = data.test
+    for rows, mask in eval_batches(len(split), batch_size):
+        local = process_rows(np.arange(len(rows)), jax.process_index(), jax.process_count())
+        sums = runner.eval_step(state, *runner.put_batch(split.inputs[rows[local]], split.labels[rows[local]],
+                                                         mask[local]))
+        for k, v in jax.device_get(sums).items():
+            totals[k] += float(np.asarray(v).reshape(-1)[0])
+    if int(totals["count"]) != len(split):
+        raise AssertionError(f"evaluated {totals['count']} examples, the test split has {len(split)}")
+    return {"test/accuracy": totals["correct"] / totals["count"], "test/loss": totals["loss"] / totals["count"]}
+
+
+def _check_finite(step: int, metrics, checkpoints: Checkpoints, workdir: Path) -> None:
+    loss = float(np.asarray(jax.device_get(metrics["loss"])).reshape(-1)[0])
+    if not np.isfinite(loss):
+        raise NonFiniteLossError(
+            f"training loss is {loss} at step {step}; stopped. The last good checkpoint is step "
+            f"{checkpoints.latest_step} in {workdir / 'checkpoints'} (intact). Lower "
+            f"config.optimizer.learning_rate, add warmup (config.optimizer.warmup_steps) or clipping "
+            f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
+                       devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+    """Train config.model on config.dataset on `devices` (default: all); return the final test metrics
+    ({} when stopped by SIGTERM)."""
+    workdir = Path(workdir)
+    devices = list(devices or jax.devices())
+    validate(config, device_count=len(devices), process_count=jax.process_count())
+    leader = jax.process_index() == 0
+    data = load_data(config)
+    model = build_model(config, data.info.num_classes)
+    per_epoch = steps_per_epoch(len(data.train), config.train.batch_size)
+    total_steps = config.train.num_steps or per_epoch * config.train.num_epochs
+    tx = make_optimizer(config.optimizer, total_steps)
+    inputs = InputSpec(tuple(data.mean.tolist()), tuple(data.std.tolist()), data.scale,
+                       config.dataset.augment.crop_padding, config.dataset.augment.flip)
+    train_step = make_train_step(model, tx, inputs, num_classes=data.info.num_classes,
+                                 label_smoothing=config.train.label_smoothing, seed=config.seed)
+    eval_step = make_eval_step(model, inputs, num_classes=data.info.num_classes)
+    runner = RUNNERS[config.train.parallel](train_step, eval_step, devices)
+    schedule = make_schedule(config.optimizer, total_steps)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(workdir / "checkpoints", config.train.keep_checkpoints)
+    writer = MetricWriter(workdir, enabled=leader)
+    host_state = jax.device_get(create_state(model, tx, data.input_shape, config.seed))
+    if checkpoints.latest_step is not None:
+        host_state = checkpoints.restore(host_state)
+        logging.info("resuming from step %d in %s", checkpoints.latest_step, workdir)
+    start = int(host_state.step)
+    writer.truncate_after(start)
+    if leader:
+        (workdir / "config.json").write_text(config.to_json(indent=2))
+    state = runner.put_state(host_state)
+
+    checkpoint_every = config.train.checkpoint_every_steps or per_epoch
+    progress = Progress(total_steps, start, config.train.batch_size, enabled=leader)
+    preemption = _Preemption()
+    logged, previous, final = [], None, None
+    try:
+        for step in range(start, total_steps):
+            rows = process_rows(train_batch_indices(len(data.train), config.train.batch_size, config.seed, step),
+                                jax.process_index(), jax.process_count())
+            state, metrics = runner.train_step(state, *runner.put_batch(data.train.inputs[rows],
+                                                                        data.train.labels[rows]))
+            if previous is not None:  # one step behind, so the host never waits on the device it just fed
+                _check_finite(*previous, checkpoints, workdir)
+            previous, done = (step + 1, metrics), step + 1
+            logged.append(metrics)
+            end_of_epoch = done % per_epoch == 0
+            if done % config.train.log_every_steps == 0 or done == total_steps:
+                means = {f"train/{k}": float(np.mean([np.asarray(m[k]).reshape(-1)[0]
+                                                      for m in jax.device_get(logged)])) for k in logged[0]}
+                steps_per_s, images_per_s, _ = progress.rates(done)
+                writer.write(done, epoch=done / per_epoch, learning_rate=float(schedule(done - 1)),
+                             steps_per_s=steps_per_s, images_per_s=images_per_s, **means)
+                progress.update(done, loss=means["train/loss"], accuracy=means["train/accuracy"])
+                logged = []
+            if (end_of_epoch and done // per_epoch % config.train.eval_every_epochs == 0) or done == total_steps:
+                final = evaluate(runner, state, data, config.train.eval_batch_size)
+                writer.write(done, epoch=done / per_epoch, **final)
+            stop = preemption.agreed()
+            if done % checkpoint_every == 0 or done == total_steps or stop:
+                _check_finite(*previous, checkpoints, workdir)
+                checkpoints.save(done, runner.host_state(state))
+            if stop:
+                logging.warning("stopped by SIGTERM at step %d; rerun with the same workdir to resume", done)
+                return {}
+        final = final or evaluate(runner, state, data, config.train.eval_batch_size)
+        logging.info("final test accuracy %.4f, loss %.4f", final["test/accuracy"], final["test/loss"])
+        if leader:
+            (workdir / "final.json").write_text(json.dumps({"step": total_steps, **final}) + "\n")
+        return final
+    finally:
+        progress.close()
+        preemption.restore()
+        writer.close()
+        checkpoints.close()

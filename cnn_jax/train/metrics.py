@@ -1,0 +1,79 @@
+"""Where a run's numbers go: metrics.jsonl and TensorBoard events in the workdir (process 0 only), and progress."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from absl import logging
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricWriter:
+    """Append one JSON object per record to metrics.jsonl and the scalars to TensorBoard."""
+
+    def __init__(self, workdir: str | Path, *, enabled: bool):
+        self._enabled = enabled
+        self._path = Path(workdir) / METRICS_FILE
+        self._tb = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), flush_secs=30)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step`: a resumed run rewrites them, so none appears twice."""
+        if not (self._enabled and self._path.exists()):
+            return
+        kept = [line for line in self._path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        self._path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, step: int, **scalars: float) -> None:
+        if not self._enabled:
+            return
+        record = {"step": step, **{k: float(v) for k, v in scalars.items()}}
+        with self._path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for name, value in record.items():
+            if name != "step":
+                self._tb.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+    """All records of a run directory's metrics.jsonl."""
+    return [json.loads(line) for line in (Path(workdir) / METRICS_FILE).read_text().splitlines()]
+
+
+class Progress:
+    """A one-line progress bar on stderr with steps/s, images/s and ETA; drawn only on a terminal."""
+
+    def __init__(self, total_steps: int, first_step: int, global_batch: int, *, enabled: bool):
+        self._total, self._first, self._batch = total_steps, first_step, global_batch
+        self._enabled = enabled and sys.stderr.isatty()
+        self._start = time.perf_counter()
+
+    def rates(self, step: int) -> tuple[float, float, float]:
+        """(steps/s, images/s, seconds left) since this run (re)started."""
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        steps_per_s = (step - self._first) / elapsed
+        eta = (self._total - step) / steps_per_s if steps_per_s else float("inf")
+        return steps_per_s, steps_per_s * self._batch, eta
+
+    def update(self, step: int, **shown: float) -> None:
+        steps_per_s, images_per_s, eta = self.rates(step)
+        line = (f"step {step}/{self._total} {100 * step / self._total:5.1f}% | {steps_per_s:.2f} steps/s "
+                f"{images_per_s:.0f} img/s | ETA {eta:.0f}s | " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        if self._enabled:
+            sys.stderr.write("\r" + line[:160].ljust(160))
+            sys.stderr.flush()
+        else:
+            logging.info(line)
+
+    def close(self) -> None:
+        if self._enabled:
+            sys.stderr.write("\n")

@@ -1,0 +1,89 @@
+"""The per-device train and eval steps. Collectives run over the mesh/pmap axis AXIS ("batch").
+
+The same functions run under `jax.pmap` and under `jax.jit(jax.shard_map(...))` (see parallel.py):
+each device sees its slice of the global batch, and gradients, metrics and BatchNorm statistics are
+averaged over AXIS, so the update equals the single-device update on the global batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from cnn_jax.data import augment, normalize
+from cnn_jax.train.state import TrainState
+
+AXIS = "batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """How stored examples become model inputs on device: normalisation statistics and augmentation."""
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float
+    crop_padding: int = 0
+    flip: bool = False
+
+    def __call__(self, x: jax.Array, keys: jax.Array | None) -> jax.Array:
+        x = normalize(x, jnp.asarray(self.mean), jnp.asarray(self.std), self.scale)
+        return x if keys is None else augment(x, keys, crop_padding=self.crop_padding, flip=self.flip)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
+    """Per-example softmax cross-entropy (N,) against one-hot labels smoothed by `label_smoothing`."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def _global_indices(local_batch: int) -> jax.Array:
+    """Each example's row in the global batch, independent of how many devices share it."""
+    return jax.lax.axis_index(AXIS) * local_batch + jnp.arange(local_batch)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, inputs: InputSpec, *, num_classes: int,
+                    label_smoothing: float, seed: int) -> Callable:
+    """Per-device `train_step(state, x, labels) -> (state, metrics)`; x holds this device's stored examples."""
+    base_key = jax.random.key(seed)
+
+    def train_step(state: TrainState, x: jax.Array, labels: jax.Array):
+        step_key = jax.random.fold_in(base_key, state.step)
+        augment_key, dropout_key = jax.random.split(step_key)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(augment_key, _global_indices(len(labels)))
+        x = inputs(x, keys)
+        # Dropout masks are drawn per device, so they (unlike everything else) depend on the device count.
+        dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
+
+        def loss_fn(params):
+            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                                          mutable=["batch_stats"], rngs={"dropout": dropout_key})
+            loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+            return loss, (logits, updates.get("batch_stats", state.batch_stats))
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = jax.lax.pmean(grads, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  batch_stats=batch_stats, opt_state=opt_state)
+        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+                   "grad_norm": optax.tree.norm(grads)}
+        return new_state, jax.lax.pmean(metrics, AXIS)
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module, inputs: InputSpec, *, num_classes: int) -> Callable:
+    """Per-device `eval_step(state, x, labels, mask) -> sums` of correct predictions, loss and examples (mask 0: padding)."""
+    def eval_step(state: TrainState, x: jax.Array, labels: jax.Array, mask: jax.Array):
+        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, inputs(x, None),
+                             train=False)
+        loss = cross_entropy(logits, labels, num_classes, 0.0)
+        sums = {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask), "loss": jnp.sum(loss * mask),
+                "count": jnp.sum(mask)}
+        return jax.lax.psum(sums, AXIS)
+
+    return eval_step
