@@ -96,6 +96,7 @@ def test_evaluation_covers_the_test_split_once(tfds_dir, tmp_path):
     assert [r["step"] for r in records if "test/accuracy" in r] == [5]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["train"]["eval_batch_size"] == 240
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # Recompute the accuracy over all 1000 test examples in one batch, with the saved parameters.
     from cnn_jax.train.loop import load_data
     c = small_config(tfds_dir)
@@ -105,6 +106,16 @@ def test_evaluation_covers_the_test_split_once(tfds_dir, tmp_path):
     inputs = InputSpec(tuple(data.mean.tolist()), tuple(data.std.tolist()), data.scale)
     logits = model.apply({"params": state["params"]}, inputs(data.test.inputs, None))
     assert final["test/accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == data.test.labels)))
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tfds_dir, tmp_path):
+    config = small_config(tfds_dir, dtype="bfloat16", num_steps=10)
+    # ResNet's layers take their spatial rank from the input: here a 1-D ResNet on MNIST-1D signals.
+    config.model.name, config.model.options = "resnet20", {"widths": (4, 8, 8), "stage_sizes": (1, 1, 1)}
+    final = train_and_evaluate(config, tmp_path / "bf16")
+    state = final_state(tmp_path / "bf16")
+    assert {x.dtype for x in jax.tree.leaves(state["params"])} == {np.dtype(np.float32)}
+    assert 0.1 < final["test/accuracy"] <= 1 and np.isfinite(final["test/loss"])
 
 
 def _cli(workdir, tfds_dir, *flags, **popen):

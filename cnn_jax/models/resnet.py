@@ -71,9 +71,10 @@ def _shortcut(block, x: jax.Array, features: int, train: bool) -> jax.Array:
     if block.stride == 1 and x.shape[-1] == features:
         return x
     if block.shortcut == "A":  # parameter-free: subsample, then zero channels
-        x = x[:, ::block.stride, ::block.stride]
+        spatial = x.ndim - 2
+        x = x[(slice(None),) + (slice(None, None, block.stride),) * spatial]
         extra = features - x.shape[-1]
-        return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+        return jnp.pad(x, ((0, 0),) * (spatial + 1) + ((extra // 2, extra - extra // 2),))
     x = block.conv.make(features, 1, strides=block.stride, use_bias=False, dtype=block.dtype,
                         name="shortcut_conv")(x)
     return block.norm_layer(train, "shortcut_norm")(x)
