@@ -161,6 +161,14 @@ def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, 
             [r for r in without_timing(straight) if r["step"] != cut])
 
 
+def test_resuming_with_another_config_is_refused(tfds_dir, tmp_path):
+    config = small_config(tfds_dir, num_steps=5)
+    train_and_evaluate(config, tmp_path)
+    config.optimizer.learning_rate = 0.5
+    with pytest.raises(ValueError, match=r"another config \(optimizer.learning_rate: 0.01 -> 0.5\)"):
+        train_and_evaluate(config, tmp_path)
+
+
 def test_non_finite_loss_stops_within_one_step_and_keeps_the_last_good_checkpoint(tfds_dir, tmp_path):
     config = small_config(tfds_dir, checkpoint_every_steps=1)
     config.optimizer.name, config.optimizer.schedule = "sgd", "constant"

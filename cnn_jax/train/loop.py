@@ -98,6 +98,33 @@ def _check_finite(step: int, metrics, checkpoints: Checkpoints, workdir: Path) -
             f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it.")
 
 
+_LOCATION_FIELDS = ("dataset.data_dir", "dataset.download_dir")  # may differ between machines
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_same_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Resuming with other settings would splice two different runs together: refuse."""
+    saved_path = workdir / "config.json"
+    if not saved_path.exists():
+        return
+    saved = _flatten(json.loads(saved_path.read_text()))
+    current = _flatten(json.loads(config.to_json()))
+    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
+               if k not in _LOCATION_FIELDS and saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError(f"{workdir} holds checkpoints of a run with another config ({'; '.join(changed)}); "
+                         f"rerun with the same settings to resume, or use a new --workdir")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
     """Train config.model on config.dataset on `devices` (default: all); return the final test metrics
@@ -124,6 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     writer = MetricWriter(workdir, enabled=leader)
     host_state = jax.device_get(create_state(model, tx, data.input_shape, config.seed))
     if checkpoints.latest_step is not None:
+        _check_same_config(config, workdir)
         host_state = checkpoints.restore(host_state)
         logging.info("resuming from step %d in %s", checkpoints.latest_step, workdir)
     start = int(host_state.step)
