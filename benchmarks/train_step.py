@@ -1,13 +1,13 @@
 """Images/s of one full train step (forward, backward, SGD-momentum update) on the CPU, batch 128, float32:
 cnn_jax's own step as the training loop runs it, the same network in plain flax.linen + optax, and PyTorch eager.
 
-    python benchmarks/train_step.py                          # lenet5 and resnet20 (~2 min on 2 CPU cores)
+    python benchmarks/train_step.py                          # lenet5 and resnet20 (~75 s on 2 CPU cores)
     python benchmarks/train_step.py --models resnet20 --json /tmp/train_step.json
 
 ours: build_model + make_optimizer + create_state + make_train_step + ShardMapRunner on one device, fed
 uint8 batches placed on the device once. flax: nn.Conv/nn.BatchNorm/nn.max_pool/nn.Dense, optax.sgd and
 jax.jit(step, donate_argnums=0), normalising the same uint8 batch inside the step. torch: torch.nn in NCHW,
-torch.optim.SGD, 2 threads. Each variant runs 3 untimed steps (the first is the compile time reported), then
+torch.optim.SGD, 2 threads. Each variant runs 3 untimed steps (the first call, compilation included, is the "compile s" column), then
 5 timed chunks of steps, each chunk >= 0.6 s; the throughput is that of the median chunk.
 """
 from __future__ import annotations

@@ -13,6 +13,18 @@ PARALLEL = ("shard_map", "pmap")
 DTYPES = ("float32", "bfloat16")
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}, as run directories' config.json is compared and grouped; lists become
+    tuples so values can be grouped on."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
 def _choice(field: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"config.{field}={value!r}: unknown; valid values are {', '.join(map(str, valid))}")

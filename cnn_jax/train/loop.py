@@ -19,11 +19,12 @@ import numpy as np
 from absl import logging
 
 from cnn_jax import models
-from cnn_jax.data import (Dataset, eval_batches, load_dataset, process_rows, steps_per_epoch,
+from cnn_jax.analysis import summarize
+from cnn_jax.data import (Dataset, Split, eval_batches, load_dataset, process_rows, shift_width, steps_per_epoch,
                           train_batch_indices)
 from cnn_jax.nn import ConvSpec
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.config import validate
+from cnn_jax.train.config import flatten, validate
 from cnn_jax.train.metrics import MetricWriter, Progress
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.parallel import RUNNERS
@@ -73,10 +74,9 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(runner, state, data: Dataset, batch_size: int) -> dict[str, float]:
-    """Accuracy and mean loss over the whole test split; the padded last batch is masked out."""
+def evaluate(runner, state, split: Split, batch_size: int) -> dict[str, float]:
+    """Accuracy and mean loss over a whole split; the padded last batch is masked out."""
     totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
-    split = data.test
     for rows, mask in eval_batches(len(split), batch_size):
         local = process_rows(np.arange(len(rows)), jax.process_index(), jax.process_count())
         sums = runner.eval_step(state, *runner.put_batch(split.inputs[rows[local]], split.labels[rows[local]],
@@ -101,23 +101,13 @@ def _check_finite(step: int, metrics, checkpoints: Checkpoints, workdir: Path) -
 _LOCATION_FIELDS = ("dataset.data_dir", "dataset.download_dir")  # may differ between machines
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _check_same_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
     """Resuming with other settings would splice two different runs together: refuse."""
     saved_path = workdir / "config.json"
     if not saved_path.exists():
         return
-    saved = _flatten(json.loads(saved_path.read_text()))
-    current = _flatten(json.loads(config.to_json()))
+    saved = flatten(json.loads(saved_path.read_text()))
+    current = flatten(json.loads(config.to_json()))
     changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
                if k not in _LOCATION_FIELDS and saved.get(k) != current.get(k)]
     if changed:
@@ -163,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     checkpoint_every = config.train.checkpoint_every_steps or per_epoch
     progress = Progress(total_steps, start, config.train.batch_size, enabled=leader)
     preemption = _Preemption()
-    logged, previous, final = [], None, None
+    logged, previous, final, throughput = [], None, None, None
     try:
         for step in range(start, total_steps):
             rows = process_rows(train_batch_indices(len(data.train), config.train.batch_size, config.seed, step),
@@ -179,12 +169,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                 means = {f"train/{k}": float(np.mean([np.asarray(m[k]).reshape(-1)[0]
                                                       for m in jax.device_get(logged)])) for k in logged[0]}
                 steps_per_s, images_per_s, _ = progress.rates(done)
+                throughput = images_per_s
                 writer.write(done, epoch=done / per_epoch, learning_rate=float(schedule(done - 1)),
                              steps_per_s=steps_per_s, images_per_s=images_per_s, **means)
                 progress.update(done, loss=means["train/loss"], accuracy=means["train/accuracy"])
                 logged = []
             if (end_of_epoch and done // per_epoch % config.train.eval_every_epochs == 0) or done == total_steps:
-                final = evaluate(runner, state, data, config.train.eval_batch_size)
+                final = evaluate(runner, state, data.test, config.train.eval_batch_size)
                 writer.write(done, epoch=done / per_epoch, **final)
             stop = preemption.agreed()
             if done % checkpoint_every == 0 or done == total_steps or stop:
@@ -193,10 +184,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             if stop:
                 logging.warning("stopped by SIGTERM at step %d; rerun with the same workdir to resume", done)
                 return {}
-        final = final or evaluate(runner, state, data, config.train.eval_batch_size)
+        final = final or evaluate(runner, state, data.test, config.train.eval_batch_size)
         logging.info("final test accuracy %.4f, loss %.4f", final["test/accuracy"], final["test/loss"])
+        for shift in config.dataset.eval_shifts:
+            shifted = evaluate(runner, state, Split(shift_width(data.test.inputs, shift), data.test.labels),
+                               config.train.eval_batch_size)
+            final[f"test/accuracy@shift={shift}"] = shifted["test/accuracy"]
         if leader:
-            (workdir / "final.json").write_text(json.dumps({"step": total_steps, **final}) + "\n")
+            summary = summarize(model, data.input_shape)
+            record = {"step": total_steps, **final, "params": summary.params, "macs": summary.macs,
+                      "images_per_s": throughput}
+            (workdir / "final.json").write_text(json.dumps(record) + "\n")
         return final
     finally:
         progress.close()

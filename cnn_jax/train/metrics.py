@@ -50,12 +50,17 @@ def read_metrics(workdir: str | Path) -> list[dict]:
 
 
 class Progress:
-    """A one-line progress bar on stderr with steps/s, images/s and ETA; drawn only on a terminal."""
+    """A one-line progress bar on stderr with steps/s, images/s and ETA; drawn only on a terminal.
+
+    Rates count from the first update on (the first update's, from the start), so compilation
+    does not dilute the throughput that later records report.
+    """
 
     def __init__(self, total_steps: int, first_step: int, global_batch: int, *, enabled: bool):
         self._total, self._first, self._batch = total_steps, first_step, global_batch
         self._enabled = enabled and sys.stderr.isatty()
         self._start = time.perf_counter()
+        self._steady = False
 
     def rates(self, step: int) -> tuple[float, float, float]:
         """(steps/s, images/s, seconds left) since this run (re)started."""
@@ -73,6 +78,8 @@ class Progress:
             sys.stderr.flush()
         else:
             logging.info(line)
+        if not self._steady:
+            self._steady, self._first, self._start = True, step, time.perf_counter()
 
     def close(self) -> None:
         if self._enabled:

@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset.permute_positions = False
     c.dataset.permutation_seed = 0
     c.dataset.test_shift = 0       # translate test inputs by this many pixels along the width
+    c.dataset.eval_shifts = ()     # after training, also evaluate on test inputs shifted by each of these
     c.dataset.augment = ml_collections.ConfigDict()
     c.dataset.augment.crop_padding = 0   # random translation by up to this many pixels (zero-pad + crop)
     c.dataset.augment.flip = False

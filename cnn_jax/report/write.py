@@ -1,0 +1,32 @@
+"""A study directory -> results.md, results.tex and learning_curves.png."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from cnn_jax.report.figures import learning_curves
+from cnn_jax.report.runs import Run, load_runs, varying_fields
+from cnn_jax.report.tables import aggregate, to_latex, to_markdown
+
+
+def write_report(study_dir: str | Path, factors: list[str] | Callable[[Run], dict] | None = None,
+                 title: str = "") -> str:
+    """Write results.md, results.tex and learning_curves.png into `study_dir`; return the Markdown.
+
+    factors: config fields to group by (default: those that vary between runs), or a function from a
+    run to its row label.
+    """
+    study_dir = Path(study_dir)
+    runs = load_runs(study_dir)
+    if not runs:
+        raise ValueError(f"no run directories (with config.json) under {study_dir}")
+    factors = factors or varying_fields(runs)
+    rows = aggregate(runs, factors)
+    unfinished = sum(r.final is None for r in runs)
+    markdown = to_markdown(rows, title)
+    if unfinished:
+        markdown += f"\n{unfinished} of {len(runs)} runs have not finished and are not in the table.\n"
+    (study_dir / "results.md").write_text(markdown)
+    (study_dir / "results.tex").write_text(to_latex(rows, title))
+    learning_curves(runs, factors, study_dir / "learning_curves.png")
+    return markdown

@@ -1,0 +1,87 @@
+"""Sweeps: a config over a grid of flag values x seeds, each as its own run directory in a study directory.
+
+Runs go to STUDY_DIR/<point>/seed<k>. Re-running skips finished runs (final.json present) and resumes
+interrupted ones from their checkpoints; `parallel` training processes run at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One configuration of a study: a config file (path[:arg]) plus flag overrides."""
+    name: str
+    config: str
+    overrides: tuple[tuple[str, str], ...] = ()
+
+
+def _pair(text: str, flag: str) -> tuple[str, str]:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise ValueError(f"--{flag}={text!r}: expected FIELD=VALUE, e.g. model.conv.kind=tiled")
+    return field, value
+
+
+def grid_points(config: str, grid: Sequence[str], fixed: Sequence[str] = ()) -> list[Point]:
+    """The cartesian product of the --grid factors, each point named by its factor values."""
+    factors = [(field, values.split(",")) for field, values in (_pair(g, "grid") for g in grid)]
+    common = tuple(_pair(s, "set") for s in fixed)
+    points = []
+    for values in itertools.product(*(v for _, v in factors)):
+        chosen = tuple((field, value) for (field, _), value in zip(factors, values))
+        name = "__".join(f"{field.split('.')[-1]}={value}" for field, value in chosen) or "base"
+        points.append(Point(name, config, common + chosen))
+    return points
+
+
+def run_command(point: Point, seed: int, workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "experiments.train", f"--config={point.config}", f"--workdir={workdir}",
+            f"--config.seed={seed}", *(f"--config.{field}={value}" for field, value in point.overrides)]
+
+
+def run_sweep(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path, *, parallel: int = 1,
+              dry_run: bool = False, poll_s: float = 0.5) -> list[Path]:
+    """Run every (point, seed) not finished yet, `parallel` at a time; return all run directories.
+
+    Raises RuntimeError naming the runs that failed (after the others have finished), with the end of
+    each one's log.txt.
+    """
+    if parallel < 1:
+        raise ValueError(f"parallel={parallel} must be >= 1")
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"grid point names must be unique, got {names}")
+    study_dir = Path(study_dir)
+    runs = [(point, seed, study_dir / point.name / f"seed{seed}") for point in points for seed in seeds]
+    todo = [r for r in runs if not (r[2] / "final.json").exists()]
+    if dry_run:
+        for point, seed, workdir in todo:
+            print(" ".join(run_command(point, seed, workdir)))
+        return [r[2] for r in runs]
+    running: list[tuple[subprocess.Popen, Path]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < parallel:
+            point, seed, workdir = todo.pop(0)
+            workdir.mkdir(parents=True, exist_ok=True)
+            with open(workdir / "log.txt", "a") as log:
+                running.append((subprocess.Popen(run_command(point, seed, workdir), stdout=log,
+                                                 stderr=subprocess.STDOUT, env=os.environ.copy()), workdir))
+        for process, workdir in list(running):
+            if process.poll() is not None:
+                running.remove((process, workdir))
+                if process.returncode != 0:
+                    tail = (workdir / "log.txt").read_text().splitlines()[-5:]
+                    failed.append(f"{workdir} (exit {process.returncode}):\n    " + "\n    ".join(tail))
+        time.sleep(poll_s if running else 0)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed:\n" + "\n".join(failed))
+    return [r[2] for r in runs]

@@ -1,0 +1,24 @@
+"""A small ResNet-style backbone (He et al. 2016 CIFAR layout, one basic block per stage: ResNet-8)
+for 28x28 images; the conv-variant and pooling studies use it beside LeNet-5.
+
+    python -m experiments.train --config=experiments/configs/resnet8_images.py --workdir=runs/resnet8_mnist \
+        --config.dataset.download_dir=../shared/datasets
+
+Expected: not measured here yet (ResNets of this size usually reach 99.4-99.6% on MNIST).
+"""
+from experiments.configs import base
+
+
+def get_config():
+    c = base.get_config()
+    c.dataset.name = "mnist"
+    c.model.name = "resnet20"
+    c.model.options.stage_sizes = (1, 1, 1)
+    c.model.options.widths = (16, 32, 64)
+    c.model.options.norm = "batch"
+    c.optimizer.learning_rate = 0.1
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 5e-4
+    c.optimizer.warmup_steps = 200
+    c.train.num_epochs = 10
+    return c

@@ -1,0 +1,34 @@
+"""Run a config over a grid of flag values x seeds, each as its own run directory in a study directory.
+
+    python -m experiments.sweep --config=experiments/configs/cnn1d_mnist1d.py --study_dir=studies/kinds \
+        --grid=model.conv.kind=standard,local --grid=dataset.permute_positions=False,True --seeds=0,1,2 \
+        --parallel=2
+    python -m experiments.report studies/kinds
+
+Runs go to STUDY_DIR/<point>/seed<k>. Re-running skips finished runs (final.json present) and resumes
+interrupted ones from their checkpoints. --parallel=N keeps N training processes going at once.
+"""
+from absl import app, flags
+
+from cnn_jax.sweep import grid_points, run_sweep
+
+_CONFIG = flags.DEFINE_string("config", None, "config file (optionally path:arg)")
+_STUDY_DIR = flags.DEFINE_string("study_dir", None, "directory that receives one run directory per grid point")
+_GRID = flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,...: a factor of the grid (repeatable)")
+_SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE applied to every run (repeatable)")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "seeds; each grid point runs once per seed")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "training processes at once")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "print the commands instead of running them")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    points = grid_points(_CONFIG.value, _GRID.value, _SET.value)
+    run_sweep(points, [int(s) for s in _SEEDS.value], _STUDY_DIR.value, parallel=_PARALLEL.value,
+              dry_run=_DRY_RUN.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "study_dir"])
+    app.run(main)

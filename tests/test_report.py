@@ -1,0 +1,120 @@
+"""Sweeps and reports: mean ± std arithmetic on synthetic run directories, tables, skip/resume, a tiny study."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnn_jax.report import aggregate, load_runs, mean_std, to_latex, to_markdown, varying_fields, write_report
+from cnn_jax.sweep import Point, grid_points, run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_run(path: Path, config: dict, accuracy: float | None, params: int = 100):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.jsonl").write_text(json.dumps({"step": 10, "test/accuracy": accuracy or 0.0}) + "\n")
+    if accuracy is not None:
+        (path / "final.json").write_text(json.dumps({"step": 10, "test/accuracy": accuracy, "params": params,
+                                                     "macs": 2 * params, "images_per_s": 1000.0}))
+
+
+def mnist1d_config(model: str, shuffled: bool, seed: int, **options) -> dict:
+    return {"seed": seed, "dataset": {"name": "mnist1d", "permute_positions": shuffled},
+            "model": {"name": model, "conv": {"kind": "standard", "tile": 2}, "options": options}}
+
+
+@pytest.fixture
+def study(tmp_path):
+    accuracies = {("cnn1d", False): [0.93, 0.95, 0.94], ("cnn1d", True): [0.50, 0.52], ("mlp", False): [0.60]}
+    for (model, shuffled), values in accuracies.items():
+        for seed, acc in enumerate(values):
+            options = {"hidden": [100, 100]} if model == "mlp" else {}
+            fake_run(tmp_path / f"{model}_{shuffled}" / f"seed{seed}", mnist1d_config(model, shuffled, seed, **options),
+                     acc)
+    fake_run(tmp_path / "unfinished" / "seed0", mnist1d_config("cnn1d", False, 7), None)
+    return tmp_path
+
+
+def test_mean_std_is_the_sample_statistic():
+    mean, std = mean_std([93.0, 95.0, 94.0])
+    assert mean == pytest.approx(94.0) and std == pytest.approx(1.0)  # ddof=1
+    assert mean_std([90.0, 91.0])[1] == pytest.approx(np.std([90.0, 91.0], ddof=1))
+    assert math.isnan(mean_std([50.0])[1])
+
+
+def test_aggregate_pools_seeds_and_skips_unfinished_runs(study):
+    runs = load_runs(study)
+    assert len(runs) == 7
+    factors = varying_fields(runs)
+    assert factors == ["dataset.permute_positions", "model.name", "model.options.hidden"]
+    rows = {(r.label["model.name"], r.label["dataset.permute_positions"]): r for r in aggregate(runs, factors)}
+    assert rows["cnn1d", False].n == 3 and rows["cnn1d", False].mean == pytest.approx(94.0)
+    assert rows["cnn1d", False].std == pytest.approx(1.0)
+    assert rows["cnn1d", True].mean == pytest.approx(51.0) and rows["cnn1d", True].n == 2
+    assert rows["cnn1d", True].std == pytest.approx(math.sqrt(2))
+    # published values from Greydanus & Kobak 2024 sit beside ours, with a verdict
+    assert rows["cnn1d", False].published == 94.0 and rows["cnn1d", False].verdict == "within noise"
+    assert rows["cnn1d", True].published == 56.0 and rows["cnn1d", True].verdict == "off by -5.0"
+    assert rows["mlp", False].published == 68.0 and rows["mlp", False].verdict == "off by -8.0"
+
+
+def test_markdown_and_latex_tables(study):
+    runs = load_runs(study)
+    rows = aggregate(runs, ["model.name", "dataset.permute_positions"])
+    markdown = to_markdown(rows, "MNIST-1D")
+    assert "| cnn1d | False | 94.00 ± 1.00 | 3 | 100 | 200 | 1,000 | 94[^1] | within noise |" in markdown
+    assert "| mlp | False | 60.00 | 1 |" in markdown
+    assert "[^1]: Greydanus & Kobak" in markdown
+    latex = to_latex(rows, "MNIST-1D")
+    assert r"\toprule" in latex and r"\bottomrule" in latex
+    assert r"cnn1d & False & 94.00 $\pm$ 1.00 & 3 & 100 & 200 & 1,000 & 94$^{1}$ & within noise \\" in latex
+    assert r"dataset.permute\_positions & accuracy (\%)" in latex  # LaTeX specials escaped
+
+
+def test_write_report_files(study):
+    markdown = write_report(study)
+    assert (study / "results.md").read_text() == markdown
+    assert "1 of 7 runs have not finished" in markdown
+    assert (study / "results.tex").exists() and (study / "learning_curves.png").stat().st_size > 1000
+
+
+def test_grid_points_are_the_cartesian_product():
+    points = grid_points("c.py", ["model.conv.kind=standard,local", "seed_field=1,2,3"], ["train.num_steps=5"])
+    assert len(points) == 6
+    assert points[0] == Point("kind=standard__seed_field=1", "c.py",
+                              (("train.num_steps", "5"), ("model.conv.kind", "standard"), ("seed_field", "1")))
+    with pytest.raises(ValueError, match="--grid='kind': expected FIELD=VALUE"):
+        grid_points("c.py", ["kind"])
+
+
+def test_sweep_runs_skips_finished_and_reports_failures(tfds_dir, tmp_path):
+    # the tests' 8 host devices are inherited: a batch of 80 divides among them
+    common = (("train.num_steps", "5"), ("train.log_every_steps", "5"), ("train.batch_size", "80"),
+              ("dataset.data_dir", tfds_dir))
+    points = [Point("cnn", "experiments/configs/cnn1d_mnist1d.py", common),
+              Point("bad", "experiments/configs/cnn1d_mnist1d.py", common + (("optimizer.name", "rmsprop"),))]
+    with pytest.raises(RuntimeError, match=r"(?s)1 of 2 runs failed:\n.*bad/seed0 \(exit 1\).*rmsprop"):
+        run_sweep(points, [0], tmp_path, parallel=2)
+    finished = tmp_path / "cnn" / "seed0" / "final.json"
+    stamp = finished.stat().st_mtime_ns
+    run_sweep(points[:1], [0], tmp_path)  # finished: not run again
+    assert finished.stat().st_mtime_ns == stamp
+
+
+def test_conv_variants_study_end_to_end_on_a_tiny_grid(tfds_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.conv_variants", f"--study_dir={tmp_path}", "--seeds=0",
+         "--variants=cnn,local", "--set=train.num_steps=5", "--set=train.batch_size=80", "--set=train.log_every_steps=5",
+         f"--set=dataset.data_dir={tfds_dir}", "--parallel=2"],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "mnist1d" / "results.md").read_text()
+    assert table in result.stdout
+    for row in ("| cnn | normal |", "| cnn | shuffled |", "| local | normal |", "| local | shuffled |"):
+        assert row in table
+    assert "94[^1]" in table and "56[^1]" in table
