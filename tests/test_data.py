@@ -37,6 +37,18 @@ def test_mnist1d_is_generated_offline(tfds_dir):
     np.testing.assert_array_equal(data.train.labels, expected["y"])
 
 
+def test_concurrent_processes_prepare_a_dataset_once(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from cnn_jax.data import load_split; "
+            f"print(len(load_split('mnist1d', 'test', data_dir={str(tmp_path)!r})))")
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0 and out.strip().splitlines()[-1] == "1000", err[-2000:]
+
+
 def test_missing_raw_files_fail_fast_with_instructions(tmp_path, tfds_dir):
     start = time.perf_counter()
     with pytest.raises(DatasetUnavailableError) as err:

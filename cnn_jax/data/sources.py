@@ -10,6 +10,7 @@ Whatever is missing fails fast (seconds, not TFDS's ~200 s of retries) with a me
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import socket
 import tempfile
@@ -64,7 +65,15 @@ def load_split(name: str, split: str, *, data_dir: str | None = None, download_d
     info = check_name(name)
     builder = _builder(name, data_dir)
     if not builder.is_prepared():
-        _prepare(builder, name, download_dir or os.environ.get(DOWNLOAD_DIR_ENV) or None)
+        # Concurrent runs (a sweep, several processes of one job) share the data directory: one prepares,
+        # the others wait for it and then read what it wrote.
+        lock_dir = Path(builder.data_dir).parent
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(lock_dir / ".prepare.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            builder = _builder(name, data_dir)
+            if not builder.is_prepared():
+                _prepare(builder, name, download_dir or os.environ.get(DOWNLOAD_DIR_ENV) or None)
     source = builder.as_data_source(split=split)
     examples = source.__getitems__(list(range(len(source))))
     inputs = np.stack([e[info.feature] for e in examples])
