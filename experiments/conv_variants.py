@@ -74,7 +74,9 @@ def main(argv):
     points = (mnist1d_points if _PART.value == "mnist1d" else image_points)(_VARIANTS.value, fixed)
     study_dir = f"{_STUDY_DIR.value}/{_PART.value}"
     run_sweep(points, [int(s) for s in _SEEDS.value], study_dir, parallel=_PARALLEL.value)
-    print(write_report(study_dir, label, title=f"Convolution variants ({_PART.value})"))
+    ladder = [p.name.split("__")[0] for p in points]
+    print(write_report(study_dir, label, title=f"Convolution variants ({_PART.value})",
+                       order=lambda row: (ladder.index(row.label["model"]), row.label["data"])))
 
 
 if __name__ == "__main__":

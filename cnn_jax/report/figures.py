@@ -27,6 +27,7 @@ def learning_curves(runs: list[Run], factors: Sequence[str] | Callable[[Run], di
             if metric in record:
                 points.setdefault(record["step"], []).append(record[metric])
     fig, ax = plt.subplots(figsize=(6, 4))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours before any repeats
     for label, points in curves.items():
         steps = sorted(points)
         values = [np.asarray(points[s]) for s in steps]

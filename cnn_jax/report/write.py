@@ -6,15 +6,15 @@ from pathlib import Path
 
 from cnn_jax.report.figures import learning_curves
 from cnn_jax.report.runs import Run, load_runs, varying_fields
-from cnn_jax.report.tables import aggregate, to_latex, to_markdown
+from cnn_jax.report.tables import Row, aggregate, to_latex, to_markdown
 
 
 def write_report(study_dir: str | Path, factors: list[str] | Callable[[Run], dict] | None = None,
-                 title: str = "") -> str:
+                 title: str = "", order: Callable[[Row], object] | None = None) -> str:
     """Write results.md, results.tex and learning_curves.png into `study_dir`; return the Markdown.
 
     factors: config fields to group by (default: those that vary between runs), or a function from a
-    run to its row label.
+    run to its row label. order: sort key for the rows (default: run directory order).
     """
     study_dir = Path(study_dir)
     runs = load_runs(study_dir)
@@ -22,6 +22,8 @@ def write_report(study_dir: str | Path, factors: list[str] | Callable[[Run], dic
         raise ValueError(f"no run directories (with config.json) under {study_dir}")
     factors = factors or varying_fields(runs)
     rows = aggregate(runs, factors)
+    if order is not None:
+        rows.sort(key=order)
     unfinished = sum(r.final is None for r in runs)
     markdown = to_markdown(rows, title)
     if unfinished:
