@@ -118,3 +118,20 @@ def test_conv_variants_study_end_to_end_on_a_tiny_grid(tfds_dir, tmp_path):
     for row in ("| cnn | normal |", "| cnn | shuffled |", "| local | normal |", "| local | shuffled |"):
         assert row in table
     assert "94[^1]" in table and "56[^1]" in table
+
+
+def test_reproduce_study_end_to_end_on_a_tiny_grid(tfds_dir, download_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.reproduce", f"--study_dir={tmp_path}", "--seeds=0",
+         "--set=train.num_steps=5", "--set=train.log_every_steps=5", "--set=train.batch_size=80",
+         f"--set=dataset.data_dir={tfds_dir}", f"--download_dir={download_dir}", "--parallel=2"],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout and (tmp_path / "results.tex").exists()
+    assert "| alexnet parameters | 61,100,840 | 61,100,840[^1] | exact |" in table
+    assert "| resnet50 receptive field (last spatial map) | 427 | 427[^3] | exact |" in table
+    assert "| resnet110 parameters | 1,727,962 | 1,700,000[^2] | within rounding |" in table
+    for run in ("lenet5_classic on mnist", "cnn on mnist1d", "cnn on mnist1d_shuffled", "logreg on mnist1d"):
+        assert f"| {run} test accuracy (%), 1 seeds |" in table
+    assert "0.95% test error" in table and "off by" in table  # 5 steps are far from the published values

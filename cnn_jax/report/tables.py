@@ -126,3 +126,38 @@ def to_latex(rows: list[Row], caption: str = "") -> str:
         lines.append(r"\caption{" + _tex(caption) + "}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One line of an ours-vs-published table; values already formatted."""
+    quantity: str
+    ours: str
+    published: str
+    source: str
+    verdict: str
+
+
+def comparison_markdown(rows: list[Comparison], title: str = "") -> str:
+    """quantity | ours | published | verdict, sources as numbered footnotes."""
+    sources = list(dict.fromkeys(r.source for r in rows))
+    lines = [f"**{title}**\n" if title else "", "| quantity | ours | published | verdict |", "|---|---:|---:|---|"]
+    lines += [f"| {r.quantity} | {r.ours} | {r.published}[^{sources.index(r.source) + 1}] | {r.verdict} |"
+              for r in rows]
+    lines += [""] + [f"[^{i}]: {s}" for i, s in enumerate(sources, 1)]
+    return "\n".join(lines).strip() + "\n"
+
+
+def comparison_latex(rows: list[Comparison], caption: str = "") -> str:
+    """The same table as LaTeX (booktabs)."""
+    sources = list(dict.fromkeys(r.source for r in rows))
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrrl}", r"\toprule",
+             r"quantity & ours & published & verdict \\", r"\midrule"]
+    lines += [" & ".join([_tex(r.quantity), r.ours.replace("±", r"$\pm$"),
+                          f"{r.published}$^{{{sources.index(r.source) + 1}}}$", _tex(r.verdict)]) + r" \\"
+              for r in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + _tex(s) + "}" for i, s in enumerate(sources, 1)]
+    if caption:
+        lines.append(r"\caption{" + _tex(caption) + "}")
+    return "\n".join(lines + [r"\end{table}"]) + "\n"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from cnn_jax.report.figures import learning_curves
 from cnn_jax.report.runs import Run, load_runs, varying_fields
-from cnn_jax.report.tables import Row, aggregate, to_latex, to_markdown
+from cnn_jax.report.tables import (Comparison, Row, aggregate, comparison_latex, comparison_markdown, to_latex,
+                                   to_markdown)
 
 
 def write_report(study_dir: str | Path, factors: list[str] | Callable[[Run], dict] | None = None,
@@ -31,4 +32,14 @@ def write_report(study_dir: str | Path, factors: list[str] | Callable[[Run], dic
     (study_dir / "results.md").write_text(markdown)
     (study_dir / "results.tex").write_text(to_latex(rows, title))
     learning_curves(runs, factors, study_dir / "learning_curves.png")
+    return markdown
+
+
+def write_comparison(study_dir: str | Path, rows: list[Comparison], title: str = "") -> str:
+    """Write an ours-vs-published table as results.md and results.tex into `study_dir`; return the Markdown."""
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    markdown = comparison_markdown(rows, title)
+    (study_dir / "results.md").write_text(markdown)
+    (study_dir / "results.tex").write_text(comparison_latex(rows, title))
     return markdown
