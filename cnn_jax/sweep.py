@@ -30,10 +30,15 @@ def _pair(text: str, flag: str) -> tuple[str, str]:
     return field, value
 
 
+def parse_overrides(items: Sequence[str], flag: str = "set") -> tuple[tuple[str, str], ...]:
+    """["train.num_steps=5", ...] (a repeated --set flag) -> (("train.num_steps", "5"), ...)."""
+    return tuple(_pair(item, flag) for item in items)
+
+
 def grid_points(config: str, grid: Sequence[str], fixed: Sequence[str] = ()) -> list[Point]:
     """The cartesian product of the --grid factors, each point named by its factor values."""
     factors = [(field, values.split(",")) for field, values in (_pair(g, "grid") for g in grid)]
-    common = tuple(_pair(s, "set") for s in fixed)
+    common = parse_overrides(fixed)
     points = []
     for values in itertools.product(*(v for _, v in factors)):
         chosen = tuple((field, value) for (field, _), value in zip(factors, values))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from cnn_jax.report import write_report
-from cnn_jax.sweep import Point, run_sweep
+from cnn_jax.sweep import Point, parse_overrides, run_sweep
 
 _STUDY_DIR = flags.DEFINE_string("study_dir", "studies/conv_variants", "where the runs and the report go")
 _PART = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
@@ -32,10 +32,6 @@ CONV_KINDS = {"cnn": (), "tiled2": (("model.conv.kind", "tiled"), ("model.conv.t
 MNIST1D_VARIANTS = {"logreg": (f"{MLP}:logreg", ()), "mlp": (MLP, ()),
                     **{name: (CNN1D, overrides) for name, overrides in CONV_KINDS.items()}}
 BACKBONES = {"lenet": "experiments/configs/lenet5_mnist.py", "resnet": "experiments/configs/resnet8_images.py"}
-
-
-def _pairs(items: list[str]) -> tuple[tuple[str, str], ...]:
-    return tuple(tuple(item.split("=", 1)) for item in items)
 
 
 def mnist1d_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]:
@@ -68,7 +64,7 @@ def label(run) -> dict:
 
 
 def main(argv):
-    fixed = _pairs(_SET.value)
+    fixed = parse_overrides(_SET.value)
     if _DOWNLOAD_DIR.value:
         fixed += (("dataset.download_dir", _DOWNLOAD_DIR.value),)
     points = (mnist1d_points if _PART.value == "mnist1d" else image_points)(_VARIANTS.value, fixed)

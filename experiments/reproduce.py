@@ -16,7 +16,7 @@ from absl import app, flags
 
 from cnn_jax.report import SOURCES, load_runs, write_comparison
 from cnn_jax.report.tables import Comparison, aggregate
-from cnn_jax.sweep import Point, run_sweep
+from cnn_jax.sweep import Point, parse_overrides, run_sweep
 
 _STUDY_DIR = flags.DEFINE_string("study_dir", "studies/reproduce", "where the runs and the table go")
 _PART = flags.DEFINE_enum("part", "all", ["all", "analytic"], "analytic rows only, or everything")
@@ -84,7 +84,7 @@ def main(argv):
     study_dir = Path(_STUDY_DIR.value)
     rows = analytic_rows()
     if _PART.value == "all":
-        fixed = tuple(tuple(s.split("=", 1)) for s in _SET.value)
+        fixed = parse_overrides(_SET.value)
         if _DOWNLOAD_DIR.value:
             fixed += (("dataset.download_dir", _DOWNLOAD_DIR.value),)
         run_sweep(trained_points(fixed), [int(s) for s in _SEEDS.value], study_dir, parallel=_PARALLEL.value)
