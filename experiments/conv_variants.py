@@ -14,16 +14,12 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from cnn_jax.report import write_report
-from cnn_jax.sweep import Point, parse_overrides, run_sweep
+from cnn_jax.sweep import Point
+from experiments.study import define_flags, run_and_report
 
-_STUDY_DIR = flags.DEFINE_string("study_dir", "studies/conv_variants", "where the runs and the report go")
+STUDY = define_flags("studies/conv_variants")
 _PART = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds per configuration")
 _VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "training processes at once")
-_SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE for every run, e.g. train.num_steps=20")
-_DOWNLOAD_DIR = flags.DEFINE_string("download_dir", "", "raw dataset files (<dir>/<dataset>/<file>)")
 
 CNN1D, MLP = "experiments/configs/cnn1d_mnist1d.py", "experiments/configs/mlp_mnist1d.py"
 CONV_KINDS = {"cnn": (), "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
@@ -57,22 +53,10 @@ def image_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]:
     return points
 
 
-def label(run) -> dict:
-    """Row label from the run's point name, `<model>__<data>`."""
-    model, data = run.path.parent.name.split("__")
-    return {"model": model, "data": data}
-
-
 def main(argv):
-    fixed = parse_overrides(_SET.value)
-    if _DOWNLOAD_DIR.value:
-        fixed += (("dataset.download_dir", _DOWNLOAD_DIR.value),)
-    points = (mnist1d_points if _PART.value == "mnist1d" else image_points)(_VARIANTS.value, fixed)
-    study_dir = f"{_STUDY_DIR.value}/{_PART.value}"
-    run_sweep(points, [int(s) for s in _SEEDS.value], study_dir, parallel=_PARALLEL.value)
-    ladder = [p.name.split("__")[0] for p in points]
-    print(write_report(study_dir, label, title=f"Convolution variants ({_PART.value})",
-                       order=lambda row: (ladder.index(row.label["model"]), row.label["data"])))
+    points = (mnist1d_points if _PART.value == "mnist1d" else image_points)(_VARIANTS.value, STUDY.fixed())
+    run_and_report(STUDY, points, f"{STUDY.study_dir.value}/{_PART.value}", ("model", "data"),
+                   f"Convolution variants ({_PART.value})")
 
 
 if __name__ == "__main__":

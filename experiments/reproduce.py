@@ -16,14 +16,11 @@ from absl import app, flags
 
 from cnn_jax.report import SOURCES, load_runs, write_comparison
 from cnn_jax.report.tables import Comparison, aggregate
-from cnn_jax.sweep import Point, parse_overrides, run_sweep
+from cnn_jax.sweep import Point
+from experiments.study import define_flags
 
-_STUDY_DIR = flags.DEFINE_string("study_dir", "studies/reproduce", "where the runs and the table go")
+STUDY = define_flags("studies/reproduce")
 _PART = flags.DEFINE_enum("part", "all", ["all", "analytic"], "analytic rows only, or everything")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds per trained configuration")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "training processes at once")
-_SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE for every run, e.g. train.num_steps=20")
-_DOWNLOAD_DIR = flags.DEFINE_string("download_dir", "", "raw dataset files (<dir>/<dataset>/<file>)")
 
 TORCHVISION = "torchvision model cards (ImageNet, 1000 classes)"
 HE2016 = "He et al., Deep Residual Learning, CVPR 2016, Table 6 (printed as 0.27M and 1.7M)"
@@ -75,19 +72,17 @@ def trained_rows(study_dir: Path) -> list[Comparison]:
     for row in aggregate(load_runs(study_dir), lambda run: {"run": run.path.parent.name}):
         if row.published is not None:
             std = "" if row.n == 1 else f" ± {row.std:.2f}"
-            rows.append(Comparison(f"{row.label['run'].replace('__', ' on ')} test accuracy (%), {row.n} seeds",
+            seeds = "1 seed" if row.n == 1 else f"{row.n} seeds"
+            rows.append(Comparison(f"{row.label['run'].replace('__', ' on ')} test accuracy (%), {seeds}",
                                    f"{row.mean:.2f}{std}", f"{row.published:g}", SOURCES[row.source], row.verdict))
     return rows
 
 
 def main(argv):
-    study_dir = Path(_STUDY_DIR.value)
+    study_dir = Path(STUDY.study_dir.value)
     rows = analytic_rows()
     if _PART.value == "all":
-        fixed = parse_overrides(_SET.value)
-        if _DOWNLOAD_DIR.value:
-            fixed += (("dataset.download_dir", _DOWNLOAD_DIR.value),)
-        run_sweep(trained_points(fixed), [int(s) for s in _SEEDS.value], study_dir, parallel=_PARALLEL.value)
+        STUDY.run(trained_points(STUDY.fixed()), study_dir)
         rows += trained_rows(study_dir)
     print(write_comparison(study_dir, rows, "Ours vs published"))
 

@@ -7,6 +7,7 @@ import pytest
 
 from cnn_jax import analysis, models, nn as cnn
 from cnn_jax.nn import ConvSpec
+from cnn_jax.report.figures import erf_heatmaps
 
 KEY = jax.random.PRNGKey(0)
 
@@ -114,9 +115,35 @@ def test_erf_is_smaller_than_the_theoretical_field_and_saved_as_png(tmp_path):
     erf = analysis.effective_receptive_field(model, (64, 64, 3), samples=4, inits=2)
     size = analysis.model_receptive_field(model, (64, 64, 3))[0].size
     assert 0 < 2 * erf.radius95 + 1 < size  # Luo et al.: the effective field is a fraction of the theoretical
-    path = tmp_path / "erf.png"
-    analysis.save_heatmap(erf, str(path))
+    path = erf_heatmaps({"resnet20": erf}, tmp_path / "erf.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("depth", [1, 3, 6])
+def test_erf_of_a_uniform_linear_stack_is_the_n_fold_box_convolution(depth):
+    """Luo et al. 2016: with all weights equal and no nonlinearity the ERF is the depth-fold convolution
+    of the 3-tap box, whose variance per axis is exactly depth * 2/3 (and the theoretical field 2 depth + 1)."""
+    model = models.create("context_net", num_classes=1, features=4, dilations=(1,) * depth, activation="linear",
+                          kernel_init="uniform")
+    erf = analysis.effective_receptive_field(model, (2 * depth + 9, 2 * depth + 9, 1), samples=2, inits=1)
+    np.testing.assert_allclose(erf.std, [np.sqrt(2 * depth / 3)] * 2, rtol=1e-5)
+    box = np.ones(3)
+    for _ in range(depth - 1):
+        box = np.convolve(box, np.ones(3))
+    c = depth + 4  # centre of the (2 depth + 9)-pixel input
+    np.testing.assert_allclose(erf.grad_map[c - depth:c + depth + 1, c - depth:c + depth + 1] / erf.grad_map.max(),
+                               np.outer(box, box) / box.max() ** 2, rtol=1e-5)
+    assert erf.field == (2 * depth + 1,) * 2 and erf.holes == 0
+
+
+@pytest.mark.parametrize("dilations, field, holes", [((1, 2, 4, 8), 31, 0.0), ((1, 2, 5, 9), 35, 0.0),
+                                                     ((2, 2, 2, 2), 17, 1 - 9 ** 2 / 17 ** 2)])
+def test_gridding_leaves_holes_in_the_effective_field(dilations, field, holes):
+    """Wang et al. 2018: dilations sharing a factor (2,2,2,2) see only every second offset; (1,2,4,8) and
+    the hybrid schedule (1,2,5,9) reach every position of their theoretical field."""
+    model = models.create("context_net", num_classes=1, features=4, dilations=dilations)
+    erf = analysis.effective_receptive_field(model, (field + 4, field + 4, 1), samples=2, inits=2)
+    assert erf.field == (field, field) and erf.holes == pytest.approx(holes)
 
 
 def test_translation_equivariance_of_the_conv_variants():

@@ -47,6 +47,8 @@ class EffectiveReceptiveField:
     centre: tuple[float, ...]  # input coordinates of the theoretical field's centre
     radius95: int  # smallest Chebyshev radius around the centre holding 95% of the gradient mass
     std: tuple[float, ...]  # gradient-weighted standard deviation per axis, in pixels
+    field: tuple[int, ...]  # theoretical receptive field size per axis
+    holes: float  # fraction of the theoretical field (inside the input) with exactly zero gradient: gridding
 
 
 def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], *, samples: int = 16,
@@ -70,7 +72,16 @@ def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], *, s
     field = model_receptive_field(model, input_shape)
     y_shape = jax.eval_shape(lambda: last_spatial_map(model, variables, x[:1])).shape
     centre = tuple((n // 2) * f.stride - f.padding + (f.size - 1) / 2 for n, f in zip(y_shape[1:-1], field))
-    return EffectiveReceptiveField(grad_map, centre, _radius(grad_map, centre, 0.95), _std(grad_map, centre))
+    sizes = tuple(f.size for f in field)
+    return EffectiveReceptiveField(grad_map, centre, _radius(grad_map, centre, 0.95), _std(grad_map, centre),
+                                   sizes, _holes(grad_map, centre, sizes))
+
+
+def _holes(grad_map: np.ndarray, centre, sizes) -> float:
+    """Positions a unit cannot see at all (no path) get a gradient of exactly zero, whatever the weights."""
+    box = tuple(slice(max(0, int(np.ceil(c - (n - 1) / 2))), min(m, int(np.floor(c + (n - 1) / 2)) + 1))
+                for c, n, m in zip(centre, sizes, grad_map.shape))
+    return float(np.mean(grad_map[box] == 0))
 
 
 def _radius(grad_map: np.ndarray, centre, fraction: float) -> int:
@@ -91,20 +102,6 @@ def _std(grad_map: np.ndarray, centre) -> tuple[float, ...]:
         marginal = weights.sum(axis=tuple(a for a in range(grad_map.ndim) if a != axis))
         stds.append(float(np.sqrt((marginal * coords ** 2).sum())))
     return tuple(stds)
-
-
-def save_heatmap(erf: EffectiveReceptiveField, path: str, title: str = "") -> None:
-    """Write the ERF map of a 2-D input as a PNG heatmap (needs matplotlib: pip install cnn_jax[plots])."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(erf.grad_map / erf.grad_map.max(), cmap="viridis")
-    ax.set_title(title or f"ERF, 95% within radius {erf.radius95}")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 @dataclasses.dataclass(frozen=True)

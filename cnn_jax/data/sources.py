@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib
 import os
 import socket
 import tempfile
@@ -37,7 +38,10 @@ DATASETS = {
     "cifar100": DatasetInfo("image", 100, flip=True),
     "svhn_cropped": DatasetInfo("image", 10, flip=False),
     "mnist1d": DatasetInfo("signal", 10, flip=False),
+    "long_range_xor": DatasetInfo("signal", 2, flip=False),
 }
+# Builders this project defines (generated offline); importing the module registers the builder with TFDS.
+CUSTOM_BUILDERS = {"mnist1d": "cnn_jax.data.mnist1d_builder", "long_range_xor": "cnn_jax.data.long_range_builder"}
 
 
 class DatasetUnavailableError(FileNotFoundError):
@@ -83,8 +87,8 @@ def load_split(name: str, split: str, *, data_dir: str | None = None, download_d
 
 def _builder(name: str, data_dir: str | None):
     import tensorflow_datasets as tfds
-    if name == "mnist1d":
-        from cnn_jax.data import mnist1d_builder  # noqa: F401  (registers the builder with TFDS)
+    if name in CUSTOM_BUILDERS:
+        importlib.import_module(CUSTOM_BUILDERS[name])
     return tfds.builder(name, data_dir=data_dir, file_format="array_record")
 
 

@@ -21,5 +21,10 @@ def make_norm(kind: str, train: bool, *, axis_name: str | None = None, virtual_b
     raise ValueError(f"norm={kind!r}: unknown; valid values are {', '.join(NORMS)}")
 
 
+def add_channel_axis(x: jax.Array) -> jax.Array:
+    """Signals (N, L) -> (N, L, 1); inputs that already have a channel axis pass through."""
+    return x[..., None] if x.ndim == 2 else x
+
+
 def flatten(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1)

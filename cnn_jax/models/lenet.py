@@ -52,20 +52,31 @@ class LeNet5Classic(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
 
 
+POOLS = ("max", "avg", "l2", "strided", "none")
+
+
 @register("lenet5")
 class LeNet5(nn.Module):
     """The modern LeNet-5: ReLU, max-pooling, SAME first convolution so 28x28 inputs work as is.
 
-    conv 6@5x5 - maxpool 2 - conv 16@5x5 - maxpool 2 - dense 120 - dense 84 - dense classes.
+    conv 6@5x5 - pool 2 - conv 16@5x5 - pool 2 - dense 120 - dense 84 - dense classes.
+    pool: "max", "avg" or "l2" (Lp pooling, p=2) with window 2 and stride 2; "strided" downsamples by
+    giving both convolutions stride 2 instead (same 5x5x16 output for 28x28 inputs); "none" keeps full
+    resolution (28x28 -> 24x24x16 into the dense layers, which then hold most of the parameters).
     """
     num_classes: int
+    pool: str = "max"
     conv: cnn.ConvSpec = cnn.ConvSpec()
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = cnn.MaxPool(2)(nn.relu(self.conv.make(6, 5, padding="SAME", dtype=self.dtype, name="conv1")(x)))
-        x = cnn.MaxPool(2)(nn.relu(self.conv.make(16, 5, padding="VALID", dtype=self.dtype, name="conv2")(x)))
+        if self.pool not in POOLS:
+            raise ValueError(f"LeNet5 pool={self.pool!r}: unknown; valid values are {', '.join(POOLS)}")
+        pool = {"max": cnn.MaxPool(2), "avg": cnn.AvgPool(2), "l2": cnn.LpPool(2, p=2.0)}.get(self.pool, lambda x: x)
+        stride = 2 if self.pool == "strided" else 1
+        x = pool(nn.relu(self.conv.make(6, 5, strides=stride, padding="SAME", dtype=self.dtype, name="conv1")(x)))
+        x = pool(nn.relu(self.conv.make(16, 5, strides=stride, padding="VALID", dtype=self.dtype, name="conv2")(x)))
         x = nn.relu(nn.Dense(120, dtype=self.dtype, name="fc1")(flatten(x)))
         x = nn.relu(nn.Dense(84, dtype=self.dtype, name="fc2")(x))
         return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten
+from cnn_jax.models.common import add_channel_axis, flatten
 from cnn_jax.models.registry import register
 
 
@@ -41,8 +41,7 @@ class CNN1D(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if x.ndim == 2:
-            x = x[..., None]
+        x = add_channel_axis(x)
         for i, k in enumerate(self.kernels):
             x = nn.relu(self.conv.make(self.channels, k, strides=2, padding=1, dtype=self.dtype,
                                        name=f"conv{i + 1}")(x))

@@ -9,6 +9,7 @@ from cnn_jax.report.published import SOURCES, find_reference
 from cnn_jax.report.runs import Run
 
 METRIC = "test/accuracy"
+SHIFTED = "test/accuracy@shift="  # final.json keys of the translation test, e.g. "test/accuracy@shift=2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Row:
     images_per_s: float | None
     published: float | None = None
     source: str | None = None
+    shifted: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)  # shift -> (mean, std)
 
     @property
     def verdict(self) -> str:
@@ -57,11 +59,21 @@ def aggregate(runs: list[Run], factors: Sequence[str] | Callable[[Run], dict]) -
         mean, std = mean_std([100 * r.final[METRIC] for r in members])
         speeds = [r.final["images_per_s"] for r in members if r.final.get("images_per_s")]
         ref = find_reference(members[0].config)
+        shifts = [k for k in members[0].final if k.startswith(SHIFTED) and all(k in r.final for r in members)]
         rows.append(Row(label(members[0]), len(members), mean, std,
                         members[0].final.get("params"), members[0].final.get("macs"),
                         sum(speeds) / len(speeds) if speeds else None,
-                        ref.accuracy if ref else None, ref.source if ref else None))
+                        ref.accuracy if ref else None, ref.source if ref else None,
+                        {int(k[len(SHIFTED):]): mean_std([100 * r.final[k] for r in members]) for k in shifts}))
     return rows
+
+
+def _shifts(rows: list[Row]) -> list[int]:
+    return sorted({s for row in rows for s in row.shifted})
+
+
+def _accuracy(mean: float, std: float, pm: str) -> str:
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} {pm} {std:.2f}"
 
 
 def _value(value) -> str:
@@ -70,10 +82,10 @@ def _value(value) -> str:
     return str(value)
 
 
-def _cells(row: Row, pm: str) -> list[str]:
+def _cells(row: Row, pm: str, shifts: list[int]) -> list[str]:
     """Numeric cells (no characters that need escaping in LaTeX besides `pm` itself)."""
-    acc = f"{row.mean:.2f}" if math.isnan(row.std) else f"{row.mean:.2f} {pm} {row.std:.2f}"
-    return [acc, str(row.n), f"{row.params:,}" if row.params is not None else "",
+    shifted = [_accuracy(*row.shifted[s], pm) if s in row.shifted else "" for s in shifts]
+    return [_accuracy(row.mean, row.std, pm), *shifted, str(row.n), f"{row.params:,}" if row.params is not None else "",
             f"{row.macs:,}" if row.macs is not None else "",
             f"{row.images_per_s:,.0f}" if row.images_per_s else ""]
 
@@ -86,20 +98,23 @@ def _published(row: Row, sources: list[str], mark) -> str:
     return "" if row.published is None else f"{row.published:g}{mark(sources.index(row.source) + 1)}"
 
 
-def to_markdown(rows: list[Row], title: str = "") -> str:
-    """A Markdown table: factors, accuracy mean ± std over n seeds, params, MACs, images/s, published, verdict."""
+def _table(rows: list[Row], pm: str, mark: Callable[[int], str]) -> tuple[list[str], list[list[str]], list[str], str]:
+    """Header, cells, footnotes and column alignment of the results table."""
     factors = list(rows[0].label) if rows else []
-    sources = _sources(rows)
-    header = [*factors, "test accuracy (%)", "seeds", "params", "MACs/example", "train images/s", "published",
-              "verdict"]
-    lines = [f"**{title}**\n" if title else "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i < len(factors) else "---:" for i in range(len(header))) + "|"]
-    for row in rows:
-        cells = [_value(v) for v in row.label.values()] + _cells(row, "±")
-        cells += [_published(row, sources, lambda i: f"[^{i}]"), row.verdict]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [""] + [f"[^{i}]: {SOURCES[s]}" for i, s in enumerate(sources, 1)]
-    return "\n".join(line for line in lines if line is not None).strip() + "\n"
+    sources, shifts = _sources(rows), _shifts(rows)
+    header = [*factors, "test accuracy (%)", *(f"shifted {s}px (%)" for s in shifts), "seeds", "params",
+              "MACs/example", "train images/s", "published", "verdict"]
+    cells = [[_value(v) for v in row.label.values()] + _cells(row, pm, shifts)
+             + [_published(row, sources, mark), row.verdict] for row in rows]
+    align = "l" * len(factors) + "r" * (len(header) - len(factors) - 1) + "l"
+    return header, cells, [SOURCES[s] for s in sources], align
+
+
+def to_markdown(rows: list[Row], title: str = "") -> str:
+    """A Markdown table: factors, accuracy mean ± std over n seeds (and on test inputs shifted by s pixels,
+    where the runs measured it), params, MACs, images/s, published, verdict."""
+    header, cells, notes, align = _table(rows, "±", lambda i: f"[^{i}]")
+    return markdown_table(header, cells, title, notes, align)
 
 
 def _tex(text: str) -> str:
@@ -110,22 +125,8 @@ def _tex(text: str) -> str:
 
 def to_latex(rows: list[Row], caption: str = "") -> str:
     """The same table as LaTeX (booktabs); sources as footnote marks under the table."""
-    factors = list(rows[0].label) if rows else []
-    sources = _sources(rows)
-    header = [*factors, "accuracy (\\%)", "seeds", "params", "MACs", "img/s", "published", "verdict"]
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(factors) + "r" * 6 + "l}",
-             r"\toprule", " & ".join(_tex(h) if i < len(factors) else h for i, h in enumerate(header)) + r" \\",
-             r"\midrule"]
-    for row in rows:
-        cells = [_tex(_value(v)) for v in row.label.values()] + _cells(row, r"$\pm$")
-        cells += [_published(row, sources, lambda i: f"$^{{{i}}}$"), _tex(row.verdict)]
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + _tex(SOURCES[s]) + "}" for i, s in enumerate(sources, 1)]
-    if caption:
-        lines.append(r"\caption{" + _tex(caption) + "}")
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+    header, cells, notes, align = _table(rows, "±", lambda i: f"$^{{{i}}}$")
+    return latex_table(header, cells, caption, notes, align)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,26 +139,42 @@ class Comparison:
     verdict: str
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "",
+                   footnotes: Sequence[str] = (), align: str = "") -> str:
+    """A Markdown table of preformatted cells. align: one "l" or "r" per column (default: first left)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = [f"**{title}**\n" if title else "", "| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines += [""] + [f"[^{i}]: {note}" for i, note in enumerate(footnotes, 1)]
+    return "\n".join(lines).strip() + "\n"
+
+
+def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "",
+                footnotes: Sequence[str] = (), align: str = "") -> str:
+    """The same as LaTeX (booktabs). Cells are escaped, and "±" becomes $\\pm$."""
+    def cell(text: str) -> str:
+        return _tex(text).replace("±", r"$\pm$")
+    align = align or "l" + "r" * (len(header) - 1)
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + align + "}",
+             r"\toprule", " & ".join(map(cell, header)) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(cell, cells)) + r" \\" for cells in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + _tex(note) + "}" for i, note in enumerate(footnotes, 1)]
+    if caption:
+        lines.append(r"\caption{" + _tex(caption) + "}")
+    return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
 def comparison_markdown(rows: list[Comparison], title: str = "") -> str:
     """quantity | ours | published | verdict, sources as numbered footnotes."""
     sources = list(dict.fromkeys(r.source for r in rows))
-    lines = [f"**{title}**\n" if title else "", "| quantity | ours | published | verdict |", "|---|---:|---:|---|"]
-    lines += [f"| {r.quantity} | {r.ours} | {r.published}[^{sources.index(r.source) + 1}] | {r.verdict} |"
-              for r in rows]
-    lines += [""] + [f"[^{i}]: {s}" for i, s in enumerate(sources, 1)]
-    return "\n".join(lines).strip() + "\n"
+    cells = [[r.quantity, r.ours, f"{r.published}[^{sources.index(r.source) + 1}]", r.verdict] for r in rows]
+    return markdown_table(["quantity", "ours", "published", "verdict"], cells, title, sources, "lrrl")
 
 
 def comparison_latex(rows: list[Comparison], caption: str = "") -> str:
     """The same table as LaTeX (booktabs)."""
     sources = list(dict.fromkeys(r.source for r in rows))
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrrl}", r"\toprule",
-             r"quantity & ours & published & verdict \\", r"\midrule"]
-    lines += [" & ".join([_tex(r.quantity), r.ours.replace("±", r"$\pm$"),
-                          f"{r.published}$^{{{sources.index(r.source) + 1}}}$", _tex(r.verdict)]) + r" \\"
-              for r in rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + _tex(s) + "}" for i, s in enumerate(sources, 1)]
-    if caption:
-        lines.append(r"\caption{" + _tex(caption) + "}")
-    return "\n".join(lines + [r"\end{table}"]) + "\n"
+    cells = [[r.quantity, r.ours, f"{r.published}$^{{{sources.index(r.source) + 1}}}$", r.verdict] for r in rows]
+    return latex_table(["quantity", "ours", "published", "verdict"], cells, caption, sources, "lrrl")

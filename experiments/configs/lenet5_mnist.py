@@ -13,6 +13,7 @@ def get_config():
     c = base.get_config()
     c.dataset.name = "mnist"
     c.model.name = "lenet5"
+    c.model.options.pool = "max"   # max | avg | l2 | strided | none (experiments/pooling.py compares them)
     c.optimizer.learning_rate = 0.05
     c.optimizer.weight_decay = 5e-4
     c.train.num_epochs = 10

@@ -1,0 +1,129 @@
+"""Study 2: theoretical vs effective receptive fields, and what dilation schedules buy.
+
+    python -m experiments.receptive_fields              # everything, offline: about 15 minutes on 2 CPU cores
+    python -m experiments.receptive_fields --part=erf   # the measurements only (no training): about 2 minutes
+
+ERF by depth: plain stacks of 3x3 convolutions (16 channels, stride 1, SAME) of depth 2..32 with
+uniform weights and no nonlinearity, random (LeCun normal) weights and no nonlinearity, and random
+weights with ReLU. Luo et al. 2016: the effective field's size grows as sqrt(depth) while the theoretical
+one grows linearly, so it fills an ever smaller fraction (uniform: std = sqrt(2 depth / 3) exactly).
+Dilation schedules: four 3x3 layers with dilations (1,1,1,1), (2,2,2,2) (gridding: every position
+outside one parity class is never seen), (1,2,4,8) and (1,2,5,9) (hybrid dilated convolution, Wang et al.
+2018): ERF heatmaps, the fraction of the theoretical field with zero gradient ("holes"), and test
+accuracy (1-D versions, global average pooling) on the long-range XOR task (cnn_jax/data/long_range_builder.py:
+markers 12..28 samples apart, solvable only by a unit that sees both) and on MNIST-1D.
+Writes STUDY_DIR/results.md, results.tex and erf_*.png (and STUDY_DIR/accuracy/ with the runs' own
+report) and prints the tables.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from absl import app, flags
+
+from cnn_jax.report import load_runs, write_report
+from cnn_jax.report.figures import erf_growth, erf_heatmaps
+from cnn_jax.report.tables import (Comparison, aggregate, comparison_latex, comparison_markdown, latex_table,
+                                   markdown_table)
+from cnn_jax.sweep import Point
+from experiments.study import define_flags
+
+STUDY = define_flags("studies/receptive_fields")
+_PART = flags.DEFINE_enum("part", "all", ["all", "erf"], "ERF measurements only, or also the trained schedules")
+_DEPTHS = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the plain stacks")
+_SAMPLES = flags.DEFINE_integer("samples", 16, "random inputs per initialisation for each ERF")
+_INITS = flags.DEFINE_integer("inits", 4, "random initialisations averaged for each ERF")
+
+NETWORKS = {"uniform, linear": ("linear", "uniform"), "random, linear": ("linear", "lecun_normal"),
+            "random, ReLU": ("relu", "lecun_normal")}
+SCHEDULES = {"(1,1,1,1)": (1, 1, 1, 1), "(2,2,2,2)": (2, 2, 2, 2), "(1,2,4,8)": (1, 2, 4, 8),
+             "(1,2,5,9)": (1, 2, 5, 9)}
+TASKS = ("long_range_xor", "mnist1d")
+CONFIG = "experiments/configs/context1d.py"
+LUO2016 = "Luo, Li, Urtasun & Zemel, Understanding the Effective Receptive Field in Deep CNNs, NeurIPS 2016"
+
+
+def _erf(depth_or_dilations, activation: str = "relu", kernel_init: str = "lecun_normal"):
+    from cnn_jax import models
+    from cnn_jax.analysis import effective_receptive_field
+    dilations = (1,) * depth_or_dilations if isinstance(depth_or_dilations, int) else depth_or_dilations
+    model = models.create("context_net", num_classes=1, features=16, dilations=dilations, activation=activation,
+                          kernel_init=kernel_init)
+    side = 2 * sum(dilations) + 17  # the theoretical field plus a margin of 8 on each side
+    return effective_receptive_field(model, (side, side, 1), samples=_SAMPLES.value, inits=_INITS.value)
+
+
+def depth_tables(study_dir: Path, depths: list[int]) -> tuple[str, str]:
+    """ERF std against depth for each network, the fitted growth exponent against Luo et al.'s 1/2."""
+    erfs = {name: [_erf(d, *settings) for d in depths] for name, settings in NETWORKS.items()}
+    stds = {name: [e.std[0] for e in values] for name, values in erfs.items()}
+    fields = [2 * d + 1 for d in depths]
+    header = ["depth", "theoretical RF", *(f"ERF std, {name}" for name in NETWORKS), "sqrt(2 depth/3)",
+              "95% radius, ReLU", "ERF std / RF, ReLU"]
+    relu = erfs["random, ReLU"]
+    rows = [[str(d), str(f), *(f"{stds[name][i]:.2f}" for name in NETWORKS), f"{np.sqrt(2 * d / 3):.2f}",
+             str(relu[i].radius95), f"{relu[i].std[0] / f:.3f}"] for i, (d, f) in enumerate(zip(depths, fields))]
+    title = "Effective receptive field by depth (3x3 convolutions, 2-D, std in pixels)"
+    markdown, latex = markdown_table(header, rows, title), latex_table(header, rows, title)
+    exponents = [_exponent_row(name, depths, stds[name]) for name in NETWORKS]
+    markdown += "\n" + comparison_markdown(exponents, "Growth exponent, least-squares fit on log-log")
+    latex += "\n" + comparison_latex(exponents, "Growth exponent, least-squares fit on log-log")
+    erf_growth(depths, stds, fields, study_dir / "erf_growth.png")
+    erf_heatmaps({f"depth {d}": e for d, e in zip(depths, relu)}, study_dir / "erf_depth_heatmaps.png",
+                 columns=len(depths))
+    return markdown, latex
+
+
+def _exponent_row(name: str, depths: list[int], stds: list[float]) -> Comparison:
+    exponent = np.polyfit(np.log(depths), np.log(stds), 1)[0]
+    verdict = "within 0.05" if abs(exponent - 0.5) <= 0.05 else f"off by {exponent - 0.5:+.2f}"
+    return Comparison(f"ERF growth exponent a (std ~ depth^a), {name}", f"{exponent:.3f}", "0.5", LUO2016, verdict)
+
+
+def _point_name(task: str, schedule: str) -> str:
+    return f"{task}__d{schedule.strip('()').replace(',', '-')}"
+
+
+def accuracy_points(fixed: tuple) -> list[Point]:
+    return [Point(_point_name(task, name), f"{CONFIG}:{task}", fixed + (("model.options.dilations", name),))
+            for task in TASKS for name in SCHEDULES]
+
+
+def schedule_tables(study_dir: Path, accuracy_dir: Path | None) -> tuple[str, str]:
+    """Per schedule: theoretical field, ERF std and holes (2-D, random ReLU), test accuracy per task."""
+    erfs = {name: _erf(dilations) for name, dilations in SCHEDULES.items()}
+    accuracy = {}
+    if accuracy_dir is not None:
+        for row in aggregate(load_runs(accuracy_dir), lambda run: {"point": run.path.parent.name}):
+            std = "" if row.n == 1 else f" ± {row.std:.2f}"
+            accuracy[row.label["point"]] = f"{row.mean:.2f}{std} ({row.n})"
+    header = ["dilations", "theoretical RF", "ERF std", "95% radius", "holes (%)",
+              *(f"{task} accuracy (%) (seeds)" for task in TASKS)]
+    rows = [[name, str(erf.field[0]), f"{erf.std[0]:.2f}", str(erf.radius95), f"{100 * erf.holes:.1f}",
+             *(accuracy.get(_point_name(task, name), "not run") for task in TASKS)] for name, erf in erfs.items()]
+    erf_heatmaps({f"dilations {name}": erf for name, erf in erfs.items()}, study_dir / "erf_dilation_heatmaps.png")
+    title = "Dilation schedules: four 3x3 layers, ERF of random ReLU networks (2-D), accuracy of 1-D versions"
+    return markdown_table(header, rows, title), latex_table(header, rows, title)
+
+
+def main(argv):
+    study_dir = Path(STUDY.study_dir.value)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    accuracy_dir = None
+    if _PART.value == "all":
+        accuracy_dir = study_dir / "accuracy"
+        STUDY.run(accuracy_points(STUDY.fixed()), accuracy_dir)
+        write_report(accuracy_dir, lambda run: {"task": run.config["dataset.name"],
+                                                "dilations": run.config["model.options.dilations"]},
+                     title="Dilation schedules, trained")
+    depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in _DEPTHS.value])
+    schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir)
+    markdown = depth_md + "\n" + schedule_md
+    (study_dir / "results.md").write_text(markdown)
+    (study_dir / "results.tex").write_text(depth_tex + "\n" + schedule_tex)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    app.run(main)

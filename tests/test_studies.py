@@ -1,0 +1,88 @@
+"""Each study CLI end to end on a tiny grid (a few steps per run): the pipeline from flags to table."""
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The tests' 8 host devices are inherited by the runs: batches of 80 (or 16, 32) divide among them.
+TINY = ("--seeds=0", "--set=train.num_steps=5", "--set=train.log_every_steps=5", "--parallel=2")
+
+
+def run_study(module: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", f"experiments.{module}", *TINY, *args], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_conv_variants_study(tfds_dir, tmp_path):
+    result = run_study("conv_variants", f"--study_dir={tmp_path}", "--variants=cnn,local", "--set=train.batch_size=80",
+                       f"--set=dataset.data_dir={tfds_dir}")
+    table = (tmp_path / "mnist1d" / "results.md").read_text()
+    assert table in result.stdout
+    rows = [line for line in table.splitlines() if line.startswith("| cnn") or line.startswith("| local")]
+    assert [r.split(" |")[0:2] for r in rows] == [["| cnn", " normal"], ["| cnn", " shuffled"],
+                                                  ["| local", " normal"], ["| local", " shuffled"]]  # ladder order
+    assert "94[^1]" in table and "56[^1]" in table
+
+
+def test_reproduce_study(tfds_dir, download_dir, tmp_path):
+    result = run_study("reproduce", f"--study_dir={tmp_path}", "--set=train.batch_size=80",
+                       f"--set=dataset.data_dir={tfds_dir}", f"--download_dir={download_dir}")
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout and (tmp_path / "results.tex").exists()
+    assert "| alexnet parameters | 61,100,840 | 61,100,840[^1] | exact |" in table
+    assert "| resnet50 receptive field (last spatial map) | 427 | 427[^3] | exact |" in table
+    assert "| resnet110 parameters | 1,727,962 | 1,700,000[^2] | within rounding |" in table
+    for run in ("lenet5_classic on mnist", "cnn on mnist1d", "cnn on mnist1d_shuffled", "logreg on mnist1d"):
+        assert f"| {run} test accuracy (%), 1 seed |" in table
+    assert "0.95% test error" in table and "off by" in table  # 5 steps are far from the published values
+
+
+def test_receptive_fields_study(tfds_dir, tmp_path):
+    result = run_study("receptive_fields", f"--study_dir={tmp_path}", "--depths=2,4,8", "--samples=2", "--inits=1",
+                       "--set=train.batch_size=80", f"--set=dataset.data_dir={tfds_dir}")
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout and (tmp_path / "results.tex").exists()
+    assert "| 4 | 9 | 1.63 |" in table  # uniform linear stack: std sqrt(2 * 4 / 3), exactly
+    assert "| ERF growth exponent a (std ~ depth^a), uniform, linear | 0.500 | 0.5[^1] | within 0.05 |" in table
+    assert "| (2,2,2,2) | 17 |" in table and "| 72.0 |" in table  # gridding: 1 - 81/289 of the field unseen
+    for schedule in ("1-1-1-1", "2-2-2-2", "1-2-4-8", "1-2-5-9"):
+        assert (tmp_path / "accuracy" / f"long_range_xor__d{schedule}" / "seed0" / "final.json").exists()
+    assert "not run" not in table and "(1) | " in table  # accuracies of both tasks, one seed each
+    for figure in ("erf_growth.png", "erf_depth_heatmaps.png", "erf_dilation_heatmaps.png"):
+        assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pooling_study(tfds_dir, download_dir, tmp_path):
+    result = run_study("pooling", f"--study_dir={tmp_path}", "--datasets=fashion_mnist", "--set=train.batch_size=80",
+                       f"--set=dataset.data_dir={tfds_dir}", f"--download_dir={download_dir}")
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout and "| shifted 2px (%) | shifted 4px (%) |" in table
+    assert [line.split(" |")[0] for line in table.splitlines()[4:9]] == ["| max", "| avg", "| l2", "| strided",
+                                                                         "| none"]
+    assert "| none | fashion_mnist |" in table and "1,119,626" in table  # no pooling: a 9216 x 120 dense layer
+
+
+def test_normalization_study_grid():
+    from experiments.normalization import points
+    grid = {p.name: dict(p.overrides) for p in points([32, 128], 16)}
+    assert list(grid) == ["none__32", "batch__32", "ghost16__32", "lrn__32",
+                          "none__128", "batch__128", "ghost16__128", "lrn__128"]
+    assert grid["ghost16__32"]["model.options.virtual_batch_size"] == "16"
+    assert grid["ghost16__32"]["model.options.norm"] == "batch" and grid["lrn__128"]["model.options.norm"] == "lrn"
+    assert grid["none__32"]["optimizer.learning_rate"] == "0.025"  # linear scaling, 0.1 at batch 128
+    assert grid["batch__128"]["train.batch_size"] == "128"
+
+
+def test_normalization_study(tfds_dir, download_dir, tmp_path):
+    # one batch size (the grid test covers two); 8 devices: per-device batches of 2, ghost batches of 2
+    result = run_study("normalization", f"--study_dir={tmp_path}", "--batch_sizes=16", "--ghost_batch=2",
+                       "--set=train.num_steps=3", f"--set=dataset.data_dir={tfds_dir}",
+                       f"--download_dir={download_dir}")
+    table = (tmp_path / "results.md").read_text()
+    assert table in result.stdout
+    for norm in ("none", "batch", "ghost2", "lrn"):
+        assert f"| {norm} | 16 |" in table
+    config = (tmp_path / "ghost2__16" / "seed0" / "config.json").read_text()
+    assert '"virtual_batch_size": 2' in config and '"norm": "batch"' in config
