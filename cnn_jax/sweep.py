@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -52,6 +53,32 @@ def run_command(point: Point, seed: int, workdir: Path) -> list[str]:
             f"--config.seed={seed}", *(f"--config.{field}={value}" for field, value in point.overrides)]
 
 
+Run = tuple[Point, int, Path]
+
+
+def sweep_runs(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path) -> list[Run]:
+    """Every (point, seed, run directory) of the grid, in grid order."""
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"grid point names must be unique, got {names}")
+    return [(point, seed, Path(study_dir) / point.name / f"seed{seed}") for point in points for seed in seeds]
+
+
+def pending(runs: Sequence[Run]) -> list[Run]:
+    """The runs that have not finished (no final.json)."""
+    return [r for r in runs if not (r[2] / "final.json").exists()]
+
+
+def write_job_list(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path) -> tuple[Path, int]:
+    """STUDY_DIR/jobs.txt: one shell command per unfinished run, for a SLURM array (launch/slurm_array.sbatch).
+    Returns the file and the number of lines."""
+    todo = pending(sweep_runs(points, seeds, study_dir))
+    path = Path(study_dir) / "jobs.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(shlex.join(run_command(point, seed, workdir)) + "\n" for point, seed, workdir in todo))
+    return path, len(todo)
+
+
 def run_sweep(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path, *, parallel: int = 1,
               dry_run: bool = False, poll_s: float = 0.5) -> list[Path]:
     """Run every (point, seed) not finished yet, `parallel` at a time; return all run directories.
@@ -61,12 +88,8 @@ def run_sweep(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Pa
     """
     if parallel < 1:
         raise ValueError(f"parallel={parallel} must be >= 1")
-    names = [p.name for p in points]
-    if len(set(names)) != len(names):
-        raise ValueError(f"grid point names must be unique, got {names}")
-    study_dir = Path(study_dir)
-    runs = [(point, seed, study_dir / point.name / f"seed{seed}") for point in points for seed in seeds]
-    todo = [r for r in runs if not (r[2] / "final.json").exists()]
+    runs = sweep_runs(points, seeds, study_dir)
+    todo = pending(runs)
     if dry_run:
         for point, seed, workdir in todo:
             print(" ".join(run_command(point, seed, workdir)))

@@ -12,6 +12,8 @@ Writes STUDY_DIR/results.md, results.tex and learning_curves.png, and prints the
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from absl import app, flags
 
 from cnn_jax.sweep import Point
@@ -20,6 +22,7 @@ from experiments.study import define_flags, run_and_report
 STUDY = define_flags("studies/conv_variants")
 _PART = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
 _VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
+_BACKBONES = flags.DEFINE_list("backbones", ["lenet", "resnet"], "part images: backbones, of lenet, resnet")
 
 CNN1D, MLP = "experiments/configs/cnn1d_mnist1d.py", "experiments/configs/mlp_mnist1d.py"
 CONV_KINDS = {"cnn": (), "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
@@ -41,9 +44,14 @@ def mnist1d_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]
     return points
 
 
-def image_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]:
+def image_points(variants: list[str] | None, fixed: tuple = (),
+                 backbones: Sequence[str] = tuple(BACKBONES)) -> list[Point]:
+    unknown = sorted(set(backbones) - set(BACKBONES))
+    if unknown:
+        raise app.UsageError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
     points = []
-    for backbone, config in BACKBONES.items():
+    for backbone in backbones:
+        config = BACKBONES[backbone]
         for dataset in ("mnist", "fashion_mnist"):
             for name, overrides in CONV_KINDS.items():
                 if variants and name not in variants:
@@ -54,7 +62,10 @@ def image_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]:
 
 
 def main(argv):
-    points = (mnist1d_points if _PART.value == "mnist1d" else image_points)(_VARIANTS.value, STUDY.fixed())
+    if _PART.value == "mnist1d":
+        points = mnist1d_points(_VARIANTS.value, STUDY.fixed())
+    else:
+        points = image_points(_VARIANTS.value, STUDY.fixed(), _BACKBONES.value)
     run_and_report(STUDY, points, f"{STUDY.study_dir.value}/{_PART.value}", ("model", "data"),
                    f"Convolution variants ({_PART.value})")
 

@@ -9,8 +9,9 @@ statistics over small ghost batches add noise that regularises large-batch train
 2017); LRN normalises across channels only and was dropped after AlexNet. Without BatchNorm a 20-layer
 network is fragile at a high learning rate, so every variant warms up over 200 steps and clips the
 gradient norm at 5; the learning rate scales linearly with the batch (0.1 at 128). Ghost batches are
-taken within each device's share of the batch, so the per-device batch must be a multiple of 16. Cost: ResNet-20 trains at about 150 images/s on 2 CPU cores, so each 30-epoch run
-is about 3.5 hours there (8 points x 3 seeds: days); on one GPU, minutes.
+taken within each device's share of the batch, so the per-device batch must be a multiple of 16.
+Cost: ResNet-20 trains at about 150 images/s on 2 CPU cores, so each 30-epoch run is about 3.5 hours
+there (8 points x 3 seeds: days); on one GPU, minutes.
 Writes STUDY_DIR/results.md, results.tex, learning_curves.png.
 """
 from __future__ import annotations

@@ -45,14 +45,18 @@ def define_flags(study_dir: str) -> StudyFlags:
 def run_and_report(study: StudyFlags, points: Sequence[Point], study_dir: str | Path, columns: Sequence[str],
                    title: str) -> str:
     """Run the points, then write results.md/.tex/learning_curves.png with one row per point, labelled by
-    splitting its name at "__" into `columns`, in the points' order; return the Markdown."""
+    splitting its name at "__" into `columns`, in the points' order; return the Markdown. Runs already in
+    the study directory from other points are reported too, after these."""
     study.run(points, study_dir)
     names = [p.name for p in points]
 
     def label(run) -> dict:
         return dict(zip(columns, run.path.parent.name.split("__")))
 
-    markdown = write_report(study_dir, label, title=title,
-                            order=lambda row: names.index("__".join(map(str, row.label.values()))))
+    def order(row) -> tuple:  # grid order; rows of earlier invocations with other points go last
+        name = "__".join(map(str, row.label.values()))
+        return (names.index(name) if name in names else len(names), name)
+
+    markdown = write_report(study_dir, label, title=title, order=order)
     print(markdown)
     return markdown

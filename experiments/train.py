@@ -19,6 +19,7 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.ini
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (multi-host)")
+_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", 100, "multi-host: a process silent this long fails the job")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,7 +35,8 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if _DISTRIBUTED.value:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                               heartbeat_timeout_s=_HEARTBEAT.value)
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ValueError, NonFiniteLossError) as err:

@@ -1,7 +1,12 @@
 """Shared test utilities: random convolution configurations and float32 comparison."""
 import itertools
+import sys
+from pathlib import Path
 
+import jax
 import numpy as np
+
+from cnn_jax.train import Checkpoints
 
 from cnn_jax.ops.shapes import conv_geometry
 
@@ -36,3 +41,19 @@ def random_configs(rng, ndim, count, *, groups=False, max_size=None):
         produced += 1
         if produced == count:
             return
+
+
+def train_cli(workdir, tfds_dir, *flags) -> list[str]:
+    """experiments.train on a small MNIST-1D CNN (batch 80: divides among 1, 2, 4 or 8 devices)."""
+    return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/cnn1d_mnist1d.py",
+            f"--workdir={workdir}", f"--config.dataset.data_dir={tfds_dir}", "--config.model.options.channels=8",
+            "--config.train.batch_size=80", "--config.train.eval_batch_size=200", "--config.train.log_every_steps=10",
+            "--config.train.checkpoint_every_steps=50", *flags]
+
+
+def final_state(workdir):
+    return Checkpoints(Path(workdir) / "checkpoints", 3).restore(None)
+
+
+def flat(tree) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])

@@ -1,9 +1,7 @@
 """Training engine: device-count and wrapper equivalence, resume, SIGTERM, NaN stop, multi-process, configs."""
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
 from cnn_jax.train.state import create_state
 from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step
 from experiments.configs import base, cnn1d_mnist1d
+from helpers import final_state, flat, train_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("steps_per_s", "images_per_s")
@@ -36,14 +35,6 @@ def small_config(tfds_dir, **train):
     for key, value in train.items():
         c.train[key] = value
     return c
-
-
-def final_state(workdir):
-    return Checkpoints(Path(workdir) / "checkpoints", 3).restore(None)
-
-
-def flat(tree):
-    return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
 
 
 def without_timing(records):
@@ -118,16 +109,9 @@ def test_bfloat16_compute_keeps_float32_parameters(tfds_dir, tmp_path):
     assert 0.1 < final["test/accuracy"] <= 1 and np.isfinite(final["test/loss"])
 
 
-def _cli(workdir, tfds_dir, *flags, **popen):
-    return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/cnn1d_mnist1d.py",
-            f"--workdir={workdir}", f"--config.dataset.data_dir={tfds_dir}", "--config.model.options.channels=8",
-            "--config.train.batch_size=80", "--config.train.eval_batch_size=200", "--config.train.log_every_steps=10",
-            "--config.train.checkpoint_every_steps=50", *flags]
-
-
 def _start_and_signal(workdir, tfds_dir, steps: str, sig: int) -> tuple[int, str]:
     """Start a CLI run, send `sig` once it has logged 3 records, return its exit code and stderr."""
-    process = subprocess.Popen(_cli(workdir, tfds_dir, steps), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(train_cli(workdir, tfds_dir, steps), cwd=REPO, stderr=subprocess.PIPE, text=True)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 120
     while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
@@ -149,8 +133,8 @@ def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, 
     else:  # killed outright: the last completed checkpoint is still readable
         assert returncode == -signal.SIGKILL
         assert stopped_at is None or stopped_at % 50 == 0
-    subprocess.run(_cli(tmp_path / "killed", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
-    subprocess.run(_cli(tmp_path / "straight", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(train_cli(tmp_path / "killed", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(train_cli(tmp_path / "straight", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
     np.testing.assert_array_equal(flat(final_state(tmp_path / "killed")), flat(final_state(tmp_path / "straight")))
     killed, straight = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "straight")
     assert [r["step"] for r in killed] == [r["step"] for r in straight]
@@ -181,28 +165,6 @@ def test_non_finite_loss_stops_within_one_step_and_keeps_the_last_good_checkpoin
     assert np.isfinite(flat(checkpoints.restore(None)["params"])).all()
 
 
-def test_two_processes_match_one(tfds_dir, tmp_path):
-    """2 processes x 4 devices through jax.distributed == 1 process x 8 devices."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    steps = "--config.train.num_steps=20"
-    workers = [subprocess.Popen(_cli(tmp_path / "multi", tfds_dir, steps, "--distributed",
-                                     f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                                     f"--process_id={i}"), cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
-               for i in range(2)]
-    subprocess.run(_cli(tmp_path / "single", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=300)
-        assert worker.returncode == 0, stderr[-3000:]
-    np.testing.assert_allclose(flat(final_state(tmp_path / "multi")), flat(final_state(tmp_path / "single")),
-                               rtol=1e-5, atol=1e-5)
-    multi, single = read_metrics(tmp_path / "multi"), read_metrics(tmp_path / "single")
-    assert [r["step"] for r in multi] == [r["step"] for r in single]  # only process 0 wrote
-
-
 @pytest.mark.parametrize("field, value, message", [
     ("optimizer.name", "rmsprop", "valid values are sgd, adam, adamw"),
     ("optimizer.schedule", "linear", "valid values are constant, cosine, step"),
@@ -229,7 +191,7 @@ def test_bad_config_values_are_rejected_with_the_valid_choices(field, value, mes
 
 
 def test_bad_config_from_the_command_line_exits_with_the_message(tmp_path, tfds_dir):
-    result = subprocess.run(_cli(tmp_path, tfds_dir, "--config.optimizer.name=rmsprop"), cwd=REPO,
+    result = subprocess.run(train_cli(tmp_path, tfds_dir, "--config.optimizer.name=rmsprop"), cwd=REPO,
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "config.optimizer.name='rmsprop': unknown; valid values are sgd, adam, adamw" in result.stderr

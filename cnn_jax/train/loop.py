@@ -28,7 +28,7 @@ from cnn_jax.train.config import flatten, validate
 from cnn_jax.train.metrics import MetricWriter, Progress
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.parallel import RUNNERS
-from cnn_jax.train.state import TrainState, create_state
+from cnn_jax.train.state import create_state
 from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
 
 

@@ -7,7 +7,7 @@ a 1x1 classifier and global average pooling) on the long-range XOR task or MNIST
 
 The receptive-field study (experiments/receptive_fields.py) trains it with the dilation schedules
 (1,1,1,1), (2,2,2,2), (1,2,4,8) and (1,2,5,9); its README table has the accuracies. Adam 3e-3, batch 100,
-4000 steps: about two minutes on 2 CPU cores.
+4000 steps: under a minute on 2 CPU cores.
 """
 from experiments.configs import base
 

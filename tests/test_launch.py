@@ -1,0 +1,172 @@
+"""launch/: the local multi-process launcher for real (equivalence, a dying process), the cluster scripts
+by syntax, shellcheck and their dry runs, the Kubernetes YAML by structure."""
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from helpers import final_state, flat, train_cli
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+SCRIPTS = sorted(p for p in LAUNCH.rglob("*") if p.suffix in (".sh", ".sbatch"))
+
+
+def bash(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kwargs)
+
+
+def test_scripts_parse_and_pass_shellcheck():
+    assert [p.name for p in SCRIPTS] == ["local.sh", "slurm.sbatch", "slurm_array.sbatch", "tpu_vm.sh"]
+    for script in SCRIPTS:
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+        result = bash("-n", script)
+        assert result.returncode == 0, result.stderr
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    result = subprocess.run([shellcheck, *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_local_dry_run_prints_one_command_per_process():
+    result = bash("launch/local.sh", "-n", "2", "-d", "4", "--port", "4321", "--log_dir", "logs/x", "--heartbeat",
+                  "7", "--dry-run", "--", "--config=experiments/configs/lenet5_mnist.py", "--workdir=runs/a b")
+    assert result.returncode == 0, result.stderr
+    python = os.environ.get("PYTHON", "python")
+    assert result.stdout.splitlines() == [
+        f"env XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu {python} -m experiments.train "
+        f"--distributed --coordinator_address=127.0.0.1:4321 --num_processes=2 --process_id={i} "
+        f"--heartbeat_timeout_s=7 --config=experiments/configs/lenet5_mnist.py --workdir=runs/a\\ b "
+        f"> logs/x/process_{i}.log 2>&1" for i in range(2)]
+
+
+def test_local_rejects_bad_options():
+    result = bash("launch/local.sh", "-n", "zero", "--dry-run")
+    assert result.returncode == 2 and "'zero' must be a positive integer" in result.stderr
+    result = bash("launch/local.sh", "--config=x.py")
+    assert result.returncode == 2 and "unknown option '--config=x.py'; training flags go after --" in result.stderr
+
+
+def test_slurm_dry_run_and_requeue_rule():
+    result = bash("launch/slurm.sbatch", "--dry-run", "--config=experiments/configs/resnet20_cifar10.py",
+                  "--workdir=/shared/runs/r20", env={"SLURM_JOB_ID": "77", "PYTHON": "python3"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "srun --kill-on-bad-exit=1 --ntasks-per-node=1 python3 -m experiments.train --distributed "
+        "--config=experiments/configs/resnet20_cifar10.py --workdir=/shared/runs/r20 ",
+        "then, if /shared/runs/r20/final.json is missing after a clean stop:",
+        "scontrol requeue 77"]
+    header = (LAUNCH / "slurm.sbatch").read_text()
+    for directive in ("#SBATCH --requeue", "#SBATCH --signal=B:USR1@300", "#SBATCH --ntasks-per-node=1"):
+        assert directive in header
+    result = bash("launch/slurm.sbatch", "--dry-run", "--config=x.py")
+    assert result.returncode == 2 and "pass --workdir=DIR" in result.stderr
+
+
+def test_tpu_vm_dry_run():
+    result = bash("launch/tpu_vm.sh", "--tpu=v4-32", "--zone=us-central2-b", "--project=lab", "--data_dir=gs://b/tfds",
+                  "--setup", "--dry-run", "--", "--config=experiments/configs/lenet5_mnist.py", "--workdir=gs://b/r")
+    assert result.returncode == 0, result.stderr
+    target = "v4-32 --zone=us-central2-b --worker=all --project=lab"
+    assert result.stdout.splitlines() == [
+        "git archive --format=tar.gz -o /tmp/cnn_jax.tar.gz HEAD",
+        "gcloud compute tpus tpu-vm scp /tmp/cnn_jax.tar.gz v4-32:cnn_jax.tar.gz --zone=us-central2-b --worker=all "
+        "--project=lab",
+        f"gcloud compute tpus tpu-vm ssh {target} '--command=mkdir -p ~/cnn_jax && tar -xzf ~/cnn_jax.tar.gz "
+        "-C ~/cnn_jax && pip install -q -e ~/cnn_jax \"jax[tpu]\"'",
+        f"gcloud compute tpus tpu-vm ssh {target} '--command=cd ~/cnn_jax && TFDS_DATA_DIR=gs://b/tfds python3 -m "
+        "experiments.train --distributed --config=experiments/configs/lenet5_mnist.py --workdir=gs://b/r'"]
+    result = bash("launch/tpu_vm.sh", "--tpu=v4-32", "--dry-run")
+    assert result.returncode == 2 and "--zone=ZONE are required" in result.stderr
+
+
+def test_sweep_emits_a_slurm_array(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/cnn1d_mnist1d.py",
+         f"--study_dir={tmp_path}", "--grid=model.conv.kind=standard,local", "--seeds=0,1", "--emit=slurm"],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    jobs = tmp_path / "jobs.txt"
+    assert result.stdout.strip() == f"sbatch --array=0-3 launch/slurm_array.sbatch {jobs}"
+    lines = jobs.read_text().splitlines()
+    assert [shlex.split(line)[3:7] for line in lines][2] == [
+        "--config=experiments/configs/cnn1d_mnist1d.py", f"--workdir={tmp_path}/kind=local/seed0", "--config.seed=0",
+        "--config.model.conv.kind=local"]
+    result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "2"})
+    assert result.returncode == 0 and result.stdout.strip() == lines[2]
+    result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "4"})
+    assert result.returncode == 2 and "has no line 5 for array task 4" in result.stderr
+
+
+def test_kubernetes_job_is_consistent():
+    service, job = yaml.safe_load_all((LAUNCH / "k8s" / "job.yaml").read_text())
+    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
+    command = pod["containers"][0]["command"][-1]
+    processes = int(re.search(r"--num_processes=(\d+)", command).group(1))
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == processes
+    host, port = re.search(r"--coordinator_address=([\w.-]+):(\d+)", command).groups()
+    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert int(port) == service["spec"]["ports"][0]["port"]
+    assert "--process_id=${JOB_COMPLETION_INDEX}" in command
+
+
+def test_local_launcher_2x2_matches_one_process_with_4_devices(tfds_dir, tmp_path):
+    """2 processes x 2 devices through launch/local.sh == 1 process x 4 devices: the global batch fixes the math."""
+    steps = "--config.train.num_steps=20"
+    launched = bash("launch/local.sh", "-n", "2", "-d", "2", "--log_dir", tmp_path / "logs", "--",
+                    *train_cli(tmp_path / "multi", tfds_dir, steps)[3:], env={"PYTHON": sys.executable}, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    single = subprocess.run(train_cli(tmp_path / "single", tfds_dir, steps), cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    np.testing.assert_allclose(flat(final_state(tmp_path / "multi")), flat(final_state(tmp_path / "single")),
+                               rtol=1e-5, atol=1e-5)
+    assert "process 1 of 2; 2 local of 4 devices" in (tmp_path / "logs" / "process_1.log").read_text()
+
+
+def _pids_of(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_dying_process_stops_the_others_within_the_heartbeat(tfds_dir, tmp_path):
+    workdir = tmp_path / "run"
+    launcher = subprocess.Popen(
+        ["bash", "launch/local.sh", "-n", "2", "-d", "2", "--heartbeat", "5", "--log_dir", str(tmp_path / "logs"), "--",
+         *train_cli(workdir, tfds_dir, "--config.train.num_steps=1000000")[3:]],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHON": sys.executable})
+    log0 = tmp_path / "logs" / "process_0.log"
+    deadline = time.time() + 240
+    while not (log0.exists() and "step 20/" in log0.read_text()):  # both are training
+        assert launcher.poll() is None and time.time() < deadline, "training did not start"
+        time.sleep(1)
+    victim = [pid for pid in _pids_of(str(workdir)) if "--process_id=1" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert len(victim) == 1
+    os.kill(victim[0], signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = launcher.communicate(timeout=120)
+    elapsed = time.time() - killed_at
+    assert launcher.returncode != 0
+    assert "local.sh: process 1 exited with status 137" in stderr
+    assert elapsed < 5 + 30, f"the others took {elapsed:.0f} s to stop"  # heartbeat + the launcher's grace
+    assert "another task died" in log0.read_text()  # process 0 was stopped by JAX, not by the launcher's kill
+    assert not _pids_of(str(workdir))
