@@ -9,8 +9,9 @@
 # (logs/local-<time>), --heartbeat SECONDS (20), --dry-run. Everything after -- goes to experiments.train.
 # Process 0's output is shown here; every process's output is in LOG_DIR/process_<i>.log.
 # If one process fails, JAX's coordination service makes the others fail within the heartbeat timeout
-# (they see "another task died"); anything still running HEARTBEAT + 30 s later is killed. The exit
-# status is the first failure's.
+# (they abort with "another task died", or at once with a gloo error if they were in a collective with
+# it); anything still running HEARTBEAT + 30 s later is killed (status 137). Every exit status after the
+# first failure is reported; the launcher's exit status is the first failure's.
 set -euo pipefail
 
 processes=2 devices=1 port="" log_dir="logs/local-$(date +%Y%m%d-%H%M%S)" heartbeat=20 dry_run=0
@@ -78,11 +79,15 @@ while [[ ${#running[@]} -gt 0 ]]; do
   [[ -n "$finished" ]] || continue  # a trapped signal interrupted the wait
   for ((i = 0; i < processes; i++)); do [[ "${pids[$i]}" == "$finished" ]] && break; done
   mapfile -t running < <(printf '%s\n' "${running[@]}" | grep -vx "$finished" || true)
-  if [[ "$rc" != 0 && "$status" == 0 ]]; then
+  if [[ "$status" != 0 ]]; then
+    echo "local.sh: process $i exited with status $rc" >&2
+  elif [[ "$rc" != 0 ]]; then
     status="$rc"
     echo "local.sh: process $i exited with status $rc (log: $log_dir/process_$i.log); the others stop" \
       "within the ${heartbeat}s heartbeat timeout, or are killed after $((heartbeat + 30))s" >&2
-    (sleep $((heartbeat + 30)); kill -KILL "${pids[@]}" 2>/dev/null) &
+    # The watchdog's sleep must not outlive it holding our stdout/stderr open (callers read them to EOF).
+    (sleep $((heartbeat + 30)) & sleeper=$!; trap 'kill "$sleeper"; exit 0' TERM; wait "$sleeper"
+     kill -KILL "${pids[@]}") >/dev/null 2>&1 &
     watchdog=$!
   fi
 done

@@ -3,12 +3,13 @@
 # process per worker; jax.distributed finds the coordinator and its peers from the TPU metadata.
 #
 #   launch/tpu_vm.sh --tpu=my-v4-32 --zone=us-central2-b --setup -- \
-#       --config=experiments/configs/resnet20_cifar10.py --workdir=gs://my-bucket/runs/resnet20
+#       --config=experiments/configs/resnet20_cifar10.py --workdir=/mnt/shared/runs/resnet20
 #   launch/tpu_vm.sh --tpu=my-v4-32 --zone=us-central2-b --dry-run -- --config=...   # print the commands
 #
 # Options: --tpu NAME and --zone ZONE (required), --project PROJECT (gcloud's default), --setup (copy
-# and install first; needed once per TPU VM), --dry-run. Training flags go after --. Keep --workdir
-# and TFDS_DATA_DIR (set with --data_dir) on GCS, which every worker reads and writes.
+# and install first; needed once per TPU VM), --data_dir DIR (TFDS_DATA_DIR on every worker), --dry-run.
+# Training flags go after --. --workdir and --data_dir must be one directory every worker sees: a
+# bucket mounted with gcsfuse, or a Filestore share, at the same path on each worker (launch/README.md).
 set -euo pipefail
 
 tpu="" zone="" project="" setup=0 dry_run=0 data_dir=""
@@ -20,7 +21,7 @@ while [[ $# -gt 0 ]]; do
     --data_dir=*) data_dir="${1#*=}"; shift ;;
     --setup) setup=1; shift ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     *) echo "tpu_vm.sh: unknown option '$1'; training flags go after --" >&2; exit 2 ;;
   esac

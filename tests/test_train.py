@@ -197,6 +197,11 @@ def test_bad_config_from_the_command_line_exits_with_the_message(tmp_path, tfds_
     assert "config.optimizer.name='rmsprop': unknown; valid values are sgd, adam, adamw" in result.stderr
 
 
+def test_a_url_workdir_is_refused_before_anything_is_written():
+    with pytest.raises(ValueError, match="workdir gs://bucket/run is a URL; it must be a filesystem path"):
+        train_and_evaluate(cnn1d_mnist1d.get_config(), "gs://bucket/run")
+
+
 def test_schedules():
     c = base.get_config().optimizer
     c.learning_rate, c.warmup_steps = 1.0, 10

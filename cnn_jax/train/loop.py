@@ -119,6 +119,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                        devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
     """Train config.model on config.dataset on `devices` (default: all); return the final test metrics
     ({} when stopped by SIGTERM)."""
+    if "://" in str(workdir):  # Path() would quietly turn gs://b/run into the local directory gs:/b/run
+        raise ValueError(f"workdir {workdir!s} is a URL; it must be a filesystem path every process can write "
+                         f"(for a bucket, mount it, e.g. with gcsfuse, and pass the mount point)")
     workdir = Path(workdir)
     devices = list(devices or jax.devices())
     validate(config, device_count=len(devices), process_count=jax.process_count())
