@@ -2,6 +2,7 @@
 recognition", sec. II.B), as published and in its modern form."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -73,7 +74,11 @@ class LeNet5(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.pool not in POOLS:
             raise ValueError(f"LeNet5 pool={self.pool!r}: unknown; valid values are {', '.join(POOLS)}")
-        pool = {"max": cnn.MaxPool(2), "avg": cnn.AvgPool(2), "l2": cnn.LpPool(2, p=2.0)}.get(self.pool, lambda x: x)
+        layers = {"max": cnn.MaxPool, "avg": cnn.AvgPool, "l2": functools.partial(cnn.LpPool, p=2.0)}
+
+        def pool(x: jax.Array) -> jax.Array:  # a new layer per use, so each has its own name (summaries)
+            return layers[self.pool](2)(x) if self.pool in layers else x
+
         stride = 2 if self.pool == "strided" else 1
         x = pool(nn.relu(self.conv.make(6, 5, strides=stride, padding="SAME", dtype=self.dtype, name="conv1")(x)))
         x = pool(nn.relu(self.conv.make(16, 5, strides=stride, padding="VALID", dtype=self.dtype, name="conv2")(x)))
