@@ -89,6 +89,16 @@ def test_grid_points_are_the_cartesian_product():
         grid_points("c.py", ["kind"])
 
 
+def test_sweep_refuses_a_field_the_config_lacks_before_running(tmp_path):
+    config = "experiments/configs/lenet5_mnist.py"
+    with pytest.raises(ValueError, match=r"override 'model.options.pol': .*lenet5_mnist.py has no field 'pol' in "
+                                         r"model.options; valid fields there: pool"):
+        run_sweep([Point("p", config, (("model.options.pol", "avg"),))], [0], tmp_path)
+    with pytest.raises(ValueError, match=r"no field 'tile' in model.conv.kind; valid fields there: none"):
+        run_sweep([Point("p", config, (("model.conv.kind.tile", "2"),))], [0], tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_translation_test_columns_average_over_seeds(tmp_path):
     for seed, (acc, shifted) in enumerate([(0.99, 0.90), (0.97, 0.80)]):
         fake_run(tmp_path / "lenet" / f"seed{seed}", {"seed": seed, "model": {"name": "lenet5"}}, acc)
