@@ -6,9 +6,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cnn_jax.train import Checkpoints
-
 from cnn_jax.ops.shapes import conv_geometry
+from cnn_jax.train import Checkpoints
 
 F32 = dict(rtol=2e-5, atol=2e-5)
 
