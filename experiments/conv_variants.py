@@ -23,6 +23,7 @@ STUDY = define_flags("studies/conv_variants")
 _PART = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
 _VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
 _BACKBONES = flags.DEFINE_list("backbones", ["lenet", "resnet"], "part images: backbones, of lenet, resnet")
+_DATASETS = flags.DEFINE_list("datasets", ["mnist", "fashion_mnist"], "part images: datasets")
 
 CNN1D, MLP = "experiments/configs/cnn1d_mnist1d.py", "experiments/configs/mlp_mnist1d.py"
 CONV_KINDS = {"cnn": (), "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
@@ -45,14 +46,15 @@ def mnist1d_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]
 
 
 def image_points(variants: list[str] | None, fixed: tuple = (),
-                 backbones: Sequence[str] = tuple(BACKBONES)) -> list[Point]:
+                 backbones: Sequence[str] = tuple(BACKBONES),
+                 datasets: Sequence[str] = ("mnist", "fashion_mnist")) -> list[Point]:
     unknown = sorted(set(backbones) - set(BACKBONES))
     if unknown:
         raise app.UsageError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
     points = []
     for backbone in backbones:
         config = BACKBONES[backbone]
-        for dataset in ("mnist", "fashion_mnist"):
+        for dataset in datasets:
             for name, overrides in CONV_KINDS.items():
                 if variants and name not in variants:
                     continue
@@ -65,7 +67,7 @@ def main(argv):
     if _PART.value == "mnist1d":
         points = mnist1d_points(_VARIANTS.value, STUDY.fixed())
     else:
-        points = image_points(_VARIANTS.value, STUDY.fixed(), _BACKBONES.value)
+        points = image_points(_VARIANTS.value, STUDY.fixed(), _BACKBONES.value, _DATASETS.value)
     run_and_report(STUDY, points, f"{STUDY.study_dir.value}/{_PART.value}", ("model", "data"),
                    f"Convolution variants ({_PART.value})")
 

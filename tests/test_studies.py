@@ -1,4 +1,5 @@
 """Each study CLI end to end on a tiny grid (a few steps per run): the pipeline from flags to table."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,19 @@ def test_conv_variants_study(tfds_dir, tmp_path):
     assert [r.split(" |")[0:2] for r in rows] == [["| cnn", " normal"], ["| cnn", " shuffled"],
                                                   ["| local", " normal"], ["| local", " shuffled"]]  # ladder order
     assert "94[^1]" in table and "56[^1]" in table
+
+
+def test_conv_variants_image_grid():
+    # A fresh interpreter: each study module defines the shared study flags at import.
+    code = ("import json; from experiments.conv_variants import image_points; "
+            "print(json.dumps({p.name: dict(p.overrides) for p in "
+            "image_points(None, backbones=['resnet'], datasets=['fashion_mnist'])}))")
+    grid = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                                     check=True).stdout)
+    assert list(grid) == [f"resnet-{v}__fashion_mnist" for v in ("cnn", "tiled2", "tiled4", "local")]
+    assert grid["resnet-tiled4__fashion_mnist"]["model.conv.tile"] == "4"
+    assert grid["resnet-local__fashion_mnist"]["model.conv.kind"] == "local"
+    assert all(o["dataset.name"] == "fashion_mnist" and o["dataset.eval_shifts"] == "(2,4)" for o in grid.values())
 
 
 def test_reproduce_study(tfds_dir, download_dir, tmp_path):
