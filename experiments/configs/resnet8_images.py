@@ -1,10 +1,12 @@
 """A small ResNet-style backbone (He et al. 2016 CIFAR layout, one basic block per stage: ResNet-8)
-for 28x28 images; the conv-variant and pooling studies use it beside LeNet-5.
+for 28x28 images; the conv-variant study uses it beside LeNet-5.
 
     python -m experiments.train --config=experiments/configs/resnet8_images.py --workdir=runs/resnet8_mnist \
         --config.dataset.download_dir=../shared/datasets
 
-Expected: not measured here yet (ResNets of this size usually reach 99.4-99.6% on MNIST).
+Expected: 99.54 +- 0.03% test accuracy on MNIST, 92.94 +- 0.07% on Fashion-MNIST (--config.dataset.name=
+fashion_mnist), 3 seeds (measured; see README). About 10 minutes per run on 2 CPU cores;
+2 minutes on one H200 shared by 12 such runs.
 """
 from experiments.configs import base
 
