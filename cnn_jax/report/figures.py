@@ -40,7 +40,7 @@ def learning_curves(runs: list[Run], factors: Sequence[str] | Callable[[Run], di
         for record in run.metrics:
             if metric in record:
                 points.setdefault(record["step"], []).append(record[metric])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours before any repeats
     for label, points in curves.items():
         steps = sorted(points)
@@ -49,7 +49,7 @@ def learning_curves(runs: list[Run], factors: Sequence[str] | Callable[[Run], di
         ax.fill_between(steps, [v.min() for v in values], [v.max() for v in values], alpha=0.2)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: never over a curve
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
