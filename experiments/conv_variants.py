@@ -19,11 +19,12 @@ from absl import app, flags
 from cnn_jax.sweep import Point
 from experiments.study import define_flags, run_and_report
 
+IMAGE_DATASETS = ("mnist", "fashion_mnist")
 STUDY = define_flags("studies/conv_variants")
 _PART = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
 _VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
 _BACKBONES = flags.DEFINE_list("backbones", ["lenet", "resnet"], "part images: backbones, of lenet, resnet")
-_DATASETS = flags.DEFINE_list("datasets", ["mnist", "fashion_mnist"], "part images: datasets")
+_DATASETS = flags.DEFINE_list("datasets", list(IMAGE_DATASETS), "part images: datasets")
 
 CNN1D, MLP = "experiments/configs/cnn1d_mnist1d.py", "experiments/configs/mlp_mnist1d.py"
 CONV_KINDS = {"cnn": (), "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
@@ -47,7 +48,7 @@ def mnist1d_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]
 
 def image_points(variants: list[str] | None, fixed: tuple = (),
                  backbones: Sequence[str] = tuple(BACKBONES),
-                 datasets: Sequence[str] = ("mnist", "fashion_mnist")) -> list[Point]:
+                 datasets: Sequence[str] = IMAGE_DATASETS) -> list[Point]:
     unknown = sorted(set(backbones) - set(BACKBONES))
     if unknown:
         raise app.UsageError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
