@@ -6,7 +6,7 @@ import pytest
 from jax.test_util import check_grads
 
 from cnn_jax import ops
-from cnn_jax.ops import reference
+from cnn_jax.ops import local, reference
 from cnn_jax.ops.shapes import conv_geometry
 from helpers import close, random_configs
 
@@ -23,6 +23,18 @@ def test_tiled_matches_reference_on_random_shapes(rng, ndim):
         x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
         close(ops.tiled_conv(*_f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_per_phase_lowering_of_tiled_conv_matches_reference_on_random_shapes(rng, ndim):
+    # The form chosen for large layers with tiles of 2 when lowering for CUDA; called directly here, since
+    # the CPU never picks it (tests/test_lowering.py checks the choice).
+    for x_shape, kernel, stride, padding, dilation, _, cout in random_configs(rng, ndim, 15):
+        geo = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation)
+        tile = tuple(int(rng.integers(1, min(o, 3) + 1)) for o in geo.out_sizes)
+        x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
+        kw = dict(stride=stride, padding=padding, dilation=dilation)
+        close(local._per_phase_conv(*_f32(x, w), tile, geo, None), reference.tiled_conv(x, w, tile, **kw))
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])

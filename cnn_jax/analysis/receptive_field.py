@@ -97,6 +97,11 @@ class _Tracer:
         tracked = [(v, f) for v, f in zip(eqn.invars, fields) if f is not None]
         if not tracked:
             return [None] * len(eqn.outvars)
+        if eqn.primitive.name == "cond":
+            # The branches of `lax.platform_dependent` (ops.conv's XLA:CPU and plain lowerings) compute one
+            # function, so any of them has its geometry; the last is the plain one.
+            branch = eqn.params["branches"][-1].jaxpr
+            return self.walk(branch, dict(zip(branch.invars, fields[1:])))
         sub = _sub_jaxpr(eqn)
         if sub is not None:
             return self.walk(sub, dict(zip(sub.invars, fields)))

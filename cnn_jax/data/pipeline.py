@@ -84,18 +84,22 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     return num_examples // global_batch
 
 
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the training examples: a permutation drawn from (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
 def train_batch_indices(num_examples: int, global_batch: int, seed: int, step: int) -> np.ndarray:
-    """Rows of global batch number `step`: epoch e visits a permutation drawn from (seed, e)."""
-    per_epoch = steps_per_epoch(num_examples, global_batch)
-    epoch, within = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return order[within * global_batch:(within + 1) * global_batch]
+    """Rows of global batch number `step`: consecutive slices of its epoch's `epoch_order`."""
+    epoch, within = divmod(step, steps_per_epoch(num_examples, global_batch))
+    return epoch_order(num_examples, seed, epoch)[within * global_batch:(within + 1) * global_batch]
 
 
 def process_rows(global_rows: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
-    """The contiguous slice of a global batch that process `process_index` feeds to its devices."""
-    per_process = len(global_rows) // process_count
-    return global_rows[process_index * per_process:(process_index + 1) * per_process]
+    """The contiguous slice of a global batch (the last axis of `global_rows`) that process `process_index`
+    feeds to its devices."""
+    per_process = global_rows.shape[-1] // process_count
+    return global_rows[..., process_index * per_process:(process_index + 1) * per_process]
 
 
 def eval_batches(num_examples: int, global_batch: int) -> list[tuple[np.ndarray, np.ndarray]]:

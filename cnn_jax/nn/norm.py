@@ -39,9 +39,9 @@ class BatchNorm(nn.Module):
         dtype = self.dtype or x.dtype
         if use_running_average:
             return ops.batch_norm(x, mean.value, var.value, scale, bias, epsilon=self.epsilon).astype(dtype)
-        # Statistics in at least float32 whatever the compute dtype: bfloat16 sums over a batch lose too much.
+        # ops.batch_stats accumulates in at least float32, whatever the compute dtype.
         y, new_mean, new_var = ops.batch_norm_train(
-            x.astype(jnp.promote_types(x.dtype, jnp.float32)), scale, bias, mean.value, var.value, momentum=self.momentum,
+            x, scale, bias, mean.value, var.value, momentum=self.momentum,
             epsilon=self.epsilon, virtual_batch_size=self.virtual_batch_size,
             # init usually runs outside pmap/shard_map, where the axis is unbound
             axis_name=None if self.is_initializing() else self.axis_name)

@@ -94,11 +94,10 @@ def _unpadded_stride1_conv_jvp(cfg, primals, tangents):
     return _unpadded_stride1_conv(x, w, cfg), y_dot
 
 
-def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision) -> jax.Array:
-    cfg = _Lowering(geo.out_sizes, geo.dilation, groups, precision)
+def _cpu_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, cfg: _Lowering) -> jax.Array:
+    """The XLA:CPU lowering: the two workarounds below, else the plain convolution."""
     pads = geo.padding
-    spans = [effective_kernel_size(k, d) for k, d in zip(geo.kernel, geo.dilation)]
-    if any(s > 1 for s in geo.stride) and any(n < e for n, e in zip(x.shape[1:-1], spans)):
+    if _strided_kernel_exceeds_input(x.shape[1:-1], geo):
         # XLA:CPU (jaxlib 0.10.2) aborts compiling the input gradient of a strided convolution whose
         # kernel only fits thanks to the padding; padding explicitly first compiles fine.
         x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
@@ -106,6 +105,26 @@ def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, pr
     if all(p == (0, 0) for p in pads) and all(s == 1 for s in geo.stride):
         return _unpadded_stride1_conv(x, w, cfg)
     return _xla_conv(x, w, geo.stride, pads, cfg)
+
+
+def _strided_kernel_exceeds_input(sizes: Sequence[int], geo: ConvGeometry) -> bool:
+    spans = [effective_kernel_size(k, d) for k, d in zip(geo.kernel, geo.dilation)]
+    return any(s > 1 for s in geo.stride) and any(n < e for n, e in zip(sizes, spans))
+
+
+def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision) -> jax.Array:
+    """XLA's own convolution, except on XLA:CPU where `_cpu_conv` differs from it.
+
+    The choice is made when the program is lowered for a platform (`lax.platform_dependent`), not
+    from the host's default backend, so a program exported or compiled for a GPU or TPU holds only
+    the plain convolution.
+    """
+    cfg = _Lowering(geo.out_sizes, geo.dilation, groups, precision)
+    unpadded_stride1 = all(p == (0, 0) for p in geo.padding) and all(s == 1 for s in geo.stride)
+    plain = functools.partial(_xla_conv, stride=geo.stride, pads=geo.padding, cfg=cfg)
+    if not (unpadded_stride1 or _strided_kernel_exceeds_input(x.shape[1:-1], geo)):
+        return plain(x, w)
+    return lax.platform_dependent(x, w, cpu=functools.partial(_cpu_conv, geo=geo, cfg=cfg), default=plain)
 
 
 def conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",

@@ -19,6 +19,7 @@ alive for the backward pass anyway (docs/performance.md).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from math import ceil
 
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn_jax.ops.conv import check_channels
+from cnn_jax.ops.conv import check_channels, conv
 from cnn_jax.ops.shapes import ConvGeometry, PaddingLike, as_tuple, conv_geometry, spatial_ndim
 
 
@@ -59,7 +60,7 @@ def tiled_conv(x: jax.Array, w: jax.Array, *, tile: int | Sequence[int], stride:
             raise ValueError(f"tile={tile} exceeds the output size {geo.out_sizes} along spatial axis {axis} "
                              f"({t} > {o}): phases >= {o} would never be used. Use tile <= {o}; "
                              "tile equal to the output size is local_conv")
-    return _phase_conv(x, w, tile, geo, precision)
+    return _tiled_lowering(x, w, tile, geo, precision)
 
 
 def local_conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",
@@ -75,14 +76,58 @@ def local_conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, p
     return _phase_conv(x, w, geo.out_sizes, geo, precision)
 
 
+# On one H200 (fwd+bwd, ratio to conv; docs/performance.md), per-phase strided convolutions beat the patch
+# form at t=2 on a GPU-sized layer (N=256, 32x32, 64->64: 1.65 vs 2.2-2.65) but not on a small one (N=64,
+# 28x28, 32->32: 1.55 vs 1.24), and never at t=4 or 8 (4.7 / 12.6 vs 2.5 / 2.8-3.3). The threshold on the
+# multiply-adds of the layer lies between the two measured shapes (5e7 and 1.1e9).
+_CUDA_PER_PHASE_MAX_TILE = 2
+_CUDA_PER_PHASE_MIN_MACS = 2.5e8
+
+
+def _tiled_lowering(x, w, tile, geo: ConvGeometry, precision) -> jax.Array:
+    """The patch form everywhere, except per-phase strided convolutions where they measured faster (CUDA)."""
+    macs = x.shape[0] * math.prod(geo.out_sizes) * math.prod(geo.kernel) * w.shape[-2] * w.shape[-1]
+    if max(tile) > _CUDA_PER_PHASE_MAX_TILE or macs < _CUDA_PER_PHASE_MIN_MACS:
+        return _phase_conv(x, w, tile, geo, precision)
+    return lax.platform_dependent(x, w, cuda=lambda x, w: _per_phase_conv(x, w, tile, geo, precision),
+                                  default=lambda x, w: _phase_conv(x, w, tile, geo, precision))
+
+
+def _pad_to_periods(x, geo: ConvGeometry, padded_out) -> jax.Array:
+    """x padded so that `padded_out` outputs (whole tile periods) fit; rows no output reads are cropped."""
+    config = [(0, 0, 0)] + [(lo, (o - 1) * s + (k - 1) * d + 1 - n - lo, 0) for (lo, _), o, s, k, d, n
+                            in zip(geo.padding, padded_out, geo.stride, geo.kernel, geo.dilation, x.shape[1:-1])]
+    return lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)])
+
+
+def _per_phase_conv(x, w, tile, geo: ConvGeometry, precision) -> jax.Array:
+    """Tiled convolution as prod(tile) strided convolutions, one per phase, interleaved.
+
+    Output i = q*t + r reads the padded input from (q*t + r)*s on: phase r is a convolution with stride t*s
+    of the input shifted by r*s, with kernel w[r]. The FLOPs of one convolution, in prod(tile) launches.
+    """
+    ndim = len(tile)
+    blocks = [ceil(o / t) for o, t in zip(geo.out_sizes, tile)]
+    padded_out = [q * t for q, t in zip(blocks, tile)]
+    xp = _pad_to_periods(x, geo, padded_out)
+    phases = []
+    for phase in itertools.product(*map(range, tile)):
+        shifted = lax.slice(xp, (0, *(r * s for r, s in zip(phase, geo.stride)), 0), xp.shape)
+        y = conv(shifted, w[phase], stride=[t * s for t, s in zip(tile, geo.stride)], dilation=geo.dilation,
+                 precision=precision)
+        phases.append(y[(slice(None), *(slice(0, q) for q in blocks))])
+    y = jnp.stack(phases).reshape(*tile, x.shape[0], *blocks, w.shape[-1])
+    # (*tile, N, *blocks, C_out) -> (N, q_0, r_0, q_1, r_1, ..., C_out): position q*t + r, r fastest.
+    y = y.transpose(ndim, *itertools.chain(*((ndim + 1 + i, i) for i in range(ndim))), 2 * ndim + 1)
+    y = y.reshape(y.shape[0], *padded_out, y.shape[-1])
+    return y[(slice(None), *(slice(0, o) for o in geo.out_sizes))]
+
+
 def _phase_conv(x, w, tile, geo: ConvGeometry, precision) -> jax.Array:
     ndim = len(tile)
     blocks = [ceil(o / t) for o, t in zip(geo.out_sizes, tile)]
     padded_out = [q * t for q, t in zip(blocks, tile)]  # whole tile periods; the excess is cropped at the end
-    # Pad so that every tap's strided slice has padded_out entries; crop rows no output reads.
-    config = [(0, 0, 0)] + [(lo, (o - 1) * s + (k - 1) * d + 1 - n - lo, 0) for (lo, _), o, s, k, d, n
-                            in zip(geo.padding, padded_out, geo.stride, geo.kernel, geo.dilation, x.shape[1:-1])]
-    xp = lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)])
+    xp = _pad_to_periods(x, geo, padded_out)   # every tap's strided slice then has padded_out entries
     # im2col: (N, *padded_out, prod(kernel) * C_in), taps major as in w's (*kernel, C_in) axes.
     patches = jnp.concatenate([
         lax.slice(xp, (0, *(a * d for a, d in zip(tap, geo.dilation)), 0),

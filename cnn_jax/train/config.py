@@ -6,6 +6,7 @@ import ml_collections
 from cnn_jax import models
 from cnn_jax.data import DATASETS
 from cnn_jax.nn.conv import CONV_KINDS
+from cnn_jax.train.feed import PLACEMENTS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -50,8 +51,9 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
     _choice("train.parallel", config.train.parallel, PARALLEL)
     _choice("train.dtype", config.train.dtype, DTYPES)
+    _choice("train.data_placement", config.train.data_placement, PLACEMENTS)
     for field in ("optimizer.learning_rate", "train.batch_size", "train.eval_batch_size", "train.num_epochs",
-                  "train.log_every_steps", "train.keep_checkpoints"):
+                  "train.log_every_steps", "train.keep_checkpoints", "train.steps_per_dispatch"):
         _positive(field, _get(config, field))
     for field in ("optimizer.weight_decay", "optimizer.warmup_steps", "optimizer.clip_norm", "optimizer.momentum",
                   "train.num_steps",                   "train.checkpoint_every_steps", "dataset.augment.crop_padding"):

@@ -3,7 +3,11 @@
 config.json, metrics.jsonl, TensorBoard events and checkpoints go to `workdir`. A workdir that already
 holds checkpoints resumes from the latest one and reproduces the uninterrupted run: batches, augmentation
 and dropout are pure functions of (seed, step). SIGTERM saves a checkpoint and returns; a non-finite
-loss raises NonFiniteLossError within one step, before any checkpoint of the bad state is written.
+loss raises NonFiniteLossError when the losses next come back from the device (at the next log record or
+checkpoint), before any checkpoint of the bad state is written.
+
+Steps run `train.steps_per_dispatch` at a time in one compiled program, fed from splits held on the
+devices where they fit (`train/feed.py`); a dispatch never crosses an epoch end or a checkpoint step.
 """
 from __future__ import annotations
 
@@ -20,11 +24,11 @@ from absl import logging
 
 from cnn_jax import models
 from cnn_jax.analysis import summarize
-from cnn_jax.data import (Dataset, Split, eval_batches, load_dataset, process_rows, shift_width, steps_per_epoch,
-                          train_batch_indices)
+from cnn_jax.data import Dataset, Split, load_dataset, shift_width, steps_per_epoch
 from cnn_jax.nn import ConvSpec
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.config import flatten, validate
+from cnn_jax.train.feed import Feed, TrainRows, dispatch_plan, eval_rows, resident
 from cnn_jax.train.metrics import MetricWriter, Progress
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.parallel import RUNNERS
@@ -74,28 +78,52 @@ class _Preemption:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def evaluate(runner, state, split: Split, batch_size: int) -> dict[str, float]:
+def evaluate(runner, state, feed: Feed, batch_size: int, batches_per_dispatch: int) -> dict[str, float]:
     """Accuracy and mean loss over a whole split; the padded last batch is masked out."""
     totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
-    for rows, mask in eval_batches(len(split), batch_size):
-        local = process_rows(np.arange(len(rows)), jax.process_index(), jax.process_count())
-        sums = runner.eval_step(state, *runner.put_batch(split.inputs[rows[local]], split.labels[rows[local]],
-                                                         mask[local]))
-        for k, v in jax.device_get(sums).items():
-            totals[k] += float(np.asarray(v).reshape(-1)[0])
-    if int(totals["count"]) != len(split):
-        raise AssertionError(f"evaluated {totals['count']} examples, the test split has {len(split)}")
+    for args in feed(eval_rows(len(feed.split), batch_size, batches_per_dispatch)):
+        sums = runner.host_values(runner.eval_steps[feed.resident](state, *args)[1])
+        for k, v in sums.items():
+            totals[k] += float(np.sum(v, dtype=np.float64))
+    if int(totals["count"]) != len(feed.split):
+        raise AssertionError(f"evaluated {totals['count']} examples, the test split has {len(feed.split)}")
     return {"test/accuracy": totals["correct"] / totals["count"], "test/loss": totals["loss"] / totals["count"]}
 
 
-def _check_finite(step: int, metrics, checkpoints: Checkpoints, workdir: Path) -> None:
-    loss = float(np.asarray(jax.device_get(metrics["loss"])).reshape(-1)[0])
-    if not np.isfinite(loss):
-        raise NonFiniteLossError(
-            f"training loss is {loss} at step {step}; stopped. The last good checkpoint is step "
-            f"{checkpoints.latest_step} in {workdir / 'checkpoints'} (intact). Lower "
-            f"config.optimizer.learning_rate, add warmup (config.optimizer.warmup_steps) or clipping "
-            f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it.")
+class _TrainMetrics:
+    """Per-step train metrics of the dispatches not yet logged. They stay on the device until a record is
+    written or a checkpoint is about to be, so the host never waits on the device it just fed; the
+    losses are checked for NaN/inf as they arrive."""
+
+    def __init__(self, runner, first_step: int):
+        self._runner, self._first = runner, first_step   # steps are counted from 1: `first` is done next
+        self._on_device, self._host = [], {}
+
+    def add(self, metrics) -> None:
+        self._on_device.append(metrics)
+
+    def fetch(self, checkpoints: Checkpoints, workdir: Path) -> None:
+        """Bring the pending metrics to the host; raise NonFiniteLossError at the first bad step."""
+        for metrics in self._runner.host_values(self._on_device):
+            for k, v in metrics.items():
+                self._host.setdefault(k, []).extend(np.asarray(v).reshape(-1).tolist())
+        self._on_device = []
+        bad = np.flatnonzero(~np.isfinite(self._host.get("loss", [])))
+        if bad.size:
+            step, loss = self._first + int(bad[0]), self._host["loss"][bad[0]]
+            raise NonFiniteLossError(
+                f"training loss is {loss} at step {step}; stopped. The last good checkpoint is step "
+                f"{checkpoints.latest_step} in {workdir / 'checkpoints'} (intact). Lower "
+                f"config.optimizer.learning_rate, add warmup (config.optimizer.warmup_steps) or clipping "
+                f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it.")
+
+    def take_mean(self, through: int) -> dict[str, float]:
+        """Means over the fetched steps up to step `through`, which are then dropped."""
+        count = through - self._first + 1
+        means = {f"train/{k}": float(np.mean(v[:count])) for k, v in self._host.items()}
+        self._host = {k: v[count:] for k, v in self._host.items()}
+        self._first = through + 1
+        return means
 
 
 _LOCATION_FIELDS = ("dataset.data_dir", "dataset.download_dir")  # may differ between machines
@@ -154,45 +182,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     state = runner.put_state(host_state)
 
     checkpoint_every = config.train.checkpoint_every_steps or per_epoch
+    log_every, eval_every_epochs = config.train.log_every_steps, config.train.eval_every_epochs
+    on_device = resident(config.train.data_placement, (data.train, data.test), devices)
+    train_feed, test_feed = (Feed(runner, split, resident=on_device) for split in (data.train, data.test))
+    eval_batch = config.train.eval_batch_size
+    # Resident: the whole test split in one dispatch. Streamed: about as many examples as a train dispatch.
+    eval_dispatch = (len(data.test) if on_device else
+                     max(1, config.train.steps_per_dispatch * config.train.batch_size // eval_batch))
+    plan = dispatch_plan(start, total_steps, config.train.steps_per_dispatch, (per_epoch, checkpoint_every))
+    rows = TrainRows(len(data.train), config.train.batch_size, config.seed)
     progress = Progress(total_steps, start, config.train.batch_size, enabled=leader)
     preemption = _Preemption()
-    logged, previous, final, throughput = [], None, None, None
+    pending, final, throughput = _TrainMetrics(runner, start + 1), None, None
     try:
-        for step in range(start, total_steps):
-            rows = process_rows(train_batch_indices(len(data.train), config.train.batch_size, config.seed, step),
-                                jax.process_index(), jax.process_count())
-            state, metrics = runner.train_step(state, *runner.put_batch(data.train.inputs[rows],
-                                                                        data.train.labels[rows]))
-            if previous is not None:  # one step behind, so the host never waits on the device it just fed
-                _check_finite(*previous, checkpoints, workdir)
-            previous, done = (step + 1, metrics), step + 1
-            logged.append(metrics)
-            end_of_epoch = done % per_epoch == 0
-            if done % config.train.log_every_steps == 0 or done == total_steps:
-                means = {f"train/{k}": float(np.mean([np.asarray(m[k]).reshape(-1)[0]
-                                                      for m in jax.device_get(logged)])) for k in logged[0]}
-                steps_per_s, images_per_s, _ = progress.rates(done)
-                throughput = images_per_s
-                writer.write(done, epoch=done / per_epoch, learning_rate=float(schedule(done - 1)),
-                             steps_per_s=steps_per_s, images_per_s=images_per_s, **means)
+        for (first, count), args in zip(plan, train_feed((rows(*chunk),) for chunk in plan)):
+            state, metrics = runner.train_steps[on_device](state, *args)
+            pending.add(metrics)
+            done = first + count
+            log_steps = [*range((first // log_every + 1) * log_every, done + 1, log_every)]
+            if done == total_steps and total_steps not in log_steps:
+                log_steps.append(total_steps)
+            if log_steps:
+                pending.fetch(checkpoints, workdir)
+                steps_per_s, throughput, _ = progress.rates(done)
+                for step in log_steps:
+                    means = pending.take_mean(step)
+                    writer.write(step, epoch=step / per_epoch, learning_rate=float(schedule(step - 1)),
+                                 steps_per_s=steps_per_s, images_per_s=throughput, **means)
                 progress.update(done, loss=means["train/loss"], accuracy=means["train/accuracy"])
-                logged = []
-            if (end_of_epoch and done // per_epoch % config.train.eval_every_epochs == 0) or done == total_steps:
-                final = evaluate(runner, state, data.test, config.train.eval_batch_size)
+            if (done % per_epoch == 0 and done // per_epoch % eval_every_epochs == 0) or done == total_steps:
+                final = evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
                 writer.write(done, epoch=done / per_epoch, **final)
             stop = preemption.agreed()
             if done % checkpoint_every == 0 or done == total_steps or stop:
-                _check_finite(*previous, checkpoints, workdir)
+                pending.fetch(checkpoints, workdir)
                 checkpoints.save(done, runner.host_state(state))
             if stop:
                 logging.warning("stopped by SIGTERM at step %d; rerun with the same workdir to resume", done)
                 return {}
-        final = final or evaluate(runner, state, data.test, config.train.eval_batch_size)
+        final = final or evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
         logging.info("final test accuracy %.4f, loss %.4f", final["test/accuracy"], final["test/loss"])
         for shift in config.dataset.eval_shifts:
-            shifted = evaluate(runner, state, Split(shift_width(data.test.inputs, shift), data.test.labels),
-                               config.train.eval_batch_size)
-            final[f"test/accuracy@shift={shift}"] = shifted["test/accuracy"]
+            shifted = Feed(runner, Split(shift_width(data.test.inputs, shift), data.test.labels), resident=on_device)
+            final[f"test/accuracy@shift={shift}"] = evaluate(runner, state, shifted, eval_batch,
+                                                             eval_dispatch)["test/accuracy"]
         if leader:
             summary = summarize(model, data.input_shape)
             record = {"step": total_steps, **final, "params": summary.params, "macs": summary.macs,

@@ -87,3 +87,45 @@ def make_eval_step(model: nn.Module, inputs: InputSpec, *, num_classes: int) -> 
         return jax.lax.psum(sums, AXIS)
 
     return eval_step
+
+
+def stacked_batch(resident: bool, args: tuple, k) -> tuple:
+    """Step k's per-device arguments from a dispatch's stacked ones.
+
+    Streamed: args are (x (K, batch, ...), labels (K, batch), *rest (K, batch)), sliced at k. Resident:
+    args are (inputs, labels, rows (K, batch), *rest), the whole split on the device, and step k gathers
+    inputs[rows[k]], labels[rows[k]] there.
+    """
+    if resident:
+        inputs, labels, rows, *rest = args
+        return (inputs[rows[k]], labels[rows[k]], *(a[k] for a in rest))
+    return tuple(a[k] for a in args)
+
+
+def stack_length(resident: bool, args: tuple) -> int:
+    """K, the number of steps in a dispatch's stacked arguments."""
+    return args[2 if resident else 0].shape[0]
+
+
+def step_of_stack(step: Callable, resident: bool) -> Callable:
+    """Per-device `(state, *args, k) -> step(state, *step k's batch)`: one step of a dispatch."""
+    def one(state, *args_and_k):
+        *args, k = args_and_k
+        return step(state, *stacked_batch(resident, tuple(args), k))
+
+    return one
+
+
+def scan_steps(step: Callable, resident: bool) -> Callable:
+    """Per-device `(state, *args) -> (state, outputs stacked (K, ...))`: the K steps of a dispatch in one
+    compiled program (`lax.scan`), so a small model is not bound by one dispatch per step."""
+    def run(state, *args):
+        return jax.lax.scan(lambda carry, k: step(carry, *stacked_batch(resident, args, k)), state,
+                            jnp.arange(stack_length(resident, args)))
+
+    return run
+
+
+def as_stateful(eval_step: Callable) -> Callable:
+    """`eval_step(state, ...) -> sums` as `(state, ...) -> (state, sums)`, so it runs like a train step."""
+    return lambda state, *batch: (state, eval_step(state, *batch))

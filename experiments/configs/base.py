@@ -52,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.label_smoothing = 0.0
     c.train.dtype = "float32"         # float32 | bfloat16 (compute; parameters stay float32)
     c.train.parallel = "shard_map"    # shard_map | pmap
+    c.train.steps_per_dispatch = 16   # steps per compiled program (lax.scan); the results do not depend on it
+    c.train.data_placement = "auto"   # auto | device | host: splits on the devices (auto: where they fit)
     c.train.log_every_steps = 100
     c.train.eval_every_epochs = 1
     c.train.checkpoint_every_steps = 0   # 0 = at the end of every epoch

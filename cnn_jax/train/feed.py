@@ -1,0 +1,113 @@
+"""Feeding the compiled steps: which steps each dispatch runs, and where their examples come from.
+
+A dispatch runs K consecutive steps in one program (`train.steps_per_dispatch`). Its examples come
+from one of two places, chosen once per split (`train.data_placement`):
+- resident: the split is placed on every device once, and each dispatch sends only the (K, batch)
+  row indices, gathered on the device: nothing per step on the host;
+- streamed: each dispatch's examples are gathered on the host and sent, prepared `depth` dispatches
+  ahead in a background thread, for splits too large for device memory.
+Either way the rows are those of `cnn_jax.data.train_batch_indices`, so batches, augmentation and
+results do not depend on the placement or on K.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import jax
+import numpy as np
+
+from cnn_jax.data import Split, epoch_order, eval_batches, process_rows
+
+PLACEMENTS = ("auto", "device", "host")
+# Without a reported device memory size (XLA:CPU reports none), splits up to this size are resident.
+_RESIDENT_BYTES_WITHOUT_LIMIT = 4 << 30
+
+
+def dispatch_plan(start: int, total: int, steps_per_dispatch: int, boundaries: Iterable[int]) -> list[tuple[int, int]]:
+    """(first step, step count) of each dispatch from `start` to `total`: at most `steps_per_dispatch` steps,
+    never across a multiple of any of `boundaries` (where the loop evaluates, checkpoints or starts an epoch)."""
+    periods = [b for b in boundaries if b > 0]
+    plan, step = [], start
+    while step < total:
+        end = min([total, step + steps_per_dispatch] + [(step // b + 1) * b for b in periods])
+        plan.append((step, end - step))
+        step = end
+    return plan
+
+
+class TrainRows:
+    """Row indices of the training examples per dispatch, this process's slice of each global batch;
+    one permutation per epoch, computed once."""
+
+    def __init__(self, num_examples: int, global_batch: int, seed: int):
+        self._n, self._batch, self._seed = num_examples, global_batch, seed
+        self._per_epoch = num_examples // global_batch
+        self._epoch, self._order = None, None
+
+    def __call__(self, start: int, count: int) -> np.ndarray:
+        """(count, local batch) int32 rows of steps start .. start + count - 1, all in one epoch."""
+        epoch, within = divmod(start, self._per_epoch)
+        if within + count > self._per_epoch:
+            raise ValueError(f"steps {start}..{start + count - 1} cross the end of epoch {epoch}")
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_order(self._n, self._seed, epoch)
+        rows = self._order[within * self._batch:(within + count) * self._batch].reshape(count, self._batch)
+        return process_rows(rows, jax.process_index(), jax.process_count()).astype(np.int32)
+
+
+def eval_rows(num_examples: int, global_batch: int, batches_per_dispatch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows, mask) per eval dispatch, each (batches, local batch): every example once, the padding masked."""
+    batches = eval_batches(num_examples, global_batch)
+    chunks = []
+    for i in range(0, len(batches), batches_per_dispatch):
+        rows, mask = (np.stack(a) for a in zip(*batches[i:i + batches_per_dispatch]))
+        local = [process_rows(a, jax.process_index(), jax.process_count()) for a in (rows, mask)]
+        chunks.append((local[0].astype(np.int32), local[1]))
+    return chunks
+
+
+def resident(placement: str, splits: Sequence[Split], devices: Sequence[jax.Device]) -> bool:
+    """Whether `splits` go on the devices: always for "device", never for "host", and for "auto" when
+    they take at most a quarter of the smallest device memory (every device holds a whole copy)."""
+    if placement != "auto":
+        return placement == "device"
+    size = sum(s.inputs.nbytes + s.labels.nbytes for s in splits)
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices if d.process_index == jax.process_index()]
+    if any(limit is None for limit in limits):
+        return size <= _RESIDENT_BYTES_WITHOUT_LIMIT
+    return size <= min(limits) // 4
+
+
+class Feed:
+    """One split feeding a runner's multi-step programs, resident or streamed (see the module docstring)."""
+
+    def __init__(self, runner, split: Split, *, resident: bool, depth: int = 2):
+        self.runner, self.split, self.resident, self._depth = runner, split, resident, depth
+        self._placed = runner.put_split(split.inputs, split.labels) if resident else None
+
+    def _place(self, chunk: tuple[np.ndarray, ...]) -> tuple:
+        rows, *rest = chunk
+        if self.resident:
+            return (*self._placed, *self.runner.put_stacked(rows, *rest))
+        return self.runner.put_stacked(self.split.inputs[rows], self.split.labels[rows], *rest)
+
+    def __call__(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Iterator[tuple]:
+        """For each (rows, *per-example arrays) of a dispatch, the arguments after `state` of the runner's
+        `train_steps[resident]` / `eval_steps[resident]`."""
+        if self.resident:
+            return map(self._place, chunks)
+        return prefetched(self._place, chunks, self._depth)
+
+
+def prefetched(fn: Callable, items: Iterable, depth: int) -> Iterator:
+    """fn(item) for each item, computed in a background thread up to `depth` items ahead of the consumer."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
