@@ -168,3 +168,20 @@ def test_unfit_dilation_is_reported(name, shape, options):
     model = models.create(name, num_classes=3, conv=SPECS["dilated"], **options)
     with pytest.raises(ValueError, match="larger than the padded input"):
         model.init(KEY, jnp.zeros(shape))
+
+
+def test_every_model_takes_its_layers_through_one_contract():
+    # conv, norm (with the engine's axis name) and dtype reach every model as one Layers value.
+    spec = ConvSpec("tiled", tile=2)
+    for name in models.names():
+        model = models.create(name, num_classes=3, conv=spec, norm_axis_name="batch", dtype=jnp.bfloat16)
+        assert model.layers.conv == spec and model.layers.dtype == jnp.bfloat16, name
+        assert model.layers.norm.axis_name == "batch", name
+
+
+def test_a_norm_setting_is_refused_by_a_model_without_normalisation():
+    with pytest.raises(ValueError, match=r"model 'lenet5' has no normalisation layers: norm='batch'"):
+        models.create("lenet5", num_classes=10, norm="batch")
+    assert models.create("vgg11", num_classes=10).layers.norm.kind == "none"
+    assert models.create("vgg11_bn", num_classes=10).layers.norm.kind == "batch"
+    assert models.create("alexnet", num_classes=10, norm="lrn").layers.norm.kind == "lrn"

@@ -153,7 +153,16 @@ def test_resuming_with_another_config_is_refused(tfds_dir, tmp_path):
         train_and_evaluate(config, tmp_path)
 
 
-def test_non_finite_loss_stops_within_one_step_and_keeps_the_last_good_checkpoint(tfds_dir, tmp_path):
+def test_rerunning_a_finished_run_leaves_it_as_it_is(tfds_dir, tmp_path):
+    config = small_config(tfds_dir, num_steps=5)
+    final = train_and_evaluate(config, tmp_path)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    config.dataset.data_dir = str(tmp_path / "nowhere")   # a location field: the data is not even loaded
+    assert train_and_evaluate(config, tmp_path) == final
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tfds_dir, tmp_path):
     config = small_config(tfds_dir, checkpoint_every_steps=1)
     config.optimizer.name, config.optimizer.schedule = "sgd", "constant"
     config.optimizer.learning_rate, config.optimizer.warmup_steps = 1e32, 3  # lr 0, 3e31, 6e31, ...

@@ -37,9 +37,9 @@ def model_receptive_field(model: nn.Module, input_shape: Sequence[int]) -> Field
 def trace_receptive_fields(model: nn.Module, input_shape: Sequence[int]) -> tuple[Field, dict[str, Field]]:
     """The model's receptive field and, per module path ("ResNet/stage1_block1/conv1"), the field of
     the last spatial array that module produced."""
-    conv = getattr(model, "conv", None)
-    if conv is not None and conv.kind != "standard":
-        model = model.clone(conv=dataclasses.replace(conv, kind="standard"))
+    layers = model.layers
+    if layers.conv.kind != "standard":
+        model = model.clone(layers=dataclasses.replace(layers, conv=dataclasses.replace(layers.conv, kind="standard")))
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(x.shape)))
     closed = jax.make_jaxpr(lambda v, x: model.apply(v, x))(variables, x)

@@ -13,7 +13,6 @@ weights, or "uniform": every weight 1/fan_in) are the settings that paper compar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 
 from cnn_jax import nn as cnn
 from cnn_jax.models.common import add_channel_axis
+from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
 ACTIVATIONS = {"relu": nn.relu, "linear": lambda x: x}
@@ -42,8 +42,7 @@ class ContextNet(nn.Module):
     global_pool: bool = False
     activation: str = "relu"
     kernel_init: str = "lecun_normal"
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -51,13 +50,13 @@ class ContextNet(nn.Module):
                                     ("kernel_init", self.kernel_init, KERNEL_INITS)):
             if value not in valid:
                 raise ValueError(f"ContextNet {field}={value!r}: unknown; valid values are {', '.join(valid)}")
-        if self.kernel_init == "uniform" and self.conv.kind != "standard":
-            raise ValueError(f"ContextNet kernel_init='uniform' needs conv kind 'standard', not {self.conv.kind!r}")
+        if self.kernel_init == "uniform" and self.layers.conv.kind != "standard":
+            raise ValueError(f"ContextNet kernel_init='uniform' needs conv kind 'standard', "
+                             f"not {self.layers.conv.kind!r}")
         act, init = ACTIVATIONS[self.activation], KERNEL_INITS[self.kernel_init]
         x = add_channel_axis(x)
         for i, dilation in enumerate(self.dilations):
-            x = act(self.conv.make(self.features, 3, padding="SAME", kernel_dilation=dilation, kernel_init=init,
-                                   dtype=self.dtype, name=f"conv{i + 1}")(x))
-        x = self.conv.make(self.num_classes, 1, padding="VALID", kernel_init=init, dtype=self.dtype,
-                           name="output")(x)
+            x = act(self.layers.conv_layer(self.features, 3, padding="SAME", kernel_dilation=dilation,
+                                           kernel_init=init, name=f"conv{i + 1}")(x))
+        x = self.layers.conv_layer(self.num_classes, 1, padding="VALID", kernel_init=init, name="output")(x)
         return cnn.GlobalAvgPool()(x) if self.global_pool else x

@@ -2,7 +2,7 @@
 
 Four parallel branches per Inception module: 1x1; 1x1 then 3x3; 1x1 then 5x5; 3x3 max-pool then
 1x1, concatenated along channels. Layout and widths as in the paper and torchvision, with
-BatchNorm after every convolution (torchvision's BasicConv2d; `batch_norm=False` for the 2014
+BatchNorm after every convolution (torchvision's BasicConv2d; `norm="none"` for the 2014
 network). torchvision's implementation uses a 3x3 kernel in the "5x5" branch: with
 `branch5x5_kernel=3` the parameter count is torchvision's 6,624,904 (1000 classes, no auxiliary
 heads). `aux_heads=True` adds the two auxiliary classifiers (after 4a and 4d) used in training;
@@ -10,14 +10,13 @@ the model then returns (logits, aux1, aux2) when called with train=True.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten, make_norm
+from cnn_jax.models.common import flatten
+from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) per module, Table 1.
@@ -33,31 +32,25 @@ class ConvNormReLU(nn.Module):
     features: int
     kernel_size: int
     strides: int = 1
-    batch_norm: bool = True
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = self.conv.make(self.features, self.kernel_size, strides=self.strides, padding="SAME",
-                           use_bias=not self.batch_norm, dtype=self.dtype, name="conv")(x)
-        if self.batch_norm:
-            x = make_norm("batch", train, dtype=self.dtype, name="norm")(x)
-        return nn.relu(x)
+        # A bias is redundant before BatchNorm's shift, so only the unnormalised network has one.
+        x = self.layers.conv_layer(self.features, self.kernel_size, strides=self.strides, padding="SAME",
+                                   use_bias=self.layers.norm.kind != "batch", name="conv")(x)
+        return nn.relu(self.layers.norm_layer(train, "norm")(x))
 
 
 class InceptionModule(nn.Module):
     widths: tuple[int, ...]
     branch5x5_kernel: int = 5
-    batch_norm: bool = True
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         w1, w3r, w3, w5r, w5, wp = self.widths
-        unit = lambda features, k, name: ConvNormReLU(features, k, batch_norm=self.batch_norm, conv=self.conv,
-                                                      dtype=self.dtype, name=name)
+        unit = lambda features, k, name: ConvNormReLU(features, k, layers=self.layers, name=name)
         branches = [
             unit(w1, 1, "b1")(x, train),
             unit(w3, 3, "b2_conv")(unit(w3r, 1, "b2_reduce")(x, train), train),
@@ -69,44 +62,39 @@ class InceptionModule(nn.Module):
 
 class AuxHead(nn.Module):
     num_classes: int
-    batch_norm: bool = True
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = ConvNormReLU(128, 1, batch_norm=self.batch_norm, conv=self.conv, dtype=self.dtype,
-                         name="conv")(cnn.AdaptiveAvgPool(4)(x), train)
-        x = nn.relu(nn.Dense(1024, dtype=self.dtype, name="fc1")(flatten(x)))
+        x = ConvNormReLU(128, 1, layers=self.layers, name="conv")(cnn.AdaptiveAvgPool(4)(x), train)
+        x = nn.relu(self.layers.dense(1024, name="fc1")(flatten(x)))
         x = nn.Dropout(0.7, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc2")(x)
+        return self.layers.dense(self.num_classes, name="fc2")(x)
 
 
-@register("googlenet")
+@register("googlenet", norm="batch")
 class GoogLeNet(nn.Module):
     num_classes: int
     branch5x5_kernel: int = 5
-    batch_norm: bool = True
     aux_heads: bool = False
     dropout: float = 0.2
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False):
-        common = dict(batch_norm=self.batch_norm, conv=self.conv, dtype=self.dtype)
-        x = ConvNormReLU(64, 7, strides=2, name="conv1", **common)(x, train)
+        layers = self.layers
+        x = ConvNormReLU(64, 7, strides=2, layers=layers, name="conv1")(x, train)
         x = cnn.MaxPool(3, 2, "SAME")(x)
-        x = ConvNormReLU(64, 1, name="conv2", **common)(x, train)
-        x = ConvNormReLU(192, 3, name="conv3", **common)(x, train)
+        x = ConvNormReLU(64, 1, layers=layers, name="conv2")(x, train)
+        x = ConvNormReLU(192, 3, layers=layers, name="conv3")(x, train)
         x = cnn.MaxPool(3, 2, "SAME")(x)
         aux = []
         for name, widths in MODULES.items():
             if name in ("4a", "5a"):
                 x = cnn.MaxPool(3 if name == "4a" else 2, 2, "SAME")(x)
-            x = InceptionModule(widths, self.branch5x5_kernel, name=f"inception{name}", **common)(x, train)
+            x = InceptionModule(widths, self.branch5x5_kernel, layers=layers, name=f"inception{name}")(x, train)
             if self.aux_heads and name in ("4a", "4d"):
-                aux.append(AuxHead(self.num_classes, name=f"aux_{name}", **common)(x, train))
+                aux.append(AuxHead(self.num_classes, layers=layers, name=f"aux_{name}")(x, train))
         x = nn.Dropout(self.dropout, deterministic=not train)(cnn.GlobalAvgPool()(x))
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        logits = layers.dense(self.num_classes, name="fc")(x)
         return (logits, *aux) if self.aux_heads and train else logits

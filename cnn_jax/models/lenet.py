@@ -3,14 +3,13 @@ recognition", sec. II.B), as published and in its modern form."""
 from __future__ import annotations
 
 import functools
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cnn_jax import nn as cnn
 from cnn_jax.models.common import flatten
+from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
 # Which S2 maps feed each C3 map (Table I of the paper): 6 maps see 3 contiguous maps, 9 see 4,
@@ -36,21 +35,20 @@ class LeNet5Classic(nn.Module):
     28x28 digits in a 32x32 field).
     """
     num_classes: int
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         pad = [max(0, 32 - n) for n in x.shape[1:3]]
         x = jnp.pad(x, ((0, 0), (pad[0] // 2, pad[0] - pad[0] // 2), (pad[1] // 2, pad[1] - pad[1] // 2), (0, 0)))
-        x = squash(self.conv.make(6, 5, padding="VALID", dtype=self.dtype, name="C1")(x))
+        x = squash(self.layers.conv_layer(6, 5, padding="VALID", name="C1")(x))
         x = squash(cnn.TrainableSubsampling(2, name="S2")(x))
-        x = squash(jnp.concatenate([self.conv.make(1, 5, padding="VALID", dtype=self.dtype, name=f"C3_{j}")(
+        x = squash(jnp.concatenate([self.layers.conv_layer(1, 5, padding="VALID", name=f"C3_{j}")(
             x[..., list(inputs)]) for j, inputs in enumerate(C3_TABLE)], axis=-1))
         x = squash(cnn.TrainableSubsampling(2, name="S4")(x))
-        x = squash(self.conv.make(120, 5, padding="VALID", dtype=self.dtype, name="C5")(x))
-        x = squash(nn.Dense(84, dtype=self.dtype, name="F6")(flatten(x)))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
+        x = squash(self.layers.conv_layer(120, 5, padding="VALID", name="C5")(x))
+        x = squash(self.layers.dense(84, name="F6")(flatten(x)))
+        return self.layers.dense(self.num_classes, name="output")(x)
 
 
 POOLS = ("max", "avg", "l2", "strided", "none")
@@ -67,21 +65,20 @@ class LeNet5(nn.Module):
     """
     num_classes: int
     pool: str = "max"
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.pool not in POOLS:
             raise ValueError(f"LeNet5 pool={self.pool!r}: unknown; valid values are {', '.join(POOLS)}")
-        layers = {"max": cnn.MaxPool, "avg": cnn.AvgPool, "l2": functools.partial(cnn.LpPool, p=2.0)}
+        pools = {"max": cnn.MaxPool, "avg": cnn.AvgPool, "l2": functools.partial(cnn.LpPool, p=2.0)}
 
         def pool(x: jax.Array) -> jax.Array:  # a new layer per use, so each has its own name (summaries)
-            return layers[self.pool](2)(x) if self.pool in layers else x
+            return pools[self.pool](2)(x) if self.pool in pools else x
 
         stride = 2 if self.pool == "strided" else 1
-        x = pool(nn.relu(self.conv.make(6, 5, strides=stride, padding="SAME", dtype=self.dtype, name="conv1")(x)))
-        x = pool(nn.relu(self.conv.make(16, 5, strides=stride, padding="VALID", dtype=self.dtype, name="conv2")(x)))
-        x = nn.relu(nn.Dense(120, dtype=self.dtype, name="fc1")(flatten(x)))
-        x = nn.relu(nn.Dense(84, dtype=self.dtype, name="fc2")(x))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
+        x = pool(nn.relu(self.layers.conv_layer(6, 5, strides=stride, padding="SAME", name="conv1")(x)))
+        x = pool(nn.relu(self.layers.conv_layer(16, 5, strides=stride, padding="VALID", name="conv2")(x)))
+        x = nn.relu(self.layers.dense(120, name="fc1")(flatten(x)))
+        x = nn.relu(self.layers.dense(84, name="fc2")(x))
+        return self.layers.dense(self.num_classes, name="output")(x)

@@ -9,34 +9,20 @@ projection shortcuts (option B): resnet18/34/50 have 11,689,512/21,797,672/25,55
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import make_norm
+from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
 
-class _Norms(nn.Module):
-    """Holds the normalisation options a network passes to each of its blocks."""
-    norm: str = "batch"
-    bn_axis_name: str | None = None
-    virtual_batch_size: int | None = None
-    dtype: Any = None
-
-    def norm_layer(self, train: bool, name: str):
-        return make_norm(self.norm, train, axis_name=self.bn_axis_name,
-                         virtual_batch_size=self.virtual_batch_size, dtype=self.dtype, name=name)
-
-
-class _Block(_Norms):
+class _Block(nn.Module):
     features: int = 16
     stride: int = 1
     shortcut: str = "A"  # "A": zero-padded identity (CIFAR), "B": 1x1 projection (ImageNet)
-    conv: cnn.ConvSpec = cnn.ConvSpec()
+    layers: Layers = Layers()
 
 
 class BasicBlock(_Block):
@@ -44,11 +30,11 @@ class BasicBlock(_Block):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = self.conv.make(self.features, 3, strides=self.stride, padding="SAME", use_bias=False, dtype=self.dtype,
-                           name="conv1")(x)
-        y = nn.relu(self.norm_layer(train, "norm1")(y))
-        y = self.conv.make(self.features, 3, padding="SAME", use_bias=False, dtype=self.dtype, name="conv2")(y)
-        y = self.norm_layer(train, "norm2")(y)
+        layers = self.layers
+        y = layers.conv_layer(self.features, 3, strides=self.stride, padding="SAME", use_bias=False, name="conv1")(x)
+        y = nn.relu(layers.norm_layer(train, "norm1")(y))
+        y = layers.conv_layer(self.features, 3, padding="SAME", use_bias=False, name="conv2")(y)
+        y = layers.norm_layer(train, "norm2")(y)
         return nn.relu(y + _shortcut(self, x, self.features, train))
 
 
@@ -57,13 +43,13 @@ class Bottleneck(_Block):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = self.conv.make(self.features, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(self.norm_layer(train, "norm1")(y))
-        y = self.conv.make(self.features, 3, strides=self.stride, padding="SAME", use_bias=False, dtype=self.dtype,
-                           name="conv2")(y)
-        y = nn.relu(self.norm_layer(train, "norm2")(y))
-        y = self.conv.make(4 * self.features, 1, use_bias=False, dtype=self.dtype, name="conv3")(y)
-        y = self.norm_layer(train, "norm3")(y)
+        layers = self.layers
+        y = layers.conv_layer(self.features, 1, use_bias=False, name="conv1")(x)
+        y = nn.relu(layers.norm_layer(train, "norm1")(y))
+        y = layers.conv_layer(self.features, 3, strides=self.stride, padding="SAME", use_bias=False, name="conv2")(y)
+        y = nn.relu(layers.norm_layer(train, "norm2")(y))
+        y = layers.conv_layer(4 * self.features, 1, use_bias=False, name="conv3")(y)
+        y = layers.norm_layer(train, "norm3")(y)
         return nn.relu(y + _shortcut(self, x, 4 * self.features, train))
 
 
@@ -75,12 +61,11 @@ def _shortcut(block, x: jax.Array, features: int, train: bool) -> jax.Array:
         x = x[(slice(None),) + (slice(None, None, block.stride),) * spatial]
         extra = features - x.shape[-1]
         return jnp.pad(x, ((0, 0),) * (spatial + 1) + ((extra // 2, extra - extra // 2),))
-    x = block.conv.make(features, 1, strides=block.stride, use_bias=False, dtype=block.dtype,
-                        name="shortcut_conv")(x)
-    return block.norm_layer(train, "shortcut_norm")(x)
+    x = block.layers.conv_layer(features, 1, strides=block.stride, use_bias=False, name="shortcut_conv")(x)
+    return block.layers.norm_layer(train, "shortcut_norm")(x)
 
 
-class ResNet(_Norms):
+class ResNet(nn.Module):
     """ResNet with a CIFAR stem (3x3 conv, no pooling) or an ImageNet stem (7x7/2 conv, 3x3/2 max-pool)."""
     num_classes: int = 10
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -88,34 +73,34 @@ class ResNet(_Norms):
     block: str = "basic"
     stem: str = "cifar"
     shortcut: str = "A"
-    conv: cnn.ConvSpec = cnn.ConvSpec()
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        norms = dict(norm=self.norm, bn_axis_name=self.bn_axis_name, virtual_batch_size=self.virtual_batch_size,
-                     dtype=self.dtype)
+        layers = self.layers
         if self.stem == "cifar":
-            x = self.conv.make(self.widths[0], 3, padding="SAME", use_bias=False, dtype=self.dtype, name="stem_conv")(x)
-            x = nn.relu(self.norm_layer(train, "stem_norm")(x))
+            x = layers.conv_layer(self.widths[0], 3, padding="SAME", use_bias=False, name="stem_conv")(x)
+            x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
         else:
-            x = self.conv.make(self.widths[0], 7, strides=2, padding=3, use_bias=False, dtype=self.dtype,
-                               name="stem_conv")(x)
-            x = nn.relu(self.norm_layer(train, "stem_norm")(x))
+            x = layers.conv_layer(self.widths[0], 7, strides=2, padding=3, use_bias=False, name="stem_conv")(x)
+            x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
             x = cnn.MaxPool(3, 2, padding=1)(x)
         block_type = BasicBlock if self.block == "basic" else Bottleneck
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(blocks):
                 stride = 2 if stage > 0 and b == 0 else 1
-                x = block_type(features=width, stride=stride, shortcut=self.shortcut, conv=self.conv, **norms,
+                x = block_type(features=width, stride=stride, shortcut=self.shortcut, layers=layers,
                                name=f"stage{stage + 1}_block{b + 1}")(x, train)
         x = cnn.GlobalAvgPool()(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+        return layers.dense(self.num_classes, name="fc")(x)
 
 
 for _depth in (20, 32, 44, 56, 110):
-    register(f"resnet{_depth}", stage_sizes=((_depth - 2) // 6,) * 3)(ResNet)
+    register(f"resnet{_depth}", norm="batch", stage_sizes=((_depth - 2) // 6,) * 3)(ResNet)
 
-register("resnet18", stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem="imagenet", shortcut="B")(ResNet)
-register("resnet34", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet", shortcut="B")(ResNet)
-register("resnet50", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet", shortcut="B",
-         block="bottleneck")(ResNet)
+register("resnet18", norm="batch", stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem="imagenet",
+         shortcut="B")(ResNet)
+register("resnet34", norm="batch", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet",
+         shortcut="B")(ResNet)
+register("resnet50", norm="batch", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet",
+         shortcut="B", block="bottleneck")(ResNet)

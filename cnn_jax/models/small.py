@@ -4,13 +4,13 @@ convolutions of 25 channels, kernels 5/3/3, stride 2, padding 1, then one dense 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
 
 from cnn_jax import nn as cnn
 from cnn_jax.models.common import add_channel_axis, flatten
+from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
 
@@ -19,15 +19,14 @@ class MLP(nn.Module):
     """Flatten, then ReLU dense layers of `hidden` units, then the classifier. hidden=() is logistic regression."""
     num_classes: int
     hidden: Sequence[int] = (100, 100)
-    conv: cnn.ConvSpec = cnn.ConvSpec()  # accepted for a uniform interface; an MLP has no convolution
-    dtype: Any = None
+    layers: Layers = Layers()   # an MLP uses only its dtype
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = flatten(x)
         for i, units in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(units, dtype=self.dtype, name=f"fc{i + 1}")(x))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(x)
+            x = nn.relu(self.layers.dense(units, name=f"fc{i + 1}")(x))
+        return self.layers.dense(self.num_classes, name="output")(x)
 
 
 @register("cnn1d")
@@ -36,13 +35,11 @@ class CNN1D(nn.Module):
     num_classes: int
     channels: int = 25
     kernels: Sequence[int] = (5, 3, 3)
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = add_channel_axis(x)
         for i, k in enumerate(self.kernels):
-            x = nn.relu(self.conv.make(self.channels, k, strides=2, padding=1, dtype=self.dtype,
-                                       name=f"conv{i + 1}")(x))
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="output")(flatten(x))
+            x = nn.relu(self.layers.conv_layer(self.channels, k, strides=2, padding=1, name=f"conv{i + 1}")(x))
+        return self.layers.dense(self.num_classes, name="output")(flatten(x))

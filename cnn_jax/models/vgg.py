@@ -9,13 +9,13 @@ average pooling and one dense layer, as commonly trained on 32x32 images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten, make_norm
+from cnn_jax.models.common import flatten
+from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
 CONFIGS = {
@@ -28,34 +28,30 @@ CONFIGS = {
 
 class VGG(nn.Module):
     num_classes: int
-    layers: Sequence[int | str] = CONFIGS[16]
-    batch_norm: bool = False
+    config: Sequence[int | str] = CONFIGS[16]   # output channels per 3x3 convolution, "M" for a 2x2 max-pool
     head: str = "imagenet"
     dropout: float = 0.5
-    bn_axis_name: str | None = None
-    conv: cnn.ConvSpec = cnn.ConvSpec()
-    dtype: Any = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for i, layer in enumerate(self.layers):
+        layers = self.layers
+        for i, layer in enumerate(self.config):
             if layer == "M":
                 x = cnn.MaxPool(2)(x)
                 continue
-            x = self.conv.make(layer, 3, padding="SAME", dtype=self.dtype, name=f"conv{i}")(x)
-            if self.batch_norm:
-                x = make_norm("batch", train, axis_name=self.bn_axis_name, dtype=self.dtype, name=f"norm{i}")(x)
-            x = nn.relu(x)
+            x = layers.conv_layer(layer, 3, padding="SAME", name=f"conv{i}")(x)
+            x = nn.relu(layers.norm_layer(train, f"norm{i}")(x))
         if self.head == "cifar":
-            return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(cnn.GlobalAvgPool()(x))
+            return layers.dense(self.num_classes, name="fc")(cnn.GlobalAvgPool()(x))
         x = flatten(cnn.AdaptiveAvgPool(7)(x))
         for j in range(2):
-            x = nn.relu(nn.Dense(4096, dtype=self.dtype, name=f"fc{j + 1}")(x))
+            x = nn.relu(layers.dense(4096, name=f"fc{j + 1}")(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="fc3")(x)
+        return layers.dense(self.num_classes, name="fc3")(x)
 
 
-for _depth, _layers in CONFIGS.items():
-    register(f"vgg{_depth}", layers=_layers)(VGG)
-    register(f"vgg{_depth}_bn", layers=_layers, batch_norm=True)(VGG)
-    register(f"vgg{_depth}_cifar", layers=_layers, batch_norm=True, head="cifar")(VGG)
+for _depth, _config in CONFIGS.items():
+    register(f"vgg{_depth}", norm="none", config=_config)(VGG)
+    register(f"vgg{_depth}_bn", norm="batch", config=_config)(VGG)
+    register(f"vgg{_depth}_cifar", norm="batch", config=_config, head="cifar")(VGG)

@@ -11,8 +11,10 @@ devices where they fit (`train/feed.py`); a dispatch never crosses an epoch end 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,17 +38,18 @@ from cnn_jax.train.state import create_state
 from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
 
 
+FINAL_FILE = "final.json"   # written once, when the run is finished
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
-    """The registry model named by config.model, with its ConvSpec, dtype and cross-device BatchNorm."""
-    conv = ConvSpec(**config.model.conv.to_dict())
+    """The registry model named by config.model, with its ConvSpec, dtype and BatchNorm synced over AXIS."""
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else None
-    model = models.create(config.model.name, num_classes=num_classes, conv=conv, dtype=dtype,
-                          **config.model.options.to_dict())
-    return model.clone(bn_axis_name=AXIS) if hasattr(model, "bn_axis_name") else model
+    return models.create(config.model.name, num_classes=num_classes, conv=ConvSpec(**config.model.conv.to_dict()),
+                         dtype=dtype, norm_axis_name=AXIS, **config.model.options.to_dict())
 
 
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
@@ -154,6 +157,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     devices = list(devices or jax.devices())
     validate(config, device_count=len(devices), process_count=jax.process_count())
     leader = jax.process_index() == 0
+    if (workdir / FINAL_FILE).exists():   # finished: its files stay as they are
+        _check_same_config(config, workdir)
+        logging.info("%s is a finished run (%s); nothing to do", workdir, FINAL_FILE)
+        return {k: v for k, v in json.loads((workdir / FINAL_FILE).read_text()).items() if k.startswith("test/")}
     data = load_data(config)
     model = build_model(config, data.info.num_classes)
     per_epoch = steps_per_epoch(len(data.train), config.train.batch_size)
@@ -220,20 +227,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
             if stop:
                 logging.warning("stopped by SIGTERM at step %d; rerun with the same workdir to resume", done)
                 return {}
-        final = final or evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
+        with _phase("final evaluation"):
+            final = final or evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
         logging.info("final test accuracy %.4f, loss %.4f", final["test/accuracy"], final["test/loss"])
         for shift in config.dataset.eval_shifts:
-            shifted = Feed(runner, Split(shift_width(data.test.inputs, shift), data.test.labels), resident=on_device)
-            final[f"test/accuracy@shift={shift}"] = evaluate(runner, state, shifted, eval_batch,
-                                                             eval_dispatch)["test/accuracy"]
+            with _phase(f"evaluation at shift {shift}"):
+                shifted = Feed(runner, Split(shift_width(data.test.inputs, shift), data.test.labels),
+                               resident=on_device)
+                final[f"test/accuracy@shift={shift}"] = evaluate(runner, state, shifted, eval_batch,
+                                                                 eval_dispatch)["test/accuracy"]
         if leader:
-            summary = summarize(model, data.input_shape)
+            with _phase("model summary"):
+                summary = summarize(model, data.input_shape)
             record = {"step": total_steps, **final, "params": summary.params, "macs": summary.macs,
                       "images_per_s": throughput}
-            (workdir / "final.json").write_text(json.dumps(record) + "\n")
+            (workdir / FINAL_FILE).write_text(json.dumps(record) + "\n")
         return final
     finally:
         progress.close()
         preemption.restore()
         writer.close()
-        checkpoints.close()
+        with _phase("closing checkpoints"):
+            checkpoints.close()
+
+
+@contextlib.contextmanager
+def _phase(name: str):
+    """Log the start and duration of one step of a run's end, so a run that stalls there shows where."""
+    logging.info("end of run: %s", name)
+    start = time.perf_counter()
+    yield
+    logging.info("end of run: %s took %.1f s", name, time.perf_counter() - start)
