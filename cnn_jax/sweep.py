@@ -6,7 +6,6 @@ interrupted ones from their checkpoints; `parallel` training processes run at on
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import itertools
 import os
 import shlex
@@ -15,6 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from cnn_jax import config_check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,28 +55,10 @@ def run_command(point: Point, seed: int, workdir: Path) -> list[str]:
             f"--config.seed={seed}", *(f"--config.{field}={value}" for field, value in point.overrides)]
 
 
-def load_config(config: str):
-    """The ConfigDict of a config file given as path[:arg], as --config would load it."""
-    path, _, arg = config.partition(":")
-    spec = importlib.util.spec_from_file_location("_sweep_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
 def check_fields(points: Sequence[Point]) -> None:
     """Fail before any run starts if an override names a field its config does not have."""
     for config in dict.fromkeys(p.config for p in points):
-        root = load_config(config)
-        for field in dict.fromkeys(f for p in points if p.config == config for f, _ in p.overrides):
-            node, parts = root, field.split(".")
-            for i, part in enumerate(parts):
-                if not hasattr(node, "keys") or part not in node:
-                    where = ".".join(parts[:i]) or "the top level"
-                    valid = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none (not a section)"
-                    raise ValueError(f"override {field!r}: {config} has no field {part!r} in {where}; "
-                                     f"valid fields there: {valid}")
-                node = node[part]
+        config_check.check_fields(config, (f for p in points if p.config == config for f, _ in p.overrides))
 
 
 Run = tuple[Point, int, Path]

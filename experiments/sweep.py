@@ -11,6 +11,8 @@ the array job that runs them, one run per array task (launch/slurm_array.sbatch)
 Runs go to STUDY_DIR/<point>/seed<k>. Re-running skips finished runs (final.json present) and resumes
 interrupted ones from their checkpoints. --parallel=N keeps N training processes going at once.
 """
+import sys
+
 from absl import app, flags
 
 from cnn_jax.sweep import grid_points, run_sweep, write_job_list
@@ -28,6 +30,13 @@ _EMIT = flags.DEFINE_enum("emit", None, ["slurm"], "write a job list for a clust
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        sweep()
+    except ValueError as err:   # a bad grid, override or field: the message alone
+        sys.exit(f"error: {err}")
+
+
+def sweep():
     points = grid_points(_CONFIG.value, _GRID.value, _SET.value)
     seeds = [int(s) for s in _SEEDS.value]
     if _EMIT.value == "slurm":

@@ -11,6 +11,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from cnn_jax.config_check import check_cli
+from cnn_jax.data import DatasetUnavailableError
 from cnn_jax.train import NonFiniteLossError, distributed, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config file", lock_config=True)
@@ -30,6 +32,21 @@ class _QuietLibraries(python_logging.Filter):
         return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's own parsing, after the --config.FIELD overrides are checked against the config file:
+    ml_collections answers a field the config lacks with a traceback, this with the field, the closest valid
+    name and the valid fields."""
+    try:
+        expanded = flags.FLAGS.read_flags_from_files(argv, force_gnu=False)  # --flagfile=..., as absl reads it
+    except flags.Error:
+        expanded = argv  # an unreadable flagfile: absl's own parsing below says so
+    try:
+        check_cli(expanded)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    return app.parse_flags_with_usage(argv)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -39,9 +56,9 @@ def main(argv):
                                heartbeat_timeout_s=_HEARTBEAT.value)
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, NonFiniteLossError, DatasetUnavailableError) as err:   # expected: the message alone
         sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

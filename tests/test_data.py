@@ -1,5 +1,8 @@
 """Input pipeline: offline TFDS preparation, fast failures, batch order, sharding, variants, augmentation."""
+import os
+import threading
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +11,7 @@ import pytest
 
 from cnn_jax.data import (DatasetUnavailableError, augment, eval_batches, load_dataset, load_split, process_rows,
                           shift_width, steps_per_epoch, train_batch_indices)
-from cnn_jax.data import sources
+from cnn_jax.data import prepare_lock, sources
 
 
 def test_mnist_prepared_offline_from_raw_files(download_dir, tfds_dir):
@@ -47,6 +50,75 @@ def test_concurrent_processes_prepare_a_dataset_once(tmp_path):
     for worker in workers:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0 and out.strip().splitlines()[-1] == "1000", err[-2000:]
+    assert not list(tmp_path.rglob(prepare_lock.LOCK_NAME))
+
+
+def _hold_in_turns(lock, count: int = 4, hold_s: float = 0.2) -> list[tuple[float, float]]:
+    """Threads that each hold `lock()` for hold_s; the (enter, leave) times of each."""
+    spans = []
+
+    def hold():
+        with lock():
+            enter = time.monotonic()
+            time.sleep(hold_s)
+            spans.append((enter, time.monotonic()))
+
+    threads = [threading.Thread(target=hold) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return sorted(spans)
+
+
+@pytest.mark.parametrize("kind", ["local", "object store"])
+def test_prepare_lock_admits_one_holder_at_a_time_and_leaves_nothing(tmp_path, monkeypatch, kind):
+    # flock excludes separate opens of the file, so threads stand in for processes; the object-store protocol
+    # (for gs:// and other URLs) runs on a local path through etils.epath, with short pauses.
+    if kind == "object store":
+        monkeypatch.setattr(prepare_lock, "is_local", lambda path: False)
+        fast = prepare_lock.object_lock
+        monkeypatch.setattr(prepare_lock, "object_lock",
+                            lambda path: fast(path, poll_s=0.02, settle_s=0.1, beat_s=0.05, stale_s=5))
+    directory = tmp_path / "mnist"
+    spans = _hold_in_turns(lambda: prepare_lock.prepare_lock(directory))
+    assert len(spans) == 4
+    assert all(leave <= enter for (_, leave), (enter, _) in zip(spans, spans[1:])), spans
+    assert not (directory / prepare_lock.LOCK_NAME).exists()
+    if kind == "local":
+        assert not directory.exists()  # nothing was prepared in it: the empty directory goes too
+
+
+def test_object_store_lock_takes_over_a_lock_whose_holder_died(tmp_path):
+    lock = tmp_path / prepare_lock.LOCK_NAME
+    lock.write_text("host pid 1 0123 beat 7")  # never beats again
+    start = time.monotonic()
+    with prepare_lock.object_lock(prepare_lock.epath.Path(lock), poll_s=0.05, settle_s=0.05, beat_s=0.1,
+                                  stale_s=0.5):
+        assert lock.read_text().split()[1:3] == ["pid", str(os.getpid())]
+    assert 0.5 <= time.monotonic() - start < 10 and not lock.exists()
+    with pytest.raises(ValueError, match="beat_s=5 must be less than stale_s=5"):
+        with prepare_lock.object_lock(prepare_lock.epath.Path(lock), beat_s=5, stale_s=5):
+            pass
+
+
+def test_a_url_data_dir_gets_the_object_store_lock_beside_the_data(tmp_path, monkeypatch):
+    """gs:// and other URLs cannot take an fcntl lock, nor may the lock become a local path named 'gs:'.
+    Here a local path stands in for a bucket: the object-store branch prepares the dataset and cleans up."""
+    assert not prepare_lock.is_local("gs://bucket/tensorflow_datasets/mnist")
+    assert prepare_lock.is_local(tmp_path) and prepare_lock.is_local("relative/dir")
+    used = []
+    fast = prepare_lock.object_lock
+
+    def spy(path, **kwargs):
+        used.append(str(path))
+        return fast(path, settle_s=0.05)
+
+    monkeypatch.setattr(prepare_lock, "is_local", lambda path: False)
+    monkeypatch.setattr(prepare_lock, "object_lock", spy)
+    assert len(load_split("mnist1d", "test", data_dir=str(tmp_path))) == 1000
+    assert used == [str(tmp_path / "mnist1d" / prepare_lock.LOCK_NAME)]
+    assert not list(tmp_path.rglob(prepare_lock.LOCK_NAME))
 
 
 def test_missing_raw_files_fail_fast_with_instructions(tmp_path, tfds_dir):
@@ -58,6 +130,7 @@ def test_missing_raw_files_fail_fast_with_instructions(tmp_path, tfds_dir):
     for needed in ("cifar10", str(tmp_path / "cifar10"), "cifar-10-binary.tar.gz", "download_dir",
                    "CNN_JAX_DOWNLOAD_DIR"):
         assert needed in message
+    assert not Path(tfds_dir, "cifar10").exists()  # no empty .prepare.lock (nor its directory) left behind
 
 
 def test_unreachable_network_fails_fast(tfds_dir, monkeypatch):
@@ -67,6 +140,27 @@ def test_unreachable_network_fails_fast(tfds_dir, monkeypatch):
     monkeypatch.delenv(sources.DOWNLOAD_DIR_ENV, raising=False)
     with pytest.raises(DatasetUnavailableError, match=r"svhn_cropped.*cannot be reached.*download_dir"):
         load_split("svhn_cropped", "train", data_dir=tfds_dir)
+
+
+def test_the_network_check_is_bounded_even_when_the_dns_lookup_hangs(tfds_dir, monkeypatch):
+    # socket.create_connection's own timeout starts after getaddrinfo, which waits as long as the resolver.
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        release.wait(60)
+        raise OSError("resolver gave up")
+
+    monkeypatch.setattr(sources.socket, "getaddrinfo", hanging_lookup)
+    monkeypatch.setattr(sources, "REACHABLE_TIMEOUT_S", 1.0)
+    monkeypatch.delenv(sources.DOWNLOAD_DIR_ENV, raising=False)
+    builder = sources._builder("svhn_cropped", tfds_dir)
+    start = time.monotonic()
+    try:
+        with pytest.raises(DatasetUnavailableError, match=r"svhn_cropped.*cannot be reached \(no answer within 1 s"):
+            sources._check_reachable("svhn_cropped", builder, dict(builder.url_infos))
+        assert time.monotonic() - start < 1.5
+    finally:
+        release.set()
 
 
 def test_unknown_dataset_lists_choices():

@@ -116,7 +116,7 @@ def test_sweep_emits_a_slurm_array(tmp_path):
 
 
 def test_kubernetes_job_is_consistent():
-    service, job = yaml.safe_load_all((LAUNCH / "k8s" / "job.yaml").read_text())
+    service, job, _ = yaml.safe_load_all((LAUNCH / "k8s" / "job.yaml").read_text())
     assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
     assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
     pod = job["spec"]["template"]["spec"]
@@ -131,6 +131,40 @@ def test_kubernetes_job_is_consistent():
     assert "--process_id=${JOB_COMPLETION_INDEX}" in command
 
 
+def _coordinator_port(job) -> int:
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    return int(re.search(r"--coordinator_address=[\w.-]+:(\d+)", command).group(1))
+
+
+def test_kubernetes_pods_run_unprivileged():
+    """The restricted Pod Security Standard: non-root (the Dockerfile's UID), no privilege escalation, no
+    capabilities, the runtime's seccomp profile."""
+    _, job, _ = yaml.safe_load_all((LAUNCH / "k8s" / "job.yaml").read_text())
+    pod = job["spec"]["template"]["spec"]
+    uid = int(re.search(r"^ARG UID=(\d+)$", (LAUNCH / "k8s" / "Dockerfile").read_text(), re.MULTILINE).group(1))
+    assert uid > 0 and re.search(r"^USER \$\{UID\}", (LAUNCH / "k8s" / "Dockerfile").read_text(), re.MULTILINE)
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in pod["containers"]:
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_kubernetes_coordinator_admits_only_the_jobs_own_pods():
+    """jax.distributed has no authentication: the NetworkPolicy selects the job's pods and admits only them,
+    on every port (the coordinator's and the collectives' ephemeral ones) or at least the coordinator's."""
+    service, job, policy = yaml.safe_load_all((LAUNCH / "k8s" / "job.yaml").read_text())
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels == service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": labels}
+    rules = policy["spec"]["ingress"]
+    assert rules and all(rule["from"] == [{"podSelector": {"matchLabels": labels}}] for rule in rules)
+    port = _coordinator_port(job)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"] == [{"name": "coordinator", "containerPort": port}]
+    assert any("ports" not in rule or port in [p["port"] for p in rule["ports"]] for rule in rules)
+
+
 def test_kubernetes_job_passes_the_api_schemas():
     """kubernetes-validate ships the Kubernetes API's JSON schemas: no cluster needed. --strict rejects
     fields the API does not have."""
@@ -140,7 +174,7 @@ def test_kubernetes_job_passes_the_api_schemas():
     result = subprocess.run([str(validator), "--strict", str(LAUNCH / "k8s" / "job.yaml")], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("passed") == 2, result.stdout
+    assert result.stdout.count("passed") == 3, result.stdout
 
 
 def test_dockerfile_passes_hadolint():

@@ -10,17 +10,21 @@ Whatever is missing fails fast (seconds, not TFDS's ~200 s of retries) with a me
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import importlib
 import os
 import socket
 import tempfile
+import threading
 import urllib.parse
 from pathlib import Path
 
 import numpy as np
+from etils import epath
+
+from cnn_jax.data.prepare_lock import prepare_lock
 
 DOWNLOAD_DIR_ENV = "CNN_JAX_DOWNLOAD_DIR"
+REACHABLE_TIMEOUT_S = 5.0  # the network check's bound, DNS lookup included
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +74,8 @@ def load_split(name: str, split: str, *, data_dir: str | None = None, download_d
     builder = _builder(name, data_dir)
     if not builder.is_prepared():
         # Concurrent runs (a sweep, several processes of one job) share the data directory: one prepares,
-        # the others wait for it and then read what it wrote.
-        lock_dir = Path(builder.data_dir).parent
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        with open(lock_dir / ".prepare.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        # the others wait for it and then read what it wrote. The lock lives beside the data (gs:// included).
+        with prepare_lock(epath.Path(builder.data_dir).parent):
             builder = _builder(name, data_dir)
             if not builder.is_prepared():
                 _prepare(builder, name, download_dir or os.environ.get(DOWNLOAD_DIR_ENV) or None)
@@ -115,10 +116,35 @@ def _prepare(builder, name: str, download_dir: str | None) -> None:
         builder.download_and_prepare(download_config=config, file_format="array_record")
 
 
+def _connect(host: str, port: int, timeout_s: float) -> None:
+    """Open and close a TCP connection to host:port, resolving included, within timeout_s or raise OSError.
+
+    create_connection's timeout bounds the connect, not the DNS lookup: getaddrinfo blocks as long as the
+    resolver does. So the attempt runs in a daemon thread, abandoned if it overruns (a daemon thread, unlike
+    a concurrent.futures worker, does not hold up the interpreter's exit while the lookup hangs).
+    """
+    outcome: list[OSError | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=attempt, daemon=True, name=f"connect {host}:{port}")
+    thread.start()
+    thread.join(timeout_s)
+    if not outcome:
+        raise TimeoutError(f"no answer within {timeout_s:g} s (DNS lookup and connect)")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def _check_reachable(name: str, builder, urls: dict) -> None:
     host = urllib.parse.urlparse(next(iter(urls))).hostname
     try:
-        socket.create_connection((host, 443), timeout=5).close()
+        _connect(host, 443, REACHABLE_TIMEOUT_S)
     except OSError as err:
         raise DatasetUnavailableError(
             f"dataset {name!r} is not prepared in {builder.data_dir}, no download directory is set, and "
