@@ -2,6 +2,7 @@
 import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from jax.test_util import check_grads
 
@@ -34,7 +35,7 @@ def test_per_phase_lowering_of_tiled_conv_matches_reference_on_random_shapes(rng
         tile = tuple(int(rng.integers(1, min(o, 3) + 1)) for o in geo.out_sizes)
         x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        close(local._per_phase_conv(*_f32(x, w), tile, geo, None), reference.tiled_conv(x, w, tile, **kw))
+        close(local._per_phase_conv(*_f32(x, w), tile, geo, 1, None), reference.tiled_conv(x, w, tile, **kw))
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -105,3 +106,21 @@ def test_jit_and_vmap(rng):
                lambda x: ops.batch_norm_train(x, None, None, jnp.zeros(2), jnp.ones(2))[0]):
         batched = jax.vmap(jax.jit(fn))(x)
         close(batched, jnp.stack([fn(row) for row in x]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["tiled", "local"])
+def test_input_dilation_is_the_op_on_the_zero_spaced_input(rng, op):
+    # input_dilation d puts d - 1 zeros between neighbouring inputs, then the op runs as usual (lax's
+    # lhs_dilation, as in ops.conv): checked against the NumPy reference on the spaced-out input.
+    x = rng.normal(size=(2, 4, 5, 3))
+    spaced = np.zeros((2, 7, 13, 3))
+    spaced[:, ::2, ::3] = x
+    kw = dict(stride=(1, 2), padding=((1, 0), (2, 1)), dilation=(2, 1))
+    out = conv_geometry(spaced.shape[1:3], (2, 3), **kw).out_sizes
+    if op == "tiled":
+        w = rng.normal(size=(2, 2, 2, 3, 3, 4))
+        close(ops.tiled_conv(*_f32(x, w), tile=2, input_dilation=(2, 3), **kw),
+              reference.tiled_conv(spaced, w, (2, 2), **kw))
+    else:
+        w = rng.normal(size=(*out, 2, 3, 3, 4))
+        close(ops.local_conv(*_f32(x, w), input_dilation=(2, 3), **kw), reference.local_conv(spaced, w, **kw))

@@ -97,3 +97,38 @@ def test_conv_spec_fits_the_tile_to_small_outputs():
     assert variables["params"]["kernel"].shape == (2, 4, 3, 3, 2, 3)
     with pytest.raises(ValueError, match="exceeds the output size"):
         cnn.TiledConv(features=3, kernel_size=3, tile=4, padding="VALID").init(KEY, jnp.ones((1, 4, 9, 2)))
+
+
+@pytest.mark.parametrize("kind", ["tiled", "local"])
+def test_conv_spec_groups_every_kind(rng, kind):
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
+    module = cnn.ConvSpec(kind, tile=2).make(6, 3, feature_group_count=2, use_bias=False)
+    params = module.init(KEY, x)
+    kernel = params["params"]["kernel"]
+    assert kernel.shape[-2:] == (2, 6)
+    # Inputs of group 1 never reach outputs of group 0.
+    y0 = module.apply(params, x.at[..., 2:].set(0.0))[..., :3]
+    close(module.apply(params, x)[..., :3], np.asarray(y0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("module", [cnn.Conv(4, (3, 2)), cnn.LocalConv(4, (3, 2), padding="CIRCULAR"),
+                                    cnn.TiledConv(4, (3, 2), tile=2), cnn.ConvTranspose(4, (3, 2), strides=2),
+                                    cnn.MaxPool((2, 2)), cnn.AdaptiveAvgPool((3, 3))])
+def test_modules_take_any_number_of_batch_axes(rng, module):
+    """No batch axis and several: the same numbers as one batch axis, as flax's layers."""
+    x = jnp.asarray(rng.normal(size=(2, 3, 6, 5, 2)), jnp.float32)
+    variables = module.init(KEY, x[0])
+    flat = module.apply(variables, x.reshape(6, 6, 5, 2))
+    close(module.apply(variables, x), np.asarray(flat).reshape(2, 3, *flat.shape[1:]), rtol=1e-6, atol=1e-6)
+    close(module.apply(variables, x[0, 0]), np.asarray(flat[0]), rtol=1e-6, atol=1e-6)
+
+
+def test_conv_mask_and_input_dilation(rng):
+    x = jnp.asarray(rng.normal(size=(2, 5, 5, 3)), jnp.float32)
+    mask = jnp.asarray(rng.integers(0, 2, size=(3, 3, 3, 4)), jnp.float32)
+    module = cnn.Conv(4, (3, 3), mask=mask, input_dilation=2, use_bias=False)
+    params = module.init(KEY, x)
+    kernel = params["params"]["kernel"]
+    close(module.apply(params, x), np.asarray(ops.conv(x, kernel * mask, padding="SAME", input_dilation=2)),
+          rtol=1e-5, atol=1e-5)
+    assert module.apply(params, x).shape == (2, 9, 9, 4)

@@ -53,7 +53,8 @@ def test_lp_pool_gradient_is_finite_at_zero():
     assert np.isfinite(jax.grad(lambda x: ops.lp_pool(x, 2).sum())(jnp.zeros((1, 4, 4, 1)))).all()
 
 
-@pytest.mark.parametrize("in_size, out_size", [((7, 9), (3, 4)), ((8, 8), (4, 2)), ((5, 5), (5, 5)), ((6, 3), 1)])
+@pytest.mark.parametrize("in_size, out_size", [((7, 9), (3, 4)), ((8, 8), (4, 2)), ((5, 5), (5, 5)), ((6, 3), 1),
+                                               ((1, 1), (7, 7)), ((3, 4), (5, 8))])
 def test_adaptive_pools(rng, in_size, out_size):
     x = rng.normal(size=(2, *in_size, 3))
     close(ops.adaptive_avg_pool(jnp.asarray(x, jnp.float32), out_size), reference.adaptive_pool(x, out_size, np.mean))

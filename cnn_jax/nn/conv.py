@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from cnn_jax import ops
+from cnn_jax.ops.conv import dilated_sizes
 from cnn_jax.ops.shapes import PaddingLike, as_tuple, conv_geometry, spatial_ndim
 
 Initializer = Any
@@ -38,13 +39,38 @@ def layer_errors(module: nn.Module):
         raise ValueError(f"{path}: {error}") from None
 
 
+def spatial_axes(x: jax.Array, size: IntOrSeq, name: str) -> int:
+    """Spatial axes of a layer's input: len(size) for a sequence `size` (any leading batch axes, as flax);
+    for an int, from x's rank with one batch axis (NWC, NHWC, NDHWC), or 1-D without one at rank 2."""
+    if not isinstance(size, int):
+        ndim = len(size)
+        if x.ndim < ndim + 1:
+            raise ValueError(f"x has shape {tuple(x.shape)}, too few axes for {name}={tuple(size)}: expected "
+                             f"(*batch, {ndim} spatial axes, C)")
+        return ndim
+    return 1 if x.ndim == 2 else spatial_ndim(x.shape, "x")
+
+
+def with_one_batch_axis(layer, x: jax.Array, ndim: int) -> jax.Array:
+    """layer(x) with x's leading batch axes (none, one or several) merged into one and restored after."""
+    batch_shape = x.shape[:x.ndim - ndim - 1]
+    y = layer(x.reshape(-1, *x.shape[len(batch_shape):]))
+    return y.reshape(*batch_shape, *y.shape[1:])
+
+
 class _ConvBase(nn.Module):
+    """Common arguments, those of flax.linen.Conv. Inputs are (*batch, *spatial, C_in): with a sequence
+    `kernel_size`, any number of leading batch axes, none included (flax merges them the same way);
+    with an int, the rank gives the spatial axes (one batch axis; rank 2 is an unbatched 1-D input).
+    `mask` multiplies the kernel (same shape as the kernel, in this layer's layout)."""
     features: int
     kernel_size: IntOrSeq
     strides: IntOrSeq = 1
     padding: PaddingLike = "SAME"
     kernel_dilation: IntOrSeq = 1
+    feature_group_count: int = 1
     use_bias: bool = True
+    mask: jax.Array | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
@@ -53,42 +79,63 @@ class _ConvBase(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return self.forward(x)
+            return with_one_batch_axis(self.forward, x, spatial_axes(x, self.kernel_size, "kernel_size"))
+
+    def _in_group(self, channels: int) -> int:
+        """Channels per group of the input, once the group count is checked."""
+        if channels % self.feature_group_count:
+            raise ValueError(f"feature_group_count={self.feature_group_count} does not divide the {channels} "
+                             "input channels")
+        return channels // self.feature_group_count
+
+    def _kernel(self, shape: tuple[int, ...], default_init: Initializer) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init or default_init, shape, self.param_dtype)
+        if self.mask is None:
+            return kernel
+        if tuple(self.mask.shape) != shape:
+            raise ValueError(f"mask has shape {tuple(self.mask.shape)}; it must have the kernel's shape {shape}")
+        return kernel * self.mask
+
+
+class _ForwardConv(_ConvBase):
+    """The forward convolutions (not ConvTranspose): they also take flax's `input_dilation`, input_dilation - 1
+    zeros between neighbouring inputs (lax's lhs_dilation)."""
+    input_dilation: IntOrSeq = 1
 
     def _geometry(self, x: jax.Array):
         ndim = spatial_ndim(x.shape, "x")
         kernel = as_tuple(self.kernel_size, ndim, "kernel_size")
-        return ndim, kernel, conv_geometry(x.shape[1:-1], kernel, self.strides, self.padding, self.kernel_dilation)
+        sizes = dilated_sizes(x.shape[1:-1], self.padding, self.input_dilation)
+        return ndim, kernel, conv_geometry(sizes, kernel, self.strides, self.padding, self.kernel_dilation)
 
 
-class Conv(_ConvBase):
-    """Standard (shared-weight) convolution: x (N, *spatial, C_in) -> (N, *out, features).
+class Conv(_ForwardConv):
+    """Standard (shared-weight) convolution: x (*batch, *spatial, C_in) -> (*batch, *out, features).
 
     kernel (*kernel_size, C_in / feature_group_count, features), bias (features,).
-    `flip=True` makes it a true convolution instead of a cross-correlation.
+    `flip=True` makes it a true convolution instead of a cross-correlation. `input_dilation`
+    spaces the inputs (lax's lhs_dilation), as flax.linen.Conv.
     """
-    feature_group_count: int = 1
     flip: bool = False
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
-        ndim, kernel_size, _ = self._geometry(x)
-        groups = self.feature_group_count
-        if x.shape[-1] % groups:
-            raise ValueError(f"feature_group_count={groups} does not divide the {x.shape[-1]} input channels")
-        kernel = self.param("kernel", self.kernel_init or nn.initializers.lecun_normal(),
-                            (*kernel_size, x.shape[-1] // groups, self.features), self.param_dtype)
+        kernel_size = as_tuple(self.kernel_size, spatial_ndim(x.shape, "x"), "kernel_size")
+        kernel = self._kernel((*kernel_size, self._in_group(x.shape[-1]), self.features),
+                              nn.initializers.lecun_normal())
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = ops.conv(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
-                     groups=groups, flip=self.flip, precision=self.precision)
+                     groups=self.feature_group_count, flip=self.flip, input_dilation=self.input_dilation,
+                     precision=self.precision)
         return y if bias is None else y + bias
 
 
-class TiledConv(_ConvBase):
+class TiledConv(_ForwardConv):
     """Tiled convolution (Ngiam et al. 2010): kernels shared with period `tile` over output positions.
 
-    kernel (*tile, *kernel_size, C_in, features), bias (*tile, features): one per tile phase.
+    kernel (*tile, *kernel_size, C_in / feature_group_count, features), bias (*tile, features):
+    one per tile phase.
     """
     tile: IntOrSeq = 2
     fit_tile: bool = False  # shrink the tile to the output size along axes where the output is smaller
@@ -99,12 +146,13 @@ class TiledConv(_ConvBase):
         tile = as_tuple(self.tile, ndim, "tile")
         if self.fit_tile:
             tile = tuple(min(t, o) for t, o in zip(tile, geo.out_sizes))
-        kernel = self.param("kernel", self.kernel_init or _unshared_kernel_init(ndim),
-                            (*tile, *kernel_size, x.shape[-1], self.features), self.param_dtype)
+        kernel = self._kernel((*tile, *kernel_size, self._in_group(x.shape[-1]), self.features),
+                              _unshared_kernel_init(ndim))
         bias = self.param("bias", self.bias_init, (*tile, self.features), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = ops.tiled_conv(x, kernel, tile=tile, stride=self.strides, padding=self.padding,
-                           dilation=self.kernel_dilation, precision=self.precision)
+                           dilation=self.kernel_dilation, groups=self.feature_group_count,
+                           input_dilation=self.input_dilation, precision=self.precision)
         if bias is None:
             return y
         reps = [-(-o // t) for o, t in zip(geo.out_sizes, tile)]
@@ -112,21 +160,24 @@ class TiledConv(_ConvBase):
         return y + bias
 
 
-class LocalConv(_ConvBase):
+class LocalConv(_ForwardConv):
     """Locally connected layer: a separate kernel and bias at every output position.
 
-    kernel (*out_sizes, *kernel_size, C_in, features), bias (*out_sizes, features).
+    kernel (*out_sizes, *kernel_size, C_in / feature_group_count, features), bias (*out_sizes, features).
+    flax.linen.ConvLocal computes the same with kernel (*out_sizes, C_in * prod(kernel_size), features),
+    channel-major, and no groups (docs/coming_from_flax_and_pytorch.md converts).
     """
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
         ndim, kernel_size, geo = self._geometry(x)
-        kernel = self.param("kernel", self.kernel_init or _unshared_kernel_init(ndim),
-                            (*geo.out_sizes, *kernel_size, x.shape[-1], self.features), self.param_dtype)
+        kernel = self._kernel((*geo.out_sizes, *kernel_size, self._in_group(x.shape[-1]), self.features),
+                              _unshared_kernel_init(ndim))
         bias = (self.param("bias", self.bias_init, (*geo.out_sizes, self.features), self.param_dtype)
                 if self.use_bias else None)
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = ops.local_conv(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
+                           groups=self.feature_group_count, input_dilation=self.input_dilation,
                            precision=self.precision)
         return y if bias is None else y + bias
 
@@ -134,11 +185,11 @@ class LocalConv(_ConvBase):
 class ConvTranspose(_ConvBase):
     """Transposed convolution: the input gradient of `Conv` with the same arguments, as a layer.
 
-    x (N, *spatial, C_in) -> (N, *out, features), where `out` is the input size of the forward
-    convolution (`input_size`; by default the smallest one, or spatial * strides for SAME).
-    kernel (*kernel_size, features / feature_group_count, C_in): the forward convolution's kernel.
+    x (*batch, *spatial, C_in) -> (*batch, *out, features), where `out` is the input size of the
+    forward convolution (`input_size`; by default the smallest one, or spatial * strides for SAME,
+    CIRCULAR and REFLECT). kernel (*kernel_size, features / feature_group_count, C_in): the forward
+    convolution's kernel, as flax.linen.ConvTranspose with transpose_kernel=True.
     """
-    feature_group_count: int = 1
     input_size: Sequence[int] | None = None
 
     @nn.compact
@@ -148,8 +199,8 @@ class ConvTranspose(_ConvBase):
         groups = self.feature_group_count
         if self.features % groups:
             raise ValueError(f"feature_group_count={groups} does not divide features={self.features}")
-        kernel = self.param("kernel", self.kernel_init or nn.initializers.lecun_normal(in_axis=-1, out_axis=-2),
-                            (*kernel_size, self.features // groups, x.shape[-1]), self.param_dtype)
+        kernel = self._kernel((*kernel_size, self.features // groups, x.shape[-1]),
+                              nn.initializers.lecun_normal(in_axis=-1, out_axis=-2))
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = ops.conv_transpose(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
@@ -183,14 +234,12 @@ class ConvSpec:
 
     def make(self, features: int, kernel_size: IntOrSeq, *, strides: IntOrSeq = 1, padding: PaddingLike = "SAME",
              kernel_dilation: IntOrSeq | None = None, feature_group_count: int = 1, **kwargs) -> nn.Module:
-        """Build the module of this kind. Grouped convolution exists for the standard kind only."""
+        """Build the module of this kind; every kind takes `feature_group_count`."""
         common = dict(features=features, kernel_size=kernel_size, strides=strides, padding=padding,
-                      kernel_dilation=self.dilation if kernel_dilation is None else kernel_dilation, **kwargs)
+                      kernel_dilation=self.dilation if kernel_dilation is None else kernel_dilation,
+                      feature_group_count=feature_group_count, **kwargs)
         if self.kind == "standard":
-            return Conv(feature_group_count=feature_group_count, flip=self.flip, **common)
-        if feature_group_count != 1:
-            raise ValueError(f"feature_group_count={feature_group_count} is only supported by kind='standard', "
-                             f"not {self.kind!r}")
+            return Conv(flip=self.flip, **common)
         if self.kind == "tiled":
             return TiledConv(tile=self.tile, fit_tile=True, **common)
         return LocalConv(**common)

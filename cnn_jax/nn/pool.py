@@ -1,4 +1,9 @@
-"""Pooling modules (no parameters), so a model can take its pooling from configuration."""
+"""Pooling modules (no parameters), so a model can take its pooling from configuration.
+
+Inputs are (*batch, *spatial, C): with a sequence `window` (`output_size` for adaptive pooling), any
+number of leading batch axes, none included, as flax.linen's pooling; with an int, the rank gives the
+spatial axes (one batch axis; rank 2 is an unbatched 1-D input). The stride defaults to the window.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,20 +13,22 @@ import flax.linen as nn
 import jax
 
 from cnn_jax import ops
-from cnn_jax.nn.conv import layer_errors
+from cnn_jax.nn.conv import layer_errors, spatial_axes, with_one_batch_axis
 from cnn_jax.ops.shapes import PaddingLike, as_tuple
 
 IntOrSeq = int | Sequence[int]
 
 
 class MaxPool(nn.Module):
+    """ops.max_pool as a layer: x (*batch, *spatial, C) -> (*batch, *out, C)."""
     window: IntOrSeq
     strides: IntOrSeq | None = None
     padding: PaddingLike = "VALID"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return ops.max_pool(x, self.window, self.strides, self.padding)
+            return with_one_batch_axis(lambda x: ops.max_pool(x, self.window, self.strides, self.padding), x,
+                                       spatial_axes(x, self.window, "window"))
 
 
 class AvgPool(nn.Module):
@@ -32,7 +39,8 @@ class AvgPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return ops.avg_pool(x, self.window, self.strides, self.padding, self.count_include_pad)
+            pool = lambda x: ops.avg_pool(x, self.window, self.strides, self.padding, self.count_include_pad)
+            return with_one_batch_axis(pool, x, spatial_axes(x, self.window, "window"))
 
 
 class LpPool(nn.Module):
@@ -43,7 +51,8 @@ class LpPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return ops.lp_pool(x, self.window, self.strides, self.padding, self.p)
+            return with_one_batch_axis(lambda x: ops.lp_pool(x, self.window, self.strides, self.padding, self.p), x,
+                                       spatial_axes(x, self.window, "window"))
 
 
 class GlobalAvgPool(nn.Module):
@@ -78,7 +87,8 @@ class AdaptiveAvgPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return ops.adaptive_avg_pool(x, self.output_size)
+            return with_one_batch_axis(lambda x: ops.adaptive_avg_pool(x, self.output_size), x,
+                                       spatial_axes(x, self.output_size, "output_size"))
 
 
 class AdaptiveMaxPool(nn.Module):
@@ -86,4 +96,5 @@ class AdaptiveMaxPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return ops.adaptive_max_pool(x, self.output_size)
+            return with_one_batch_axis(lambda x: ops.adaptive_max_pool(x, self.output_size), x,
+                                       spatial_axes(x, self.output_size, "output_size"))

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn_jax.ops.shapes import (ConvGeometry, PaddingLike, as_tuple, conv_geometry, effective_kernel_size,
-                                resolve_padding, spatial_ndim)
+from cnn_jax.ops.shapes import (ConvGeometry, PaddingLike, array_pad_mode, as_tuple, conv_geometry,
+                                effective_kernel_size, resolve_padding, spatial_ndim)
 
 _DIMENSION_NUMBERS = {
     1: ("NWC", "WIO", "NWC"),
@@ -38,15 +38,46 @@ def check_channels(x_shape: Sequence[int], w_shape: Sequence[int], groups: int, 
 
 
 def conv_check(x_shape: Sequence[int], w_shape: Sequence[int], stride, padding, dilation,
-               groups: int = 1) -> ConvGeometry:
-    """Validate conv arguments (shapes only, no tracing) and return the geometry."""
+               groups: int = 1, input_dilation: int | Sequence[int] = 1) -> ConvGeometry:
+    """Validate conv arguments (shapes only, no tracing) and return the geometry.
+
+    With `input_dilation`, the geometry is that of the dilated input, (n-1)*input_dilation + 1 per axis.
+    """
     ndim = spatial_ndim(x_shape, "x")
     layout = dimension_numbers(ndim)[1]
     if len(w_shape) != ndim + 2:
         raise ValueError(f"w has shape {tuple(w_shape)}; for x of rank {len(x_shape)} it must have rank "
                          f"{ndim + 2} ({layout})")
     check_channels(x_shape, w_shape, groups, layout)
-    return conv_geometry(x_shape[1:-1], w_shape[:ndim], stride, padding, dilation)
+    return conv_geometry(dilated_sizes(x_shape[1:-1], padding, input_dilation), w_shape[:ndim], stride, padding,
+                         dilation)
+
+
+def dilated_sizes(sizes: Sequence[int], padding: PaddingLike, input_dilation: int | Sequence[int]) -> list[int]:
+    """Spatial sizes after `input_dilation` - 1 zeros go between neighbouring inputs: (n-1)*d + 1 per axis."""
+    input_dilation = as_tuple(input_dilation, len(sizes), "input_dilation")
+    if array_pad_mode(padding) and max(input_dilation) > 1:
+        raise ValueError(f"padding={padding!r} with input_dilation={input_dilation}: padding with input values "
+                         "is defined for undilated inputs only; dilate and pad explicitly (jnp.pad) instead")
+    return [(n - 1) * d + 1 for n, d in zip(sizes, input_dilation)]
+
+
+def dilate_input(x: jax.Array, input_dilation: int | Sequence[int]) -> jax.Array:
+    """x (N, *spatial, C) with input_dilation - 1 zeros between neighbours along each spatial axis."""
+    dilation = as_tuple(input_dilation, x.ndim - 2, "input_dilation")
+    return lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((0, 0, d - 1) for d in dilation), (0, 0, 0)])
+
+
+def pad_with_input_values(x: jax.Array, geo: ConvGeometry, padding: PaddingLike) -> tuple[jax.Array, ConvGeometry]:
+    """For "CIRCULAR" / "REFLECT" padding, x (N, *spatial, C) padded explicitly and the geometry then unpadded.
+
+    Every other padding is returned unchanged, for the op itself to apply (as zeros, or -inf in max pooling).
+    """
+    mode = array_pad_mode(padding)
+    if mode is None:
+        return x, geo
+    x = jnp.pad(x, [(0, 0), *geo.padding, (0, 0)], mode=mode)
+    return x, geo._replace(padding=((0, 0),) * len(geo.padding))
 
 
 class _Lowering(NamedTuple):
@@ -54,10 +85,11 @@ class _Lowering(NamedTuple):
     dilation: tuple[int, ...]
     groups: int
     precision: Any
+    input_dilation: tuple[int, ...]
 
 
 def _xla_conv(x, w, stride, pads, cfg: _Lowering) -> jax.Array:
-    return lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=cfg.dilation,
+    return lax.conv_general_dilated(x, w, stride, pads, lhs_dilation=cfg.input_dilation, rhs_dilation=cfg.dilation,
                                     dimension_numbers=dimension_numbers(len(stride)),
                                     feature_group_count=cfg.groups, precision=cfg.precision)
 
@@ -112,36 +144,46 @@ def _strided_kernel_exceeds_input(sizes: Sequence[int], geo: ConvGeometry) -> bo
     return any(s > 1 for s in geo.stride) and any(n < e for n, e in zip(sizes, spans))
 
 
-def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision) -> jax.Array:
+def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision,
+                  input_dilation: tuple[int, ...]) -> jax.Array:
     """XLA's own convolution, except on XLA:CPU where `_cpu_conv` differs from it.
 
     The choice is made when the program is lowered for a platform (`lax.platform_dependent`), not
     from the host's default backend, so a program exported or compiled for a GPU or TPU holds only
-    the plain convolution.
+    the plain convolution. Input-dilated convolutions are not what the workarounds were measured on,
+    so they always get the plain one.
     """
-    cfg = _Lowering(geo.out_sizes, geo.dilation, groups, precision)
+    cfg = _Lowering(geo.out_sizes, geo.dilation, groups, precision, input_dilation)
     unpadded_stride1 = all(p == (0, 0) for p in geo.padding) and all(s == 1 for s in geo.stride)
     plain = functools.partial(_xla_conv, stride=geo.stride, pads=geo.padding, cfg=cfg)
-    if not (unpadded_stride1 or _strided_kernel_exceeds_input(x.shape[1:-1], geo)):
+    if max(input_dilation) > 1 or not (unpadded_stride1 or _strided_kernel_exceeds_input(x.shape[1:-1], geo)):
         return plain(x, w)
     return lax.platform_dependent(x, w, cpu=functools.partial(_cpu_conv, geo=geo, cfg=cfg), default=plain)
 
 
 def conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",
          dilation: int | Sequence[int] = 1, groups: int = 1, flip: bool = False,
-         precision: lax.PrecisionLike = None) -> jax.Array:
+         input_dilation: int | Sequence[int] = 1, precision: lax.PrecisionLike = None) -> jax.Array:
     """Convolution of x (N, *spatial, C_in) with w (*kernel, C_in/groups, C_out) -> (N, *out, C_out).
 
     Cross-correlation by default, as in every deep-learning library:
         y[n, i, o] = sum_{a, c} x_pad[n, i*s + a*d, c] * w[a, c, o]
     `flip=True` flips the kernel over its spatial axes, which is the convolution of
-    signal processing. `padding`: "VALID", "SAME", "FULL", "CAUSAL" (1-D), an int,
-    one int per axis or one (lo, hi) pair per axis. `groups == C_in` is depthwise.
+    signal processing. `groups == C_in` is depthwise.
+
+    Args:
+      padding: "VALID", "SAME", "FULL", "CAUSAL" (1-D), "CIRCULAR" (periodic: exact translation
+        equivariance on the torus at stride 1), "REFLECT" (mirror without repeating the edge, as
+        PyTorch's padding_mode="reflect"), an int, one int per axis or one (lo, hi) pair per axis.
+      input_dilation: insert input_dilation - 1 zeros between neighbouring inputs before padding
+        (lax's lhs_dilation; a fractionally strided convolution). Not with CIRCULAR / REFLECT.
     """
-    geo = conv_check(x.shape, w.shape, stride, padding, dilation, groups)
+    ndim = spatial_ndim(x.shape, "x")
+    geo = conv_check(x.shape, w.shape, stride, padding, dilation, groups, input_dilation)
+    x, geo = pad_with_input_values(x, geo, padding)
     if flip:
-        w = jnp.flip(w, axis=tuple(range(len(geo.stride))))
-    return _lowered_conv(x, w, geo, groups, precision)
+        w = jnp.flip(w, axis=tuple(range(ndim)))
+    return _lowered_conv(x, w, geo, groups, precision, as_tuple(input_dilation, ndim, "input_dilation"))
 
 
 def conv_transpose(y: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1,
@@ -155,7 +197,12 @@ def conv_transpose(y: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 
     input gradient of conv(x, w, ...) for output gradient g (the "deconvolution" layer).
     With stride > 1 several input sizes give the same output size: `input_size` picks
     one; by default the smallest for explicit and VALID/FULL/CAUSAL padding, and
-    out * stride for SAME.
+    out * stride for SAME, CIRCULAR and REFLECT.
+
+    For CIRCULAR padding this is the periodic adjoint: what would land in the padding wraps
+    around onto the other end (REFLECT: is mirrored back). flax.linen.ConvTranspose with
+    padding="CIRCULAR" agrees at stride 1 and up to a circular shift otherwise
+    (docs/coming_from_flax_and_pytorch.md).
     """
     ndim = spatial_ndim(y.shape, "y")
     if len(w.shape) != ndim + 2:
@@ -180,7 +227,7 @@ def conv_transpose(y: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 
 def _smallest_input_size(out_sizes, kernel, stride, padding, dilation) -> tuple[int, ...]:
     ndim = len(out_sizes)
     stride, dilation = as_tuple(stride, ndim, "stride"), as_tuple(dilation, ndim, "dilation")
-    if isinstance(padding, str) and padding.upper() == "SAME":
+    if isinstance(padding, str) and (padding.upper() == "SAME" or array_pad_mode(padding)):
         return tuple(o * s for o, s in zip(out_sizes, stride))
     # Other paddings do not depend on the input size, so any size resolves them.
     pads = resolve_padding(padding, [1] * ndim, kernel, stride, dilation)

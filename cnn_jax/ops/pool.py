@@ -1,11 +1,13 @@
 """Pooling over the spatial axes of channels-last activations (N, *spatial, C).
 
 Windows, strides and padding follow `conv` (modes, ints or (lo, hi) pairs); the
-stride defaults to the window, the usual pooling convention (PyTorch, Keras).
+stride defaults to the window, the usual pooling convention (PyTorch, Keras; flax
+defaults to 1). Zero-style padding is the reduction's identity (-inf for max, 0 for
+sums); "CIRCULAR" and "REFLECT" pad with input values, so every window is all real inputs.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import ceil, floor, prod
 
 import jax
@@ -13,53 +15,73 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn_jax.ops.shapes import ConvGeometry, PaddingLike, as_tuple, conv_geometry, spatial_ndim
+from cnn_jax.ops.conv import pad_with_input_values
+from cnn_jax.ops.shapes import ConvGeometry, PaddingLike, array_pad_mode, as_tuple, conv_geometry, spatial_ndim
+
+IntOrSeq = int | Sequence[int]
 
 
-def _pool_geometry(x_shape, window: int | Sequence[int], stride, padding) -> ConvGeometry:
+def _pool_geometry(x_shape, window: IntOrSeq, stride, padding) -> ConvGeometry:
     ndim = spatial_ndim(x_shape, "x")
     window = as_tuple(window, ndim, "window")
     geo = conv_geometry(x_shape[1:-1], window, window if stride is None else stride, padding)
     for axis, (k, pads) in enumerate(zip(window, geo.padding)):
-        if max(pads) >= k:
+        if max(pads) >= k and not array_pad_mode(padding):
             raise ValueError(f"padding={padding!r} pads spatial axis {axis} by {pads} with a window of {k}: "
                              f"some windows would hold only padding. Pad at most {k - 1} per side")
     return geo
 
 
-def _reduce_window(x, init, op, geo: ConvGeometry) -> jax.Array:
-    # A concrete (NumPy) initial value lets JAX recognise max/add windows, which have gradient rules.
-    return lax.reduce_window(x, np.asarray(init, x.dtype), op, (1, *geo.kernel, 1), (1, *geo.stride, 1),
+def pool(x: jax.Array, init, reduce_fn: Callable[[jax.Array, jax.Array], jax.Array], window: IntOrSeq,
+         stride: IntOrSeq | None = None, padding: PaddingLike = "VALID") -> jax.Array:
+    """Fold `reduce_fn` over each window of x (N, *spatial, C), starting from `init` -> (N, *out, C).
+
+    The generic form of the named pools (flax.linen.pooling.pool, with the stride defaulting to
+    the window). Zero-style padding holds `init`; CIRCULAR and REFLECT hold input values.
+
+    Args:
+      init: the identity of `reduce_fn` (0 for a sum, -inf for a max, 1 for a product).
+      reduce_fn: an associative (T, T) -> T such as lax.add or lax.max. Only max, min and sums
+        with a concrete `init` are differentiable (XLA's reduce_window has no general gradient).
+    """
+    geo = _pool_geometry(x.shape, window, stride, padding)
+    x, geo = pad_with_input_values(x, geo, padding)
+    # A concrete (NumPy) initial value lets JAX recognise max/min/add windows, which have gradient rules.
+    init = init if isinstance(init, jax.Array) else np.asarray(init, x.dtype)
+    return lax.reduce_window(x, init, reduce_fn, (1, *geo.kernel, 1), (1, *geo.stride, 1),
                              ((0, 0), *geo.padding, (0, 0)))
 
 
-def max_pool(x: jax.Array, window: int | Sequence[int], stride: int | Sequence[int] | None = None,
+def max_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
              padding: PaddingLike = "VALID") -> jax.Array:
     """Maximum over each window; padded positions are -inf, so they never win."""
-    geo = _pool_geometry(x.shape, window, stride, padding)
-    return _reduce_window(x, -jnp.inf, lax.max, geo)
+    return pool(x, -jnp.inf, lax.max, window, stride, padding)
 
 
-def avg_pool(x: jax.Array, window: int | Sequence[int], stride: int | Sequence[int] | None = None,
+def min_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
+             padding: PaddingLike = "VALID") -> jax.Array:
+    """Minimum over each window; padded positions are +inf, so they never win."""
+    return pool(x, jnp.inf, lax.min, window, stride, padding)
+
+
+def avg_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
              padding: PaddingLike = "VALID", count_include_pad: bool = True) -> jax.Array:
     """Mean over each window. With count_include_pad=False, windows that overlap the padding
     divide by the number of real inputs they hold (PyTorch's count_include_pad=False)."""
-    geo = _pool_geometry(x.shape, window, stride, padding)
-    total = _reduce_window(x, 0, lax.add, geo)
-    if count_include_pad:
-        return total / prod(geo.kernel)
-    count = _reduce_window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0, lax.add, geo)
+    total = pool(x, 0, lax.add, window, stride, padding)
+    if count_include_pad or array_pad_mode(padding):
+        return total / prod(as_tuple(window, x.ndim - 2, "window"))
+    count = pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0, lax.add, window, stride, padding)
     return total / count
 
 
-def lp_pool(x: jax.Array, window: int | Sequence[int], stride: int | Sequence[int] | None = None,
+def lp_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
             padding: PaddingLike = "VALID", p: float = 2.0) -> jax.Array:
     """(sum over the window of |x|^p)^(1/p). p=2 is L2 pooling (Sermanet et al. 2012); large p tends
     to max pooling of |x|. The gradient is 0, not NaN, for an all-zero window."""
     if not p > 0:
         raise ValueError(f"p={p!r}: the exponent of Lp pooling must be > 0")
-    geo = _pool_geometry(x.shape, window, stride, padding)
-    total = _reduce_window(jnp.abs(x) ** p, 0, lax.add, geo)
+    total = pool(jnp.abs(x) ** p, 0, lax.add, window, stride, padding)
     positive = total > 0
     return jnp.where(positive, jnp.where(positive, total, 1) ** (1 / p), 0)
 
@@ -76,17 +98,15 @@ def global_max_pool(x: jax.Array, keepdims: bool = False) -> jax.Array:
     return jnp.max(x, axis=tuple(range(1, x.ndim - 1)), keepdims=keepdims)
 
 
-def _adaptive_pool(x: jax.Array, output_size: int | Sequence[int], reduce) -> jax.Array:
+def _adaptive_pool(x: jax.Array, output_size: IntOrSeq, reduce) -> jax.Array:
     ndim = spatial_ndim(x.shape, "x")
     output_size = as_tuple(output_size, ndim, "output_size")
-    for axis, (n, m) in enumerate(zip(x.shape[1:-1], output_size)):
-        if m > n:
-            raise ValueError(f"output_size={output_size} is larger than the input's spatial size "
-                             f"{tuple(x.shape[1:-1])} along spatial axis {axis} ({m} > {n}); use output_size <= {n}")
     # The regions are a product of per-axis intervals, so max and mean reduce one axis at a time.
     for axis, (n, m) in enumerate(zip(x.shape[1:-1], output_size), start=1):
         if n % m == 0:
             x = reduce(x.reshape(*x.shape[:axis], m, n // m, *x.shape[axis + 1:]), axis=axis + 1)
+        elif m % n == 0:  # every cell reads one input, each input m/n times: a repeat
+            x = jnp.repeat(x, m // n, axis=axis)
         else:  # cell i reads [floor(i*n/m), ceil((i+1)*n/m)), as PyTorch's adaptive pooling
             cells = [reduce(lax.slice_in_dim(x, floor(i * n / m), ceil((i + 1) * n / m), axis=axis),
                             axis=axis, keepdims=True) for i in range(m)]
@@ -94,11 +114,15 @@ def _adaptive_pool(x: jax.Array, output_size: int | Sequence[int], reduce) -> ja
     return x
 
 
-def adaptive_avg_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Array:
-    """Average pooling to a fixed spatial size for any input size: (N, *spatial, C) -> (N, *output_size, C)."""
+def adaptive_avg_pool(x: jax.Array, output_size: IntOrSeq) -> jax.Array:
+    """Average pooling to a fixed spatial size for any input size: (N, *spatial, C) -> (N, *output_size, C).
+
+    Output cell i of m along an axis of n reads inputs [floor(i*n/m), ceil((i+1)*n/m)), PyTorch's
+    cells for every m: m > n repeats inputs (a 1x1 map pooled to 7x7 is 49 copies, as torchvision's
+    VGG on 32x32 inputs relies on)."""
     return _adaptive_pool(x, output_size, jnp.mean)
 
 
-def adaptive_max_pool(x: jax.Array, output_size: int | Sequence[int]) -> jax.Array:
-    """Max pooling to a fixed spatial size for any input size: (N, *spatial, C) -> (N, *output_size, C)."""
+def adaptive_max_pool(x: jax.Array, output_size: IntOrSeq) -> jax.Array:
+    """Max pooling to a fixed spatial size for any input size, PyTorch's cells as `adaptive_avg_pool`."""
     return _adaptive_pool(x, output_size, jnp.max)

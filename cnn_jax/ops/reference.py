@@ -11,12 +11,23 @@ from math import ceil, floor
 
 import numpy as np
 
-from cnn_jax.ops.shapes import ConvGeometry, conv_geometry
+from cnn_jax.ops.shapes import ConvGeometry, array_pad_mode, conv_geometry
 
 
-def pad(x: np.ndarray, padding, value: float = 0.0) -> np.ndarray:
-    """Pad the spatial axes of x (N, *spatial, C) by (lo, hi) pairs."""
-    return np.pad(x, [(0, 0), *padding, (0, 0)], constant_values=value)
+def pad(x: np.ndarray, padding, value: float = 0.0, mode: str | None = None) -> np.ndarray:
+    """Pad the spatial axes of x (N, *spatial, C) by (lo, hi) pairs: with `value`, or by np.pad's `mode`
+    ("wrap": periodic, "reflect": mirrored without repeating the edge)."""
+    pads = [(0, 0), *padding, (0, 0)]
+    return np.pad(x, pads, mode=mode) if mode else np.pad(x, pads, constant_values=value)
+
+
+def dilate(x: np.ndarray, input_dilation) -> np.ndarray:
+    """x (N, *spatial, C) with input_dilation - 1 zeros between neighbours along each spatial axis."""
+    ndim = x.ndim - 2
+    input_dilation = (input_dilation,) * ndim if isinstance(input_dilation, int) else tuple(input_dilation)
+    out = np.zeros((x.shape[0], *((n - 1) * d + 1 for n, d in zip(x.shape[1:-1], input_dilation)), x.shape[-1]))
+    out[(slice(None), *(slice(None, None, d) for d in input_dilation))] = x
+    return out
 
 
 def window(xp: np.ndarray, pos, geo: ConvGeometry) -> np.ndarray:
@@ -26,13 +37,16 @@ def window(xp: np.ndarray, pos, geo: ConvGeometry) -> np.ndarray:
     return xp[(slice(None), *index)]
 
 
-def conv(x, w, stride=1, padding="VALID", dilation=1, groups=1, flip=False) -> np.ndarray:
-    """y[n, i, o] = sum_{a, c} x_pad[n, i*s + a*d, g(o)*C_in/groups + c] * w[a, c, o] (cross-correlation)."""
+def conv(x, w, stride=1, padding="VALID", dilation=1, groups=1, flip=False, input_dilation=1) -> np.ndarray:
+    """y[n, i, o] = sum_{a, c} x_pad[n, i*s + a*d, g(o)*C_in/groups + c] * w[a, c, o] (cross-correlation).
+
+    x_pad is x dilated by `input_dilation`, then padded (with zeros, or periodically / mirrored)."""
     ndim = x.ndim - 2
+    x = dilate(x, input_dilation)
     geo = conv_geometry(x.shape[1:-1], w.shape[:ndim], stride, padding, dilation)
     if flip:
         w = w[(slice(None, None, -1),) * ndim]
-    xp = pad(x, geo.padding)
+    xp = pad(x, geo.padding, mode=array_pad_mode(padding))
     cin_g, cout = w.shape[-2], w.shape[-1]
     cout_g = cout // groups
     y = np.zeros((x.shape[0], *geo.out_sizes, cout))
@@ -65,7 +79,8 @@ def conv_im2col(x, w, stride=1, padding="VALID", dilation=1) -> np.ndarray:
 
 
 def conv_transpose(y, w, input_size, stride=1, padding="VALID", dilation=1) -> np.ndarray:
-    """Adjoint of `conv` in x: scatter y[n, i, o] * w[a, :, o] back onto input position i*s + a*d."""
+    """Adjoint of `conv` in x: scatter y[n, i, o] * w[a, :, o] back onto padded input position i*s + a*d,
+    then every padded position back onto the input position it was copied from (zeros: dropped)."""
     ndim = y.ndim - 2
     geo = conv_geometry(tuple(input_size), w.shape[:ndim], stride, padding, dilation)
     xp = np.zeros((y.shape[0], *(n + lo + hi for n, (lo, hi) in zip(input_size, geo.padding)), w.shape[-2]))
@@ -74,35 +89,63 @@ def conv_transpose(y, w, input_size, stride=1, padding="VALID", dilation=1) -> n
         index = tuple(slice(i * s, i * s + d * (k - 1) + 1, d)
                       for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel))
         xp[(slice(None), *index)] += contribution
-    return xp[(slice(None), *(slice(lo, lo + n) for n, (lo, _) in zip(input_size, geo.padding)))]
+    for axis, (n, (lo, hi)) in enumerate(zip(input_size, geo.padding), start=1):
+        xp = _unpad(xp, axis, n, lo, hi, array_pad_mode(padding))
+    return xp
 
 
-def tiled_conv(x, w, tile, stride=1, padding="VALID", dilation=1) -> np.ndarray:
-    """Output position i uses its own kernel w[i mod tile] (w: (*tile, *kernel, C_in, C_out))."""
+def _unpad(xp: np.ndarray, axis: int, n: int, lo: int, hi: int, mode: str | None) -> np.ndarray:
+    """Adjoint of padding one axis: the source index of each padded position, from np.pad of the indices."""
+    source = np.pad(np.arange(n), (lo, hi), mode=mode) if mode else np.pad(np.arange(n), (lo, hi),
+                                                                           constant_values=-1)
+    x = np.zeros((*xp.shape[:axis], n, *xp.shape[axis + 1:]))
+    for p, i in enumerate(source):
+        if i >= 0:
+            np.moveaxis(x, axis, 0)[i] += np.moveaxis(xp, axis, 0)[p]
+    return x
+
+
+def tiled_conv(x, w, tile, stride=1, padding="VALID", dilation=1, groups=1) -> np.ndarray:
+    """Output position i uses its own kernel w[i mod tile] (w: (*tile, *kernel, C_in/groups, C_out))."""
     ndim = x.ndim - 2
     tile = (tile,) * ndim if isinstance(tile, int) else tuple(tile)
     geo = conv_geometry(x.shape[1:-1], w.shape[ndim:2 * ndim], stride, padding, dilation)
-    xp = pad(x, geo.padding)
+    xp = pad(x, geo.padding, mode=array_pad_mode(padding))
+    cin_g, cout_g = w.shape[-2], w.shape[-1] // groups
     y = np.zeros((x.shape[0], *geo.out_sizes, w.shape[-1]))
     for pos in itertools.product(*map(range, geo.out_sizes)):
         kernel = w[tuple(i % t for i, t in zip(pos, tile))]
-        y[(slice(None), *pos)] = window(xp, pos, geo).reshape(x.shape[0], -1) @ kernel.reshape(-1, w.shape[-1])
+        patch = window(xp, pos, geo)
+        for g in range(groups):
+            p = patch[..., g * cin_g:(g + 1) * cin_g].reshape(x.shape[0], -1)
+            y[(slice(None), *pos, slice(g * cout_g, (g + 1) * cout_g))] = \
+                p @ kernel[..., g * cout_g:(g + 1) * cout_g].reshape(-1, cout_g)
     return y
 
 
-def local_conv(x, w, stride=1, padding="VALID", dilation=1) -> np.ndarray:
-    """Every output position has its own kernel: w (*out_sizes, *kernel, C_in, C_out)."""
-    return tiled_conv(x, w, w.shape[:x.ndim - 2], stride, padding, dilation)
+def local_conv(x, w, stride=1, padding="VALID", dilation=1, groups=1) -> np.ndarray:
+    """Every output position has its own kernel: w (*out_sizes, *kernel, C_in/groups, C_out)."""
+    return tiled_conv(x, w, w.shape[:x.ndim - 2], stride, padding, dilation, groups)
 
 
 def _pool(x, reduce, window_shape, stride, padding, fill):
     stride = window_shape if stride is None else stride
     geo = conv_geometry(x.shape[1:-1], window_shape, stride, padding)
-    xp = pad(x, geo.padding, fill)
+    xp = pad(x, geo.padding, fill, array_pad_mode(padding))
     y = np.zeros((x.shape[0], *geo.out_sizes, x.shape[-1]))
     for pos in itertools.product(*map(range, geo.out_sizes)):
         y[(slice(None), *pos)] = reduce(window(xp, pos, geo).reshape(x.shape[0], -1, x.shape[-1]), pos, geo)
     return y
+
+
+def pool(x, init, reduce_fn, window_shape, stride=None, padding="VALID") -> np.ndarray:
+    """Fold reduce_fn over each window, starting from init; padding is init (or input values)."""
+    def fold(p, *_):
+        out = np.full((p.shape[0], p.shape[2]), init, dtype=np.float64)
+        for k in range(p.shape[1]):
+            out = reduce_fn(out, p[:, k])
+        return out
+    return _pool(x, fold, window_shape, stride, padding, init)
 
 
 def max_pool(x, window_shape, stride=None, padding="VALID") -> np.ndarray:
@@ -116,7 +159,7 @@ def avg_pool(x, window_shape, stride=None, padding="VALID", count_include_pad=Tr
         if count_include_pad:
             return p.mean(axis=1)
         inside = np.ones((1, *x.shape[1:-1], 1))
-        count = window(pad(inside, geo.padding), pos, geo).sum()
+        count = window(pad(inside, geo.padding, mode=array_pad_mode(padding)), pos, geo).sum()
         return p.sum(axis=1) / count
     return _pool(x, mean, window_shape, stride, padding, 0.0)
 

@@ -5,6 +5,10 @@ bad input fails with a ValueError naming the argument before anything is traced.
 
 Output size along one axis (Dumoulin & Visin 2016):
     out = floor((n + p_lo + p_hi - d*(k-1) - 1) / s) + 1
+
+Padding modes "CIRCULAR" (periodic) and "REFLECT" pad with values of the input instead of
+zeros, by ((span-1)//2, span//2) per axis as flax.linen.Conv does (span = d*(k-1)+1); at stride 1
+that is the geometry of "SAME". The ops apply them as an explicit `jnp.pad` before the op.
 """
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from typing import NamedTuple, Union
 
 Pair = tuple[int, int]
 PaddingLike = Union[str, int, Sequence[int], Sequence[Pair]]
-PADDING_MODES = ("VALID", "SAME", "FULL", "CAUSAL")
+PADDING_MODES = ("VALID", "SAME", "FULL", "CAUSAL", "CIRCULAR", "REFLECT")
+# Modes that pad with values of the input: the `jnp.pad` mode of each.
+ARRAY_PAD_MODES = {"CIRCULAR": "wrap", "REFLECT": "reflect"}
 
 
 def as_tuple(value: int | Sequence[int], ndim: int, name: str, minimum: int = 1) -> tuple[int, ...]:
@@ -45,6 +51,8 @@ def _mode_padding(mode: str, n: int, kernel: int, stride: int, dilation: int, nd
         if ndim != 1:
             raise ValueError(f"padding='CAUSAL' is defined for 1-D inputs only, got {ndim} spatial axes")
         return (span - 1, 0)
+    if mode in ARRAY_PAD_MODES:  # flax's split: an even span puts the extra row after
+        return ((span - 1) // 2, span // 2)
     raise ValueError(f"padding={mode!r}: unknown mode; valid modes are {', '.join(PADDING_MODES)}, "
                      "an int, or one (lo, hi) pair per spatial axis")
 
@@ -53,8 +61,8 @@ def resolve_padding(padding: PaddingLike, in_sizes: Sequence[int], kernel: Seque
                     stride: Sequence[int], dilation: Sequence[int]) -> tuple[Pair, ...]:
     """Explicit (lo, hi) padding per spatial axis.
 
-    `padding` is a mode ("VALID", "SAME", "FULL", "CAUSAL" for 1-D), an int for
-    every side, a sequence of ints (symmetric per axis), or (lo, hi) pairs.
+    `padding` is a mode ("VALID", "SAME", "FULL", "CAUSAL" for 1-D, "CIRCULAR", "REFLECT"),
+    an int for every side, a sequence of ints (symmetric per axis), or (lo, hi) pairs.
     SAME gives out = ceil(n / stride), with p = (f-1)/2 each side for odd f at stride 1.
     """
     ndim = len(in_sizes)
@@ -62,17 +70,37 @@ def resolve_padding(padding: PaddingLike, in_sizes: Sequence[int], kernel: Seque
         mode = padding.upper()
         return tuple(_mode_padding(mode, n, k, s, d, ndim)
                      for n, k, s, d in zip(in_sizes, kernel, stride, dilation))
-    if isinstance(padding, int):
-        pairs: list = [(padding, padding)] * ndim
+    if _is_int(padding):
+        pairs = [(padding, padding)] * ndim
     else:
-        entries = list(padding)
-        if len(entries) != ndim:
+        if not isinstance(padding, Sequence):
+            raise ValueError(f"padding={padding!r}: expected a mode string, an int, one int per spatial axis "
+                             "or one (lo, hi) pair of ints per spatial axis")
+        if len(padding) != ndim:
             raise ValueError(f"padding={padding!r}: expected {ndim} entries (one per spatial axis)")
-        pairs = [(e, e) if isinstance(e, int) else tuple(e) for e in entries]
-    if not all(len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p) for p in pairs):
+        pairs = [_padding_pair(padding, i, e) for i, e in enumerate(padding)]
+    if not all(lo >= 0 and hi >= 0 for lo, hi in pairs):
         raise ValueError(f"padding={padding!r}: padding amounts must be non-negative ints, "
                          "given as an int, one int per axis, or one (lo, hi) pair per axis")
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _padding_pair(padding, axis: int, entry) -> Pair:
+    """Entry `axis` of an explicit padding: an int (both sides) or a (lo, hi) pair of ints."""
+    if _is_int(entry):
+        return (entry, entry)
+    if isinstance(entry, Sequence) and len(entry) == 2 and all(map(_is_int, entry)):
+        return tuple(entry)
+    raise ValueError(f"padding={padding!r}: entry {axis} ({entry!r}) must be an int or a (lo, hi) pair of ints")
+
+
+def array_pad_mode(padding: PaddingLike) -> str | None:
+    """The `jnp.pad` mode ("wrap", "reflect") of a padding that pads with input values, else None."""
+    return ARRAY_PAD_MODES.get(padding.upper()) if isinstance(padding, str) else None
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int | Pair | str = 0,
