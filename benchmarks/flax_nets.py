@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 ModuleDef = Any
+PAD1 = ((1, 1), (1, 1))   # cnn_jax's (and torchvision's) 3x3 padding, strided or not
 
 
 class FlaxLeNet5(nn.Module):
@@ -43,8 +44,8 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.relu(self.norm()(self.conv(self.features, (3, 3), self.stride)(x)))
-        y = self.norm()(self.conv(self.features, (3, 3))(y))
+        y = nn.relu(self.norm()(self.conv(self.features, (3, 3), self.stride, padding=PAD1)(x)))
+        y = self.norm()(self.conv(self.features, (3, 3), padding=PAD1)(y))
         if x.shape[-1] != self.features:
             x = x[:, ::self.stride, ::self.stride]
             extra = self.features - x.shape[-1]
@@ -62,7 +63,7 @@ class BottleneckBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nn.relu(self.norm()(self.conv(self.features, (1, 1))(x)))
-        y = nn.relu(self.norm()(self.conv(self.features, (3, 3), self.stride)(y)))
+        y = nn.relu(self.norm()(self.conv(self.features, (3, 3), self.stride, padding=PAD1)(y)))
         # flax's example zero-initialises this scale; cnn_jax (like torchvision) starts it at one.
         y = self.norm()(self.conv(4 * self.features, (1, 1))(y))
         if x.shape != y.shape:
@@ -71,7 +72,7 @@ class BottleneckBlock(nn.Module):
 
 
 def _layers(dtype: Any, train: bool) -> tuple[ModuleDef, ModuleDef]:
-    conv = partial(nn.Conv, use_bias=False, dtype=dtype)   # padding "SAME", as cnn_jax's blocks use
+    conv = partial(nn.Conv, use_bias=False, dtype=dtype)
     norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
     return conv, norm
 
@@ -94,9 +95,9 @@ class FlaxResNet20(nn.Module):
 class FlaxResNet50(nn.Module):
     """ImageNet ResNet-50 in cnn_jax's (torchvision v1.5) layout, written as flax's examples/imagenet writes it.
 
-    The padding is cnn_jax's, not that example's: the stem convolution pads 3 on every side and the max-pool
-    1 on every side (the example pools with "SAME", which pads (0, 1)); the strided 3x3 convolutions use
-    "SAME" (pads (0, 1) on even inputs).
+    The padding is cnn_jax's (torchvision's), not that example's: the stem convolution pads 3 on every side,
+    the max-pool and every 3x3 convolution 1 on every side (the example uses "SAME", which pads (0, 1) on
+    even inputs at stride 2).
     """
     num_classes: int = 1000
     stage_sizes: tuple[int, ...] = (3, 4, 6, 3)

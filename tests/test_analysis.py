@@ -22,6 +22,17 @@ def test_published_receptive_fields(name, shape, size):
     assert [f.size for f in field] == [size, size]
 
 
+@pytest.mark.parametrize("name, field", [
+    ("resnet50", (427, 32, 213)),   # Araujo et al. 2019: 427 (v1.5)
+    ("resnet18", (435, 32, 217)),
+])
+def test_symmetric_padding_centres_the_resnet_fields(name, field):
+    """torchvision pads every convolution and pool symmetrically, so the field of the last map's first unit
+    is centred on it: effective padding (size - 1) / 2. "SAME" on the strided 3x3 layers gave 185 and 189."""
+    got = analysis.model_receptive_field(models.create(name, num_classes=10), (224, 224, 3))
+    assert [(f.size, f.stride, f.padding) for f in got] == [field, field]
+
+
 def _measured_span(model, shape):
     """Brute force: the input pixels the centre unit of the last spatial map depends on.
 

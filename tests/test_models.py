@@ -185,3 +185,12 @@ def test_a_norm_setting_is_refused_by_a_model_without_normalisation():
     assert models.create("vgg11", num_classes=10).layers.norm.kind == "none"
     assert models.create("vgg11_bn", num_classes=10).layers.norm.kind == "batch"
     assert models.create("alexnet", num_classes=10, norm="lrn").layers.norm.kind == "lrn"
+
+
+def test_batchnorm_epsilon_and_momentum_are_the_references():
+    # torchvision's GoogLeNet (BasicConv2d) uses epsilon 1e-3, its other models 1e-5; flax's momentum 0.9
+    # is PyTorch's momentum=0.1.
+    assert models.create("googlenet", num_classes=10).layers.norm.epsilon == 1e-3
+    for name in ("resnet50", "vgg11_bn", "resnet20"):
+        norm = models.create(name, num_classes=10).layers.norm
+        assert (norm.epsilon, norm.momentum) == (1e-5, 0.9), name

@@ -1,7 +1,9 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton 2012).
 
 `alexnet`: torchvision's single-tower layout (61,100,840 parameters at 1000 classes); `norm="lrn"`
-adds the paper's local response normalisation after the first two ReLUs (no parameters).
+adds the paper's local response normalisation after the first two ReLUs (no parameters). Without
+it the model computes torchvision's function; `models.from_torch_state_dict` loads its weights (the
+first dense layer's rows permuted from torchvision's NCHW flatten order to cnn_jax's NHWC).
 `alexnet_cifar`: the TensorFlow CIFAR-10 tutorial's AlexNet-style model after Krizhevsky's
 cuda-convnet: two 5x5x64 convolutions with 3x3/2 max-pooling and LRN, then 384 and 192 units.
 """

@@ -47,6 +47,15 @@ class Layers:
         """A convolution of the configured variant: flax.linen.Conv's arguments (strides, padding, ...)."""
         return self.conv.make(features, kernel_size, dtype=self.dtype, **kwargs)
 
+    def centred_padding(self, kernel_size: int) -> int | tuple[int, ...]:
+        """(k - 1) / 2 times the variant's dilation on every side, for an odd kernel: PyTorch's padding
+        (symmetric, unlike "SAME" at stride 2 and even sizes), which also keeps stride-1 sizes under
+        ConvSpec(dilation=...)."""
+        dilation = self.conv.dilation
+        if isinstance(dilation, int):
+            return dilation * (kernel_size // 2)
+        return tuple(d * (kernel_size // 2) for d in dilation)
+
     def norm_layer(self, train: bool, name: str | None = None) -> Callable[[jax.Array], jax.Array]:
         """The normalisation layer; BatchNorm uses batch statistics when `train`, running averages otherwise."""
         n = self.norm

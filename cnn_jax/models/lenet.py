@@ -3,6 +3,7 @@ recognition", sec. II.B), as published and in its modern form."""
 from __future__ import annotations
 
 import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -11,19 +11,23 @@ from cnn_jax.nn import ConvSpec
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 _NORM_DEFAULTS: dict[str, str | None] = {}
+_NORM_EPSILONS: dict[str, float] = {}
 
 
-def register(name: str, *, norm: str | None = None, **defaults) -> Callable:
+def register(name: str, *, norm: str | None = None, norm_epsilon: float = Norm.epsilon, **defaults) -> Callable:
     """Register a Module class (or factory) under `name`, with its default options.
 
     The class takes `num_classes`, `layers` (a `Layers`) and its own architecture options. `norm` is
     the default normalisation of an architecture that has normalisation layers ("none" where they are
-    optional); None for one without any, which then refuses a `norm` setting rather than ignore it."""
+    optional); None for one without any, which then refuses a `norm` setting rather than ignore it.
+    `norm_epsilon` is the architecture's BatchNorm epsilon, where its reference differs from 1e-5
+    (torchvision's GoogLeNet: 1e-3)."""
     def wrap(factory):
         if name in _FACTORIES:
             raise ValueError(f"model name {name!r} is registered twice")
         _FACTORIES[name] = lambda **options: factory(**{**defaults, **options})
         _NORM_DEFAULTS[name] = norm
+        _NORM_EPSILONS[name] = norm_epsilon
         return factory
     return wrap
 
@@ -42,7 +46,9 @@ def create(name: str, *, num_classes: int, conv: ConvSpec | None = None, norm: s
     "none"; default: the model's own, e.g. "batch" for ResNets, "none" for VGG-16 and "batch" for
     VGG-16-BN), `virtual_batch_size` (ghost BatchNorm), `norm_axis_name` (the device axis BatchNorm
     statistics average over, set by the training engine) and `dtype` (compute dtype). `options` are
-    the architecture's own (e.g. `stage_sizes` for ResNets).
+    the architecture's own (e.g. `stage_sizes` for ResNets). BatchNorm's epsilon and momentum are the
+    reference implementation's: epsilon 1e-5 (GoogLeNet 1e-3), momentum 0.9 in flax's convention, which
+    is PyTorch's momentum=0.1.
     """
     if name not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; valid names are {', '.join(names())}")
@@ -52,6 +58,6 @@ def create(name: str, *, num_classes: int, conv: ConvSpec | None = None, norm: s
     if default_norm is None and (norm not in (None, "none") or virtual_batch_size is not None):
         raise ValueError(f"model {name!r} has no normalisation layers: norm={norm!r}, "
                          f"virtual_batch_size={virtual_batch_size!r} would have no effect")
-    layers = Layers(conv or ConvSpec(), Norm(norm or default_norm or "none", norm_axis_name, virtual_batch_size),
-                    dtype)
+    layers = Layers(conv or ConvSpec(), Norm(norm or default_norm or "none", norm_axis_name, virtual_batch_size,
+                                             epsilon=_NORM_EPSILONS[name]), dtype)
     return _FACTORIES[name](num_classes=num_classes, layers=layers, **options)

@@ -4,11 +4,18 @@ CIFAR family (sec. 4.2): depth 6n+2, three stages of n basic blocks with 16/32/6
 identity shortcuts with zero-padded channels when the shape changes (option A):
 resnet20/32/44/56/110 have 0.27M/0.46M/0.66M/0.85M/1.7M parameters.
 ImageNet family: torchvision's layout (v1.5: the bottleneck strides in its 3x3 convolution),
-projection shortcuts (option B): resnet18/34/50 have 11,689,512/21,797,672/25,557,032.
+projection shortcuts (option B): resnet18/34/50 have 11,689,512/21,797,672/25,557,032, and compute
+torchvision's function (`models.from_torch_state_dict` loads its weights).
+
+Every 3x3 convolution pads 1 on every side (times the dilation of ConvSpec(dilation=...)), as
+torchvision and the common PyTorch CIFAR implementations do; "SAME" would pad a stride-2 layer at an
+even size 0 before and 1 after, shifting every window by one pixel. With symmetric padding a stride-2
+window is centred on the input pixel the option A shortcut keeps (x[::2]).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -30,10 +37,10 @@ class BasicBlock(_Block):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        layers = self.layers
-        y = layers.conv_layer(self.features, 3, strides=self.stride, padding="SAME", use_bias=False, name="conv1")(x)
+        layers, pad = self.layers, self.layers.centred_padding(3)
+        y = layers.conv_layer(self.features, 3, strides=self.stride, padding=pad, use_bias=False, name="conv1")(x)
         y = nn.relu(layers.norm_layer(train, "norm1")(y))
-        y = layers.conv_layer(self.features, 3, padding="SAME", use_bias=False, name="conv2")(y)
+        y = layers.conv_layer(self.features, 3, padding=pad, use_bias=False, name="conv2")(y)
         y = layers.norm_layer(train, "norm2")(y)
         return nn.relu(y + _shortcut(self, x, self.features, train))
 
@@ -46,7 +53,8 @@ class Bottleneck(_Block):
         layers = self.layers
         y = layers.conv_layer(self.features, 1, use_bias=False, name="conv1")(x)
         y = nn.relu(layers.norm_layer(train, "norm1")(y))
-        y = layers.conv_layer(self.features, 3, strides=self.stride, padding="SAME", use_bias=False, name="conv2")(y)
+        y = layers.conv_layer(self.features, 3, strides=self.stride, padding=layers.centred_padding(3),
+                              use_bias=False, name="conv2")(y)
         y = nn.relu(layers.norm_layer(train, "norm2")(y))
         y = layers.conv_layer(4 * self.features, 1, use_bias=False, name="conv3")(y)
         y = layers.norm_layer(train, "norm3")(y)
@@ -79,10 +87,12 @@ class ResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers = self.layers
         if self.stem == "cifar":
-            x = layers.conv_layer(self.widths[0], 3, padding="SAME", use_bias=False, name="stem_conv")(x)
+            x = layers.conv_layer(self.widths[0], 3, padding=layers.centred_padding(3), use_bias=False,
+                                  name="stem_conv")(x)
             x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
         else:
-            x = layers.conv_layer(self.widths[0], 7, strides=2, padding=3, use_bias=False, name="stem_conv")(x)
+            x = layers.conv_layer(self.widths[0], 7, strides=2, padding=layers.centred_padding(7), use_bias=False,
+                                  name="stem_conv")(x)
             x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
             x = cnn.MaxPool(3, 2, padding=1)(x)
         block_type = BasicBlock if self.block == "basic" else Bottleneck

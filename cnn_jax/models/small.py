@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from cnn_jax import nn as cnn
 from cnn_jax.models.common import add_channel_axis, flatten
 from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
@@ -31,7 +30,10 @@ class MLP(nn.Module):
 
 @register("cnn1d")
 class CNN1D(nn.Module):
-    """1-D CNN for signals (N, L) or (N, L, C): e.g. MNIST-1D's 40 samples -> 19 -> 10 -> 5 positions."""
+    """1-D CNN for signals (N, L) or (N, L, C): e.g. MNIST-1D's 40 samples -> 19 -> 10 -> 5 positions.
+
+    The dense layer reads the (5, 25) map flattened position-major (NLC); the PyTorch reference flattens
+    it channel-major (NCL): the same function up to a permutation of the dense layer's input rows."""
     num_classes: int
     channels: int = 25
     kernels: Sequence[int] = (5, 3, 3)

@@ -5,6 +5,10 @@ ImageNet: 3x3 convolutions (padding 1, with bias), 2x2 max-pools, adaptive avera
 133,047,848 / 138,357,544 / 143,667,240 parameters (the _bn variants add BatchNorm after every
 convolution). CIFAR variants (`vgg16_cifar`): the same convolutional stack with BatchNorm, global
 average pooling and one dense layer, as commonly trained on 32x32 images.
+
+The ImageNet models compute torchvision's function; `models.from_torch_state_dict` loads its weights
+(the first dense layer's rows permuted: cnn_jax flattens the 7x7x512 map in NHWC order, torchvision
+in NCHW order).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ class VGG(nn.Module):
             if layer == "M":
                 x = cnn.MaxPool(2)(x)
                 continue
-            x = layers.conv_layer(layer, 3, padding="SAME", name=f"conv{i}")(x)
+            x = layers.conv_layer(layer, 3, padding=layers.centred_padding(3), name=f"conv{i}")(x)
             x = nn.relu(layers.norm_layer(train, f"norm{i}")(x))
         if self.head == "cifar":
             return layers.dense(self.num_classes, name="fc")(cnn.GlobalAvgPool()(x))

@@ -1,0 +1,149 @@
+"""cnn_jax's ImageNet models compute torchvision's functions: torchvision's weights, converted by
+`models.from_torch_state_dict`, give the same eval-mode logits as the PyTorch reference networks
+(tests/torchvision_nets.py, written from torchvision's definitions)."""
+import jax
+import numpy as np
+import pytest
+import torch
+import torchvision_nets
+
+from cnn_jax import models
+from cnn_jax.models.common import ceil_mode_padding
+from cnn_jax.models.inception import AuxHead
+
+RTOL = 1e-4  # of the largest logit
+# The models with a torchvision counterpart; the converter must take every one of them.
+TORCHVISION_NAMES = {"alexnet", "googlenet", "resnet18", "resnet34", "resnet50",
+                     *(f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn"))}
+
+
+@pytest.fixture(autouse=True)
+def float32_exact():
+    torch.use_deterministic_algorithms(True)
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+def reference(name: str, seed: int = 0, num_classes: int = 1000, **options) -> torch.nn.Module:
+    net = torchvision_nets.build(name, num_classes, **options)
+    torchvision_nets.randomise(net, torch.Generator().manual_seed(seed))
+    return net
+
+
+def images(batch: int, size: int) -> np.ndarray:
+    """NCHW float32 images."""
+    return np.random.default_rng(1).standard_normal((batch, 3, size, size)).astype(np.float32)
+
+
+def cnn_jax_outputs(name: str, net: torch.nn.Module, x: np.ndarray, capture=None, **options):
+    variables = models.from_torch_state_dict(name, net.state_dict(), **options)
+    model = models.create(name, num_classes=1000, **options)
+    return model.apply(variables, x.transpose(0, 2, 3, 1), train=False, capture_intermediates=capture or False)
+
+
+def assert_same_logits(ours, theirs):
+    ours, theirs = np.asarray(ours), theirs.numpy()
+    scale = np.abs(theirs).max()
+    assert scale > 0
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=RTOL * scale)
+
+
+def check(name: str, size: int, batch: int = 2, **options):
+    net = reference(name)
+    x = images(batch, size)
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x))
+    assert_same_logits(cnn_jax_outputs(name, net, x, **options), theirs)
+
+
+@pytest.mark.parametrize("name, size, batch", [
+    ("alexnet", 224, 2), ("vgg11", 224, 1), ("vgg11_bn", 224, 1), ("resnet18", 224, 2), ("resnet18", 97, 2),
+    pytest.param("vgg16", 224, 1, marks=pytest.mark.slow), pytest.param("resnet50", 224, 1, marks=pytest.mark.slow),
+])
+def test_logits_match_torchvision(name, size, batch):
+    check(name, size, batch)
+
+
+# 248 makes every ceil_mode pool matter: 124 -> 62 -> 31 -> 15 -> 8 (floor mode: 123, 61, 30, 15, 7; "SAME"
+# differs at the odd sizes); 224 is torchvision's input size.
+@pytest.mark.parametrize("branch5x5_kernel, size", [(3, 224), pytest.param(5, 248, marks=pytest.mark.slow)])
+def test_googlenet_logits_and_aux_heads_match_torchvision(branch5x5_kernel, size):
+    net = reference("googlenet", branch5x5_kernel=branch5x5_kernel, aux_logits=True)
+    x = images(1, size)
+    with torch.no_grad():
+        logits, aux1, aux2 = net(torch.from_numpy(x))
+    ours, state = cnn_jax_outputs("googlenet", net, x, capture=lambda module, _: isinstance(module, AuxHead),
+                                  branch5x5_kernel=branch5x5_kernel, aux_heads=True)
+    assert_same_logits(ours, logits)
+    assert_same_logits(state["intermediates"]["aux_4a"]["__call__"][0], aux1)
+    assert_same_logits(state["intermediates"]["aux_4d"]["__call__"][0], aux2)
+
+
+def test_googlenet_transform_input_and_epsilon():
+    """torchvision's pretrained GoogLeNet sets transform_input; its BatchNorm epsilon is 1e-3, and with
+    the random running variances here 1e-5 would change the logits far beyond the tolerance."""
+    net = torchvision_nets.build("googlenet", transform_input=True)
+    torchvision_nets.randomise(net, torch.Generator().manual_seed(0))
+    x = images(1, 224)
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x))[0]
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eps = 1e-5
+        other_epsilon = net(torch.from_numpy(x))[0]
+    assert_same_logits(cnn_jax_outputs("googlenet", net, x, branch5x5_kernel=3, transform_input=True), theirs)
+    assert np.abs((other_epsilon - theirs).numpy()).max() > 10 * RTOL * np.abs(theirs.numpy()).max()
+
+
+@pytest.mark.parametrize("window, stride, padding", [(3, 2, 0), (2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 3, 1)])
+def test_ceil_mode_padding_gives_pytorch_ceil_mode_windows(window, stride, padding):
+    for n in range(max(window - 2 * padding, 1), 20):
+        x = torch.arange(float(n)).reshape(1, 1, n)
+        theirs = torch.nn.functional.max_pool1d(x, window, stride, padding, ceil_mode=True)[0, 0].numpy()
+        lo, hi = ceil_mode_padding(n, window, stride, padding)
+        padded = np.concatenate([np.full(lo, -np.inf), np.arange(float(n)), np.full(hi, -np.inf)])
+        count = (len(padded) - window) // stride + 1
+        ours = [padded[i * stride:i * stride + window].max() for i in range(count)]
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"n={n}")
+
+
+def test_every_torchvision_model_in_the_registry_converts():
+    """A registered ImageNet model the converter does not know is a failure, not a skip."""
+    imagenet = {name for name in models.names() if name.startswith(("alexnet", "vgg", "resnet", "googlenet"))
+                and not name.endswith("_cifar") and name not in {f"resnet{d}" for d in (20, 32, 44, 56, 110)}}
+    assert imagenet == TORCHVISION_NAMES
+    net = reference("resnet18", num_classes=10)
+    variables = models.from_torch_state_dict("resnet18", net.state_dict(), num_classes=10)
+    assert set(variables) == {"params", "batch_stats"}
+    kernel = variables["params"]["stage2_block1"]["conv1"]["kernel"]
+    np.testing.assert_array_equal(kernel, net.layer2[0].conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(variables["batch_stats"]["stage2_block1"]["shortcut_norm"]["var"],
+                                  net.layer2[0].downsample[1].running_var.numpy())
+
+
+@pytest.fixture(scope="module")
+def resnet18_state():
+    return torchvision_nets.build("resnet18", 10).state_dict()
+
+
+def test_missing_key_is_named(resnet18_state):
+    state = {k: v for k, v in resnet18_state.items() if k != "layer3.1.bn2.running_var"}
+    with pytest.raises(ValueError, match=r"missing 'layer3.1.bn2.running_var' \(for cnn_jax "
+                                         r"batch_stats/stage3_block2/norm2/var\)"):
+        models.from_torch_state_dict("resnet18", state, num_classes=10)
+
+
+def test_extra_key_is_named(resnet18_state):
+    state = {**resnet18_state, "layer5.0.conv1.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"unexpected 'layer5.0.conv1.weight'"):
+        models.from_torch_state_dict("resnet18", state, num_classes=10)
+
+
+def test_wrong_shape_is_named(resnet18_state):
+    with pytest.raises(ValueError, match=r"'fc.weight' has shape \(10, 512\), expected \(1000, 512\)"):
+        models.from_torch_state_dict("resnet18", resnet18_state)
+
+
+def test_model_without_torchvision_counterpart_is_refused(resnet18_state):
+    with pytest.raises(ValueError, match=r"model 'resnet20' has no torchvision counterpart; valid names are alexnet"):
+        models.from_torch_state_dict("resnet20", resnet18_state)
