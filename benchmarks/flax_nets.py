@@ -9,6 +9,7 @@ stay float32 (flax's default `param_dtype`), as under `config.train.dtype="bfloa
     FlaxResNet20(num_classes=10)                            # 269,722
     FlaxResNet50(num_classes=1000, dtype=jnp.bfloat16)      # 25,557,032
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -19,11 +20,12 @@ import jax
 import jax.numpy as jnp
 
 ModuleDef = Any
-PAD1 = ((1, 1), (1, 1))   # cnn_jax's (and torchvision's) 3x3 padding, strided or not
+PAD1 = ((1, 1), (1, 1))  # cnn_jax's (and torchvision's) 3x3 padding, strided or not
 
 
 class FlaxLeNet5(nn.Module):
     """conv 6@5x5 SAME - max-pool 2 - conv 16@5x5 VALID - max-pool 2 - dense 120 - 84 - classes (ReLU)."""
+
     num_classes: int = 10
     dtype: Any = jnp.float32
 
@@ -37,6 +39,7 @@ class FlaxLeNet5(nn.Module):
 
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions; the CIFAR shortcut (option A) subsamples and zero-pads the channels."""
+
     features: int
     stride: int
     conv: ModuleDef
@@ -47,7 +50,7 @@ class BasicBlock(nn.Module):
         y = nn.relu(self.norm()(self.conv(self.features, (3, 3), self.stride, padding=PAD1)(x)))
         y = self.norm()(self.conv(self.features, (3, 3), padding=PAD1)(y))
         if x.shape[-1] != self.features:
-            x = x[:, ::self.stride, ::self.stride]
+            x = x[:, :: self.stride, :: self.stride]
             extra = self.features - x.shape[-1]
             x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
         return nn.relu(y + x)
@@ -55,6 +58,7 @@ class BasicBlock(nn.Module):
 
 class BottleneckBlock(nn.Module):
     """1x1 reduce, 3x3 (strided: torchvision's v1.5), 1x1 expand to 4x; a 1x1 projection when the shape changes."""
+
     features: int
     stride: int
     conv: ModuleDef
@@ -79,6 +83,7 @@ def _layers(dtype: Any, train: bool) -> tuple[ModuleDef, ModuleDef]:
 
 class FlaxResNet20(nn.Module):
     """CIFAR ResNet-20: 3x3 stem, three stages of 3 basic blocks with 16/32/64 channels, global average pool."""
+
     num_classes: int = 10
     dtype: Any = jnp.float32
 
@@ -99,6 +104,7 @@ class FlaxResNet50(nn.Module):
     the max-pool and every 3x3 convolution 1 on every side (the example uses "SAME", which pads (0, 1) on
     even inputs at stride 2).
     """
+
     num_classes: int = 1000
     stage_sizes: tuple[int, ...] = (3, 4, 6, 3)
     dtype: Any = jnp.float32
@@ -110,7 +116,7 @@ class FlaxResNet50(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, blocks in enumerate(self.stage_sizes):
             for b in range(blocks):
-                x = BottleneckBlock(64 * 2 ** stage, 2 if stage and not b else 1, conv, norm)(x)
+                x = BottleneckBlock(64 * 2**stage, 2 if stage and not b else 1, conv, norm)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x.mean((1, 2)))
 
 

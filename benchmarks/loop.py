@@ -12,6 +12,7 @@ loop reports it (from the first log record on, so compilation is excluded), for 
 is the fraction of the step's speed the loop delivers; `host, 1` is the loop as it was before
 dispatches of several steps and resident data (a host gather and transfer every step).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,19 +48,31 @@ def bare_step_images_per_s(config, seconds: float = 3.0, repeats: int = 5) -> fl
     data = load_data(config)
     model = build_model(config, data.info.num_classes)
     tx = make_optimizer(config.optimizer, 10**6)
-    inputs = InputSpec(tuple(data.mean.tolist()), tuple(data.std.tolist()), data.scale,
-                       config.dataset.augment.crop_padding, config.dataset.augment.flip)
-    step = make_train_step(model, tx, inputs, num_classes=data.info.num_classes,
-                           label_smoothing=config.train.label_smoothing, seed=config.seed)
-    runner = RUNNERS[config.train.parallel](step, make_eval_step(model, inputs, num_classes=data.info.num_classes),
-                                            jax.devices())
-    batch = runner.put_batch(data.train.inputs[:config.train.batch_size], data.train.labels[:config.train.batch_size])
+    inputs = InputSpec(
+        tuple(data.mean.tolist()),
+        tuple(data.std.tolist()),
+        data.scale,
+        config.dataset.augment.crop_padding,
+        config.dataset.augment.flip,
+    )
+    step = make_train_step(
+        model,
+        tx,
+        inputs,
+        num_classes=data.info.num_classes,
+        label_smoothing=config.train.label_smoothing,
+        seed=config.seed,
+    )
+    runner = RUNNERS[config.train.parallel](
+        step, make_eval_step(model, inputs, num_classes=data.info.num_classes), jax.devices()
+    )
+    batch = runner.put_batch(data.train.inputs[: config.train.batch_size], data.train.labels[: config.train.batch_size])
     state = runner.put_state(jax.device_get(create_state(model, tx, data.input_shape, config.seed)))
     for _ in range(3):
         state, metrics = runner.train_step(state, *batch)
     jax.block_until_ready(metrics)
     start, chunk = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds / repeats / 4:   # size the chunks
+    while time.perf_counter() - start < seconds / repeats / 4:  # size the chunks
         state, metrics = runner.train_step(state, *batch)
         chunk += 1
     jax.block_until_ready(metrics)
@@ -94,7 +107,7 @@ def main():
         config.dataset.download_dir = args.download_dir
         config.train.batch_size, config.train.num_steps = args.batch, args.steps
         config.train.log_every_steps = max(1, args.steps // 10)
-        config.train.eval_every_epochs = 10**6   # evaluate only at the end: this measures training
+        config.train.eval_every_epochs = 10**6  # evaluate only at the end: this measures training
         config.train.checkpoint_every_steps = args.steps
         bare = bare_step_images_per_s(config)
         rows = []
@@ -103,8 +116,10 @@ def main():
             loop = loop_images_per_s(config, Path(tmp) / f"{placement}_{k}")
             rows.append({"placement": placement, "steps_per_dispatch": k, "loop_img_s": loop, "ratio": loop / bare})
     device = jax.devices()[0]
-    print(f"# {args.config}, batch {args.batch}, {args.steps} steps; {len(jax.devices())} x {device.device_kind} "
-          f"({jax.default_backend()}), jax {jax.__version__}\n")
+    print(
+        f"# {args.config}, batch {args.batch}, {args.steps} steps; {len(jax.devices())} x {device.device_kind} "
+        f"({jax.default_backend()}), jax {jax.__version__}\n"
+    )
     print(f"bare step: {bare:.0f} images/s\n")
     print("| data placement | steps per dispatch | loop img/s | loop / bare step |\n|---|---:|---:|---:|")
     for r in rows:

@@ -8,6 +8,7 @@ fwd+bwd is value_and_grad of sum(y**2) with respect to input and kernel. Peak me
 is the peak RSS of a fresh process that runs the variant, minus that of a fresh
 process that imports the same libraries and makes the same inputs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ import numpy as np
 def median_ms(fn, *args, repeats: int | None = None) -> float:
     """Median wall time of fn(*args) in ms; by default enough repeats for ~0.5 s (10 to 200)."""
     import jax
+
     jax.block_until_ready(fn(*args))
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -38,31 +40,39 @@ def median_ms(fn, *args, repeats: int | None = None) -> float:
 def fwd_bwd(f):
     import jax
     import jax.numpy as jnp
+
     return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
 
 
 # --- the alternatives -------------------------------------------------------------------------
 
+
 def per_phase_tiled(x, w, tile, padding):
     """The plain decomposition: one strided convolution per tile phase, then interleave."""
     import jax.numpy as jnp
+
     from cnn_jax.ops.conv import conv
     from cnn_jax.ops.shapes import conv_geometry
+
     geo = conv_geometry(x.shape[1:3], w.shape[2:4], 1, padding)
     (lo_h, hi_h), (lo_w, hi_w) = geo.padding
     q = [-(-o // tile) for o in geo.out_sizes]
     extra = [qi * tile - o for qi, o in zip(q, geo.out_sizes)]
     xp = jnp.pad(x, ((0, 0), (lo_h, hi_h + extra[0]), (lo_w, hi_w + extra[1]), (0, 0)))
-    rows = [jnp.stack([conv(xp[:, r:, s:], w[r, s], stride=tile)[:, :q[0], :q[1]] for s in range(tile)], 3)
-            for r in range(tile)]
+    rows = [
+        jnp.stack([conv(xp[:, r:, s:], w[r, s], stride=tile)[:, : q[0], : q[1]] for s in range(tile)], 3)
+        for r in range(tile)
+    ]
     y = jnp.stack(rows, 2).reshape(x.shape[0], q[0] * tile, q[1] * tile, w.shape[-1])
-    return y[:, :geo.out_sizes[0], :geo.out_sizes[1]]
+    return y[:, : geo.out_sizes[0], : geo.out_sizes[1]]
 
 
 def masked_tiled(x, w, tile, padding):
     """The naive form: t*t full convolutions, each output position selecting its phase."""
     import jax.numpy as jnp
+
     from cnn_jax.ops.conv import conv
+
     kh, kw, cin, cout = w.shape[2:]
     full = conv(x, w.transpose(2, 3, 4, 0, 1, 5).reshape(kh, kw, cin, -1), padding=padding)
     n, oh, ow, _ = full.shape
@@ -74,9 +84,12 @@ def masked_tiled(x, w, tile, padding):
 
 # --- sections ---------------------------------------------------------------------------------
 
+
 def tiled_section(rows):
     import jax
+
     from cnn_jax import ops
+
     n, size, c, k = 64, 28, 32, 3
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (n, size, size, c))
@@ -89,9 +102,11 @@ def tiled_section(rows):
         wt = jax.random.normal(key, (tile, tile, k, k, c, c)) * 0.1
         fwd = median_ms(jax.jit(lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")), x, wt)
         rows.append(("tiled", f"t={tile} cnn_jax.tiled_conv forward only", fwd, fwd / base_fwd))
-        for name, f in [("cnn_jax.tiled_conv", lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")),
-                        ("per-phase strided convs", lambda x, w: per_phase_tiled(x, w, tile, "SAME")),
-                        ("t*t full convs + select", lambda x, w: masked_tiled(x, w, tile, "SAME"))]:
+        for name, f in [
+            ("cnn_jax.tiled_conv", lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")),
+            ("per-phase strided convs", lambda x, w: per_phase_tiled(x, w, tile, "SAME")),
+            ("t*t full convs + select", lambda x, w: masked_tiled(x, w, tile, "SAME")),
+        ]:
             ms = median_ms(fwd_bwd(f), x, wt)
             rows.append(("tiled", f"t={tile} {name}", ms, ms / base))
 
@@ -101,31 +116,52 @@ def local_section(rows, with_memory: bool):
         timings = {v: json.loads(_run_child("local", v, n, size, c, time_it=True))["ms"] for v in ("ours", "flax")}
         for variant, ms in timings.items():
             label = f"N={n} {size}x{size} {c}->{c} 3x3 VALID " + (
-                "cnn_jax.local_conv" if variant == "ours" else "flax.linen.ConvLocal")
+                "cnn_jax.local_conv" if variant == "ours" else "flax.linen.ConvLocal"
+            )
             rows.append(("local", label, ms, ms / timings["flax"]))
         if with_memory:
             empty = json.loads(_run_child("local", "none", n, size, c))["peak_mb"]
             for variant in ("ours", "flax"):
                 result = json.loads(_run_child("local", variant, n, size, c))
                 name = "cnn_jax" if variant == "ours" else "flax"
-                rows.append(("local-mem", f"N={n} {size}x{size} {c}->{c} {name}: peak RSS above an empty process (MB)",
-                             result["peak_mb"] - empty, float("nan")))
-                rows.append(("local-mem", f"N={n} {size}x{size} {c}->{c} {name}: XLA temporary buffers (MB)",
-                             result["temp_mb"], float("nan")))
+                rows.append(
+                    (
+                        "local-mem",
+                        f"N={n} {size}x{size} {c}->{c} {name}: peak RSS above an empty process (MB)",
+                        result["peak_mb"] - empty,
+                        float("nan"),
+                    )
+                )
+                rows.append(
+                    (
+                        "local-mem",
+                        f"N={n} {size}x{size} {c}->{c} {name}: XLA temporary buffers (MB)",
+                        result["temp_mb"],
+                        float("nan"),
+                    )
+                )
 
 
 def conv_section(rows):
-    import jax
     import flax.linen as flax_nn
+    import jax
+
     from cnn_jax import ops
+
     try:
         import torch
+
         torch.set_num_threads(max(1, len(__import__("os").sched_getaffinity(0))))
     except ImportError:
         torch = None
     key = jax.random.PRNGKey(0)
-    shapes = [(64, 28, 32, 32, 3, "SAME"), (64, 28, 32, 32, 3, "VALID"), (128, 32, 16, 16, 3, "VALID"),
-              (128, 14, 6, 16, 5, "VALID"), (128, 32, 16, 32, 3, "SAME")]
+    shapes = [
+        (64, 28, 32, 32, 3, "SAME"),
+        (64, 28, 32, 32, 3, "VALID"),
+        (128, 32, 16, 16, 3, "VALID"),
+        (128, 14, 6, 16, 5, "VALID"),
+        (128, 32, 16, 32, 3, "SAME"),
+    ]
     for n, size, cin, cout, k, padding in shapes:
         x = jax.random.normal(key, (n, size, size, cin))
         w = jax.random.normal(key, (k, k, cin, cout)) * 0.1
@@ -145,6 +181,7 @@ def conv_section(rows):
 
 def _part(f, part):
     import jax
+
     if part == "fwd":
         return jax.jit(lambda x, w, g: f(x, w))
     index = 0 if part == "dx" else 1
@@ -175,6 +212,7 @@ def _torch_ms(torch, x, w, g, padding, part):
 
 # --- fresh-process measurements ---------------------------------------------------------------
 
+
 def _run_child(section, variant, n, size, c, time_it=False):
     cmd = [sys.executable, __file__, "--child", json.dumps([section, variant, n, size, c, time_it])]
     return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
@@ -189,9 +227,11 @@ def _peak_rss_mb() -> float:
 
 def _child(spec):
     section, variant, n, size, c, time_it = json.loads(spec)
-    import jax
     import flax.linen as flax_nn
+    import jax
+
     from cnn_jax import ops
+
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (n, size, size, c))
     out = size - 2
@@ -219,6 +259,7 @@ def main():
     if args.child:
         return _child(args.child)
     import jax
+
     sections = args.only or ["tiled", "local", "conv"]
     rows = []
     if "tiled" in sections:
@@ -227,8 +268,10 @@ def main():
         local_section(rows, with_memory=not args.no_memory)
     if "conv" in sections:
         conv_section(rows)
-    print(f"# {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
-          f"jax {jax.__version__}, backend {jax.default_backend()}\n")
+    print(
+        f"# {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
+        f"jax {jax.__version__}, backend {jax.default_backend()}\n"
+    )
     print("| section | case | ms (or MB) | ratio |\n|---|---|---:|---:|")
     for section, case, value, ratio in rows:
         print(f"| {section} | {case} | {value:.1f} | {'' if np.isnan(ratio) else f'{ratio:.2f}'} |")

@@ -20,6 +20,7 @@ Each child appends one JSON record per evaluation to <workdir>/metrics.jsonl; th
 same way, every 50 ms, and takes the time to target as when the first record with test/accuracy >= --target
 appeared. "total s" is the whole process (with --stop_at_target: until it exited after being terminated).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,28 +39,41 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))   # run as a script: benchmarks.* and experiments.* import from the repository root
+sys.path.insert(0, str(REPO))  # run as a script: benchmarks.* and experiments.* import from the repository root
 CONFIG = "experiments/configs/lenet5_mnist.py"
 POLL_S = 0.05
 
 
 # --- the PyTorch child --------------------------------------------------------------------------------------------
 
+
 def read_idx(path: Path, header: int) -> np.ndarray:
     with gzip.open(path, "rb") as f:
-        return np.frombuffer(bytearray(f.read()), np.uint8, offset=header)   # writable, as torch wants
+        return np.frombuffer(bytearray(f.read()), np.uint8, offset=header)  # writable, as torch wants
 
 
 def torch_child(download_dir: Path, workdir: Path) -> None:
     """Train cnn_jax's LeNet-5 recipe in PyTorch, appending {"step", "epoch", "test/accuracy"} after every epoch."""
     import torch
+
     from benchmarks.torch_nets import lenet5
     from experiments.configs import lenet5_mnist
 
     c = lenet5_mnist.get_config()
     o = c.optimizer
-    recipe = (c.model.name, c.model.options.pool, o.name, o.schedule, o.warmup_steps, o.nesterov, o.clip_norm,
-              c.train.label_smoothing, c.train.num_steps, c.dataset.augment.crop_padding, c.dataset.augment.flip)
+    recipe = (
+        c.model.name,
+        c.model.options.pool,
+        o.name,
+        o.schedule,
+        o.warmup_steps,
+        o.nesterov,
+        o.clip_norm,
+        c.train.label_smoothing,
+        c.train.num_steps,
+        c.dataset.augment.crop_padding,
+        c.dataset.augment.flip,
+    )
     if recipe != ("lenet5", "max", "sgd", "cosine", 0, False, 0.0, 0.0, 0, 0, False):
         raise ValueError(f"{CONFIG} changed to {recipe}: update the PyTorch recipe to match")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,7 +100,7 @@ def torch_child(download_dir: Path, workdir: Path) -> None:
         net.train()
         order = torch.randperm(n, device=device)
         for i in range(per_epoch):
-            rows = order[i * batch:(i + 1) * batch]
+            rows = order[i * batch : (i + 1) * batch]
             loss = cross_entropy(net(x["train"][rows]), y["train"][rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -95,8 +109,10 @@ def torch_child(download_dir: Path, workdir: Path) -> None:
         net.eval()
         with torch.no_grad():
             eval_batch = c.train.eval_batch_size
-            correct = sum(int((net(x["t10k"][i:i + eval_batch]).argmax(1) == y["t10k"][i:i + eval_batch]).sum())
-                          for i in range(0, len(y["t10k"]), eval_batch))
+            correct = sum(
+                int((net(x["t10k"][i : i + eval_batch]).argmax(1) == y["t10k"][i : i + eval_batch]).sum())
+                for i in range(0, len(y["t10k"]), eval_batch)
+            )
         record = {"step": epoch * per_epoch, "epoch": epoch, "test/accuracy": correct / len(y["t10k"])}
         with (workdir / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -105,6 +121,7 @@ def torch_child(download_dir: Path, workdir: Path) -> None:
 
 # --- the parent: start a child, watch its metrics -----------------------------------------------------------------
 
+
 def new_records(path: Path, offset: int) -> tuple[list[dict], int]:
     """The complete JSON lines of `path` past byte `offset`, and the offset after them."""
     if not path.exists():
@@ -112,7 +129,7 @@ def new_records(path: Path, offset: int) -> tuple[list[dict], int]:
     with path.open("rb") as f:
         f.seek(offset)
         text = f.read()
-    complete = text[:text.rfind(b"\n") + 1]   # a record being written has no newline yet
+    complete = text[: text.rfind(b"\n") + 1]  # a record being written has no newline yet
     return [json.loads(line) for line in complete.splitlines()], offset + len(complete)
 
 
@@ -125,7 +142,7 @@ def race(who: str, command: list[str], workdir: Path, target: float, stop_at_tar
         start = time.perf_counter()
         child = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         while True:
-            finished = child.poll() is not None   # before reading, so the last records are not missed
+            finished = child.poll() is not None  # before reading, so the last records are not missed
             records, offset = new_records(workdir / "metrics.jsonl", offset)
             for record in records:
                 if "test/accuracy" not in record:
@@ -137,7 +154,7 @@ def race(who: str, command: list[str], workdir: Path, target: float, stop_at_tar
             if finished:
                 break
             if stop_at_target and result["seconds_to_target"] is not None and not stopped:
-                child.send_signal(signal.SIGTERM)   # ours checkpoints and stops at the next step
+                child.send_signal(signal.SIGTERM)  # ours checkpoints and stops at the next step
                 stopped = True
             time.sleep(POLL_S)
         result["total_seconds"] = time.perf_counter() - start
@@ -150,6 +167,7 @@ def race(who: str, command: list[str], workdir: Path, target: float, stop_at_tar
 def machine_line() -> str:
     """Imported only now: jax must not hold the GPU while the children run."""
     from benchmarks.train_step import machine_line as train_step_machine_line
+
     try:
         import torch
     except ImportError:
@@ -157,8 +175,10 @@ def machine_line() -> str:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-    return (train_step_machine_line(torch, device) +
-            f"; tensorflow-datasets {importlib.metadata.version('tensorflow-datasets')}")
+    return (
+        train_step_machine_line(torch, device)
+        + f"; tensorflow-datasets {importlib.metadata.version('tensorflow-datasets')}"
+    )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -166,24 +186,37 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_table(results: list[dict], target: float) -> None:
-    print(f"| who | seconds to {target:.2%} | accuracy then (epoch) | total s | final accuracy |\n"
-          "|---|---:|---:|---:|---:|")
+    print(
+        f"| who | seconds to {target:.2%} | accuracy then (epoch) | total s | final accuracy |\n"
+        "|---|---:|---:|---:|---:|"
+    )
     for r in results:
         then = "" if r["accuracy_at_target"] is None else f"{r['accuracy_at_target']:.2%} ({r['epoch_at_target']:g})"
-        print(f"| {r['who']} | {fmt(r['seconds_to_target'], '.1f')} | {then} | {r['total_seconds']:.1f} "
-              f"| {fmt(r['final_accuracy'], '.2%')} |")
+        print(
+            f"| {r['who']} | {fmt(r['seconds_to_target'], '.1f')} | {then} | {r['total_seconds']:.1f} "
+            f"| {fmt(r['final_accuracy'], '.2%')} |"
+        )
     by = {r["who"]: r for r in results}
     if {"ours", "torch"} <= set(by) and by["ours"]["seconds_to_target"] and by["torch"]["seconds_to_target"]:
-        print(f"\nours/torch: {by['ours']['seconds_to_target'] / by['torch']['seconds_to_target']:.2f}x the time to "
-              f"target, {by['ours']['total_seconds'] / by['torch']['total_seconds']:.2f}x the total time")
+        print(
+            f"\nours/torch: {by['ours']['seconds_to_target'] / by['torch']['seconds_to_target']:.2f}x the time to "
+            f"target, {by['ours']['total_seconds'] / by['torch']['total_seconds']:.2f}x the total time"
+        )
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--download_dir", type=Path, default=Path("../shared/datasets"),
-                        help="raw downloads as <dir>/mnist/*-idx*-ubyte.gz")
-    parser.add_argument("--data_dir", type=Path, help="a TFDS data directory to reuse (default: a fresh one, so "
-                                                      "ours prepares MNIST and the preparation counts)")
+    parser.add_argument(
+        "--download_dir",
+        type=Path,
+        default=Path("../shared/datasets"),
+        help="raw downloads as <dir>/mnist/*-idx*-ubyte.gz",
+    )
+    parser.add_argument(
+        "--data_dir",
+        type=Path,
+        help="a TFDS data directory to reuse (default: a fresh one, so ours prepares MNIST and the preparation counts)",
+    )
     parser.add_argument("--target", type=float, default=0.99, help="test accuracy to reach")
     parser.add_argument("--stop_at_target", action="store_true", help="terminate each child once it reaches target")
     parser.add_argument("--who", nargs="+", choices=("ours", "torch"), default=["ours", "torch"])
@@ -199,10 +232,22 @@ def main():
     with tempfile.TemporaryDirectory(prefix="time_to_accuracy_") as tmp:
         data_dir = (args.data_dir or Path(tmp) / "tfds").resolve()
         commands = {
-            "ours": [sys.executable, "-m", "experiments.train", f"--config={CONFIG}", f"--workdir={tmp}/ours/run",
-                     f"--config.dataset.download_dir={download_dir}", f"--config.dataset.data_dir={data_dir}"],
-            "torch": [sys.executable, str(Path(__file__).resolve()), "--_torch_child", f"--_workdir={tmp}/torch/run",
-                      f"--download_dir={download_dir}"],
+            "ours": [
+                sys.executable,
+                "-m",
+                "experiments.train",
+                f"--config={CONFIG}",
+                f"--workdir={tmp}/ours/run",
+                f"--config.dataset.download_dir={download_dir}",
+                f"--config.dataset.data_dir={data_dir}",
+            ],
+            "torch": [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--_torch_child",
+                f"--_workdir={tmp}/torch/run",
+                f"--download_dir={download_dir}",
+            ],
         }
         for who in args.who:
             workdir = Path(tmp) / who / "run"

@@ -22,6 +22,7 @@ Each variant runs 3 untimed steps (the first call, compilation included, is the 
 5 timed chunks of steps, each chunk >= seconds/5, waiting for the device only at the end of a chunk; the
 throughput is that of the median chunk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ from typing import Any, NamedTuple
 # jax and torch share one GPU in this process: allocate on demand instead of taking 75% of it up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)   # run as a script: benchmarks.* and experiments.* import from the repository root
+sys.path.insert(0, REPO)  # run as a script: benchmarks.* and experiments.* import from the repository root
 
 import flax  # noqa: E402
 import jax  # noqa: E402
@@ -58,7 +59,7 @@ from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step  # noq
 from experiments.configs import base  # noqa: E402
 
 LR, MOMENTUM = 0.1, 0.9
-MEAN, STD, SCALE = 127.5, 64.0, 1 / 255   # normalisation of the uint8 inputs, as InputSpec applies it
+MEAN, STD, SCALE = 127.5, 64.0, 1 / 255  # normalisation of the uint8 inputs, as InputSpec applies it
 VARIANTS = ("ours", "flax", "torch", "torch_compile")
 LABELS = {"ours": "ours", "flax": "flax", "torch": "torch", "torch_compile": "torch.compile"}
 
@@ -66,23 +67,27 @@ LABELS = {"ours": "ours", "flax": "flax", "torch": "torch", "torch_compile": "to
 @dataclasses.dataclass(frozen=True)
 class Case:
     model: str
-    dtype: str                  # compute dtype: float32 | bfloat16
+    dtype: str  # compute dtype: float32 | bfloat16
     batch: int
-    shape: tuple[int, ...]      # one example, HWC
+    shape: tuple[int, ...]  # one example, HWC
     classes: int
 
 
 CASES = {
     "cpu": (Case("lenet5", "float32", 128, (28, 28, 1), 10), Case("resnet20", "float32", 128, (32, 32, 3), 10)),
-    "gpu": (Case("resnet50", "bfloat16", 256, (224, 224, 3), 1000), Case("resnet20", "float32", 512, (32, 32, 3), 10),
-            Case("resnet20", "bfloat16", 512, (32, 32, 3), 10), Case("lenet5", "float32", 128, (28, 28, 1), 10)),
+    "gpu": (
+        Case("resnet50", "bfloat16", 256, (224, 224, 3), 1000),
+        Case("resnet20", "float32", 512, (32, 32, 3), 10),
+        Case("resnet20", "bfloat16", 512, (32, 32, 3), 10),
+        Case("lenet5", "float32", 128, (28, 28, 1), 10),
+    ),
 }
 
 
 class Bench(NamedTuple):
-    step: Callable[[Any], Any]    # state -> state: dispatches one train step, need not wait for it
+    step: Callable[[Any], Any]  # state -> state: dispatches one train step, need not wait for it
     state: Any
-    sync: Callable[[Any], Any]    # waits until the device has finished the steps dispatched so far
+    sync: Callable[[Any], Any]  # waits until the device has finished the steps dispatched so far
     params: int
 
 
@@ -91,6 +96,7 @@ def param_count(tree) -> int:
 
 
 # --- the variants: each builds a Bench for one case and one uint8 batch -------------------------------------------
+
 
 def ours(case: Case, x: np.ndarray, y: np.ndarray) -> Bench:
     c = base.get_config()
@@ -104,30 +110,41 @@ def ours(case: Case, x: np.ndarray, y: np.ndarray) -> Bench:
     runner = ShardMapRunner(train_step, make_eval_step(model, inputs, num_classes=case.classes), jax.devices()[:1])
     host = jax.device_get(create_state(model, tx, x.shape[1:], 0))
     batch = runner.put_batch(x, y)
-    return Bench(lambda state: runner.train_step(state, *batch)[0], runner.put_state(host), jax.block_until_ready,
-                 param_count(host.params))
+    return Bench(
+        lambda state: runner.train_step(state, *batch)[0],
+        runner.put_state(host),
+        jax.block_until_ready,
+        param_count(host.params),
+    )
 
 
 def plain_flax(case: Case, x: np.ndarray, y: np.ndarray) -> Bench:
     model = flax_nets.NETS[case.model](num_classes=case.classes, dtype=jnp.dtype(case.dtype))
     tx = optax.sgd(LR, momentum=MOMENTUM)
     variables = model.init(jax.random.key(0), jnp.zeros((1, *x.shape[1:])), train=False)
-    state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
-             "opt_state": tx.init(variables["params"])}
+    state = {
+        "params": variables["params"],
+        "batch_stats": variables.get("batch_stats", {}),
+        "opt_state": tx.init(variables["params"]),
+    }
 
     def step(state, images, labels):
         images = (images.astype(jnp.float32) * SCALE - MEAN * SCALE) / (STD * SCALE)
 
         def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, images,
-                                          train=True, mutable=["batch_stats"])
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state["batch_stats"]}, images, train=True, mutable=["batch_stats"]
+            )
             logits = logits.astype(jnp.float32)
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         deltas, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = {"params": optax.apply_updates(state["params"], deltas),
-               "batch_stats": updates.get("batch_stats", {}), "opt_state": opt_state}
+        new = {
+            "params": optax.apply_updates(state["params"], deltas),
+            "batch_stats": updates.get("batch_stats", {}),
+            "opt_state": opt_state,
+        }
         return new, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
     jitted, batch = jax.jit(step, donate_argnums=0), (jax.device_put(x), jax.device_put(y))
@@ -158,8 +175,10 @@ def torch_variant(torch: ModuleType, device: Any, case: Case, x: np.ndarray, y: 
 
 # --- timing -------------------------------------------------------------------------------------------------------
 
+
 def measure(bench: Bench, batch: int, seconds: float, repeats: int) -> tuple[float, float]:
     """(images/s of the median chunk, seconds of the first call); 3 untimed steps first."""
+
     def timed(steps: int, state) -> tuple[float, Any]:
         start = time.perf_counter()
         for _ in range(steps):
@@ -178,21 +197,25 @@ def measure(bench: Bench, batch: int, seconds: float, repeats: int) -> tuple[flo
     return batch / float(np.median(times)), first
 
 
-def run_case(case: Case, variants: list[str], torch: ModuleType | None, device: Any, seconds: float,
-             repeats: int) -> dict:
+def run_case(
+    case: Case, variants: list[str], torch: ModuleType | None, device: Any, seconds: float, repeats: int
+) -> dict:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (case.batch, *case.shape), dtype=np.uint8)
     y = rng.integers(0, case.classes, case.batch).astype(np.int32)
-    builders = {"ours": ours, "flax": plain_flax,
-                "torch": lambda *a: torch_variant(torch, device, *a, compiled=False),
-                "torch_compile": lambda *a: torch_variant(torch, device, *a, compiled=True)}
+    builders = {
+        "ours": ours,
+        "flax": plain_flax,
+        "torch": lambda *a: torch_variant(torch, device, *a, compiled=False),
+        "torch_compile": lambda *a: torch_variant(torch, device, *a, compiled=True),
+    }
     row, counts = dataclasses.asdict(case), {}
     for variant in variants:
         try:
             bench = builders[variant](case, x, y)
             counts[variant] = bench.params
             row[f"{variant}_img_s"], row[f"{variant}_first_call_s"] = measure(bench, case.batch, seconds, repeats)
-        except Exception as err:   # torch.compile fails at its first call where it cannot compile (no C++ compiler)
+        except Exception as err:  # torch.compile fails at its first call where it cannot compile (no C++ compiler)
             if variant != "torch_compile":
                 raise
             row[f"{variant}_error"] = f"{type(err).__name__}: {err}"
@@ -205,8 +228,11 @@ def run_case(case: Case, variants: list[str], torch: ModuleType | None, device: 
 
 def machine_line(torch: ModuleType | None, device: Any) -> str:
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         cpu = platform.processor() or platform.machine()
     jax_device = jax.devices()[0]
@@ -218,18 +244,20 @@ def machine_line(torch: ModuleType | None, device: Any) -> str:
         torch_part = f"torch {torch.__version__} on the CPU, {torch.get_num_threads()} threads"
     # platform_version names the CUDA or ROCm build on a GPU; on the CPU it is just "cpu" again.
     backend = " ".join(dict.fromkeys((jax.default_backend(), jax_device.client.platform_version)))
-    return (f"# {jax_device.device_kind}; host {cpu}, {len(os.sched_getaffinity(0))} cores; jax {jax.__version__}, "
-            f"jaxlib {jaxlib.__version__} (backend {backend}), flax {flax.__version__}, optax {optax.__version__}; "
-            f"{torch_part}")
+    return (
+        f"# {jax_device.device_kind}; host {cpu}, {len(os.sched_getaffinity(0))} cores; jax {jax.__version__}, "
+        f"jaxlib {jaxlib.__version__} (backend {backend}), flax {flax.__version__}, optax {optax.__version__}; "
+        f"{torch_part}"
+    )
 
 
 def print_table(results: list[dict], variants: list[str]) -> None:
     def speed(r: dict, v: str) -> str:
-        if f"{v}_error" in r:   # the first line of the error, kept short and free of table separators
+        if f"{v}_error" in r:  # the first line of the error, kept short and free of table separators
             return "failed: " + r[f"{v}_error"].splitlines()[0].replace("|", "/")[:100]
         if f"{v}_img_s" not in r:
             return ""
-        return f"{r[f'{v}_img_s']:.0f}" if r[f"{v}_img_s"] >= 100 else f"{r[f'{v}_img_s']:.3g}"   # smoke: ~1 img/s
+        return f"{r[f'{v}_img_s']:.0f}" if r[f"{v}_img_s"] >= 100 else f"{r[f'{v}_img_s']:.3g}"  # smoke: ~1 img/s
 
     def ratio(r: dict, a: str, b: str) -> str:
         return f"{r[f'{a}_img_s'] / r[f'{b}_img_s']:.2f}" if f"{a}_img_s" in r and f"{b}_img_s" in r else ""
@@ -237,22 +265,37 @@ def print_table(results: list[dict], variants: list[str]) -> None:
     pairs = [("ours", "flax"), ("ours", "torch"), ("ours", "torch_compile"), ("flax", "torch")]
     pairs = [(a, b) for a, b in pairs if a in variants and b in variants]
     compiled = [v for v in ("ours", "flax", "torch_compile") if v in variants]
-    head = ["model", "dtype", "batch", *(f"{LABELS[v]} img/s" for v in variants),
-            *(f"{LABELS[a]}/{LABELS[b]}" for a, b in pairs), *(f"{LABELS[v]} compile s" for v in compiled)]
+    head = [
+        "model",
+        "dtype",
+        "batch",
+        *(f"{LABELS[v]} img/s" for v in variants),
+        *(f"{LABELS[a]}/{LABELS[b]}" for a, b in pairs),
+        *(f"{LABELS[v]} compile s" for v in compiled),
+    ]
     print("| " + " | ".join(head) + " |\n|---|---|---:|" + "---:|" * (len(head) - 3))
     for r in results:
         size = "x".join(map(str, r["shape"][:-1]))
-        cells = [r["model"], r["dtype"], f"{r['batch']} at {size}", *(speed(r, v) for v in variants),
-                 *(ratio(r, a, b) for a, b in pairs),
-                 *(f"{r[f'{v}_first_call_s']:.2f}" if f"{v}_first_call_s" in r else "" for v in compiled)]
+        cells = [
+            r["model"],
+            r["dtype"],
+            f"{r['batch']} at {size}",
+            *(speed(r, v) for v in variants),
+            *(ratio(r, a, b) for a, b in pairs),
+            *(f"{r[f'{v}_first_call_s']:.2f}" if f"{v}_first_call_s" in r else "" for v in compiled),
+        ]
         print("| " + " | ".join(cells) + " |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", choices=list(CASES), default="cpu", help="the CPU-sized or the GPU-sized set")
-    parser.add_argument("--models", nargs="+", choices=sorted({c.model for cs in CASES.values() for c in cs}),
-                        help="only the cases of these models")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=sorted({c.model for cs in CASES.values() for c in cs}),
+        help="only the cases of these models",
+    )
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--batch", type=int, help="override every case's batch size")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant (5 chunks)")
@@ -264,7 +307,7 @@ def main():
     cases = [dataclasses.replace(c, batch=batch) if batch else c for c in cases]
     seconds, repeats = (0.0, 1) if args.smoke else (args.seconds, 5)
     variants = list(args.variants)
-    jax.devices()   # initialise jax's backend before torch loads its own GPU libraries
+    jax.devices()  # initialise jax's backend before torch loads its own GPU libraries
     torch = device = None
     if {"torch", "torch_compile"} & set(variants):
         try:

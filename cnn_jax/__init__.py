@@ -1,2 +1,3 @@
 """cnn_jax: convolutional networks in JAX/Flax, from the math of one layer to paper tables."""
+
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ One check for the sweep (each grid point's FIELD=VALUE) and the training CLI (ea
 field the config lacks fails at once, naming the field, the closest valid name and the valid fields at that
 level, instead of ml_collections' AttributeError traceback (CLI) or a failed run per grid point (sweep).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -43,8 +44,10 @@ def missing_field(root, field: str) -> tuple[str, str | None] | None:
             return f"no field {part!r} in {where}; valid fields there: none ({where} is a value, not a section)", None
         names = sorted(node.keys())
         near = _closest(name, names)
-        return (f"no field {part!r} in {where}; valid fields there: {', '.join(names)}",
-                ".".join([*parts[:i], near]) if near else None)
+        return (
+            f"no field {part!r} in {where}; valid fields there: {', '.join(names)}",
+            ".".join([*parts[:i], near]) if near else None,
+        )
     return None
 
 

@@ -6,6 +6,7 @@
 Prints a Markdown table: output shape, parameters, multiply-adds, receptive field, effective
 stride and effective padding per layer, and the totals with XLA's FLOP count.
 """
+
 from absl import app, flags
 
 from cnn_jax import models
@@ -27,8 +28,9 @@ def main(argv):
     if COMPARE.value:
         print(compare_conv_variants(MODEL.value, shape, NUM_CLASSES.value))
         return
-    model = models.create(MODEL.value, num_classes=NUM_CLASSES.value,
-                          conv=ConvSpec(CONV.value, tile=TILE.value, dilation=DILATION.value))
+    model = models.create(
+        MODEL.value, num_classes=NUM_CLASSES.value, conv=ConvSpec(CONV.value, tile=TILE.value, dilation=DILATION.value)
+    )
     print(summarize(model, shape).to_markdown())
 
 

@@ -3,6 +3,7 @@
 Runs go to STUDY_DIR/<point>/seed<k>. Re-running skips finished runs (final.json present) and resumes
 interrupted ones from their checkpoints; `parallel` training processes run at once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ from cnn_jax import config_check
 @dataclasses.dataclass(frozen=True)
 class Point:
     """One configuration of a study: a config file (path[:arg]) plus flag overrides."""
+
     name: str
     config: str
     overrides: tuple[tuple[str, str], ...] = ()
@@ -51,8 +53,15 @@ def grid_points(config: str, grid: Sequence[str], fixed: Sequence[str] = ()) -> 
 
 
 def run_command(point: Point, seed: int, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "experiments.train", f"--config={point.config}", f"--workdir={workdir}",
-            f"--config.seed={seed}", *(f"--config.{field}={value}" for field, value in point.overrides)]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        f"--config={point.config}",
+        f"--workdir={workdir}",
+        f"--config.seed={seed}",
+        *(f"--config.{field}={value}" for field, value in point.overrides),
+    ]
 
 
 def check_fields(points: Sequence[Point]) -> None:
@@ -88,8 +97,15 @@ def write_job_list(points: Sequence[Point], seeds: Sequence[int], study_dir: str
     return path, len(todo)
 
 
-def run_sweep(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path, *, parallel: int = 1,
-              dry_run: bool = False, poll_s: float = 0.5) -> list[Path]:
+def run_sweep(
+    points: Sequence[Point],
+    seeds: Sequence[int],
+    study_dir: str | Path,
+    *,
+    parallel: int = 1,
+    dry_run: bool = False,
+    poll_s: float = 0.5,
+) -> list[Path]:
     """Run every (point, seed) not finished yet, `parallel` at a time; return all run directories.
 
     Raises RuntimeError naming the runs that failed (after the others have finished), with the end of
@@ -110,8 +126,17 @@ def run_sweep(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Pa
             point, seed, workdir = todo.pop(0)
             workdir.mkdir(parents=True, exist_ok=True)
             with open(workdir / "log.txt", "a") as log:
-                running.append((subprocess.Popen(run_command(point, seed, workdir), stdout=log,
-                                                 stderr=subprocess.STDOUT, env=os.environ.copy()), workdir))
+                running.append(
+                    (
+                        subprocess.Popen(
+                            run_command(point, seed, workdir),
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            env=os.environ.copy(),
+                        ),
+                        workdir,
+                    )
+                )
         for process, workdir in list(running):
             if process.poll() is not None:
                 running.remove((process, workdir))

@@ -10,6 +10,7 @@ Part images: the same ladder (standard, tiled 2/4, local) in 2-D on MNIST and Fa
 LeNet-style and a ResNet-style backbone, with test accuracy under inputs shifted by 2 and 4 pixels.
 Writes STUDY_DIR/results.md, results.tex and learning_curves.png, and prints the table.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,11 +28,17 @@ _BACKBONES = flags.DEFINE_list("backbones", ["lenet", "resnet"], "part images: b
 _DATASETS = flags.DEFINE_list("datasets", list(IMAGE_DATASETS), "part images: datasets")
 
 CNN1D, MLP = "experiments/configs/cnn1d_mnist1d.py", "experiments/configs/mlp_mnist1d.py"
-CONV_KINDS = {"cnn": (), "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
-              "tiled4": (("model.conv.kind", "tiled"), ("model.conv.tile", "4")),
-              "local": (("model.conv.kind", "local"),)}
-MNIST1D_VARIANTS = {"logreg": (f"{MLP}:logreg", ()), "mlp": (MLP, ()),
-                    **{name: (CNN1D, overrides) for name, overrides in CONV_KINDS.items()}}
+CONV_KINDS = {
+    "cnn": (),
+    "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
+    "tiled4": (("model.conv.kind", "tiled"), ("model.conv.tile", "4")),
+    "local": (("model.conv.kind", "local"),),
+}
+MNIST1D_VARIANTS = {
+    "logreg": (f"{MLP}:logreg", ()),
+    "mlp": (MLP, ()),
+    **{name: (CNN1D, overrides) for name, overrides in CONV_KINDS.items()},
+}
 BACKBONES = {"lenet": "experiments/configs/lenet5_mnist.py", "resnet": "experiments/configs/resnet8_images.py"}
 
 
@@ -41,14 +48,18 @@ def mnist1d_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]
         if variants and name not in variants:
             continue
         for data, shuffled in (("normal", False), ("shuffled", True)):
-            points.append(Point(f"{name}__{data}", config,
-                                fixed + overrides + (("dataset.permute_positions", str(shuffled)),)))
+            points.append(
+                Point(f"{name}__{data}", config, fixed + overrides + (("dataset.permute_positions", str(shuffled)),))
+            )
     return points
 
 
-def image_points(variants: list[str] | None, fixed: tuple = (),
-                 backbones: Sequence[str] = tuple(BACKBONES),
-                 datasets: Sequence[str] = IMAGE_DATASETS) -> list[Point]:
+def image_points(
+    variants: list[str] | None,
+    fixed: tuple = (),
+    backbones: Sequence[str] = tuple(BACKBONES),
+    datasets: Sequence[str] = IMAGE_DATASETS,
+) -> list[Point]:
     unknown = sorted(set(backbones) - set(BACKBONES))
     if unknown:
         raise app.UsageError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
@@ -59,8 +70,13 @@ def image_points(variants: list[str] | None, fixed: tuple = (),
             for name, overrides in CONV_KINDS.items():
                 if variants and name not in variants:
                     continue
-                points.append(Point(f"{backbone}-{name}__{dataset}", config,
-                                    fixed + overrides + (("dataset.name", dataset), ("dataset.eval_shifts", "(2,4)"))))
+                points.append(
+                    Point(
+                        f"{backbone}-{name}__{dataset}",
+                        config,
+                        fixed + overrides + (("dataset.name", dataset), ("dataset.eval_shifts", "(2,4)")),
+                    )
+                )
     return points
 
 
@@ -69,8 +85,13 @@ def main(argv):
         points = mnist1d_points(_VARIANTS.value, STUDY.fixed())
     else:
         points = image_points(_VARIANTS.value, STUDY.fixed(), _BACKBONES.value, _DATASETS.value)
-    run_and_report(STUDY, points, f"{STUDY.study_dir.value}/{_PART.value}", ("model", "data"),
-                   f"Convolution variants ({_PART.value})")
+    run_and_report(
+        STUDY,
+        points,
+        f"{STUDY.study_dir.value}/{_PART.value}",
+        ("model", "data"),
+        f"Convolution variants ({_PART.value})",
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Cost: ResNet-20 trains at about 150 images/s on 2 CPU cores, so each 30-epoch ru
 there (8 points x 3 seeds: days); on one GPU, minutes.
 Writes STUDY_DIR/results.md, results.tex, learning_curves.png.
 """
+
 from __future__ import annotations
 
 from absl import app, flags
@@ -28,24 +29,44 @@ CONFIG = "experiments/configs/resnet20_fashion_mnist.py"
 
 
 def norms(ghost_batch: int) -> dict[str, tuple[tuple[str, str], ...]]:
-    return {"none": (("model.options.norm", "none"),), "batch": (("model.options.norm", "batch"),),
-            f"ghost{ghost_batch}": (("model.options.norm", "batch"),
-                                    ("model.options.virtual_batch_size", str(ghost_batch))),
-            "lrn": (("model.options.norm", "lrn"),)}
+    return {
+        "none": (("model.options.norm", "none"),),
+        "batch": (("model.options.norm", "batch"),),
+        f"ghost{ghost_batch}": (
+            ("model.options.norm", "batch"),
+            ("model.options.virtual_batch_size", str(ghost_batch)),
+        ),
+        "lrn": (("model.options.norm", "lrn"),),
+    }
 
 
 def points(batch_sizes: list[int], ghost_batch: int, fixed: tuple = ()) -> list[Point]:
-    return [Point(f"{name}__{batch}", CONFIG,
-                  fixed + overrides + (("train.batch_size", str(batch)),
-                                       ("optimizer.learning_rate", str(0.1 * batch / 128)),
-                                       ("optimizer.clip_norm", "5.0")))
-            for batch in batch_sizes for name, overrides in norms(ghost_batch).items()]
+    return [
+        Point(
+            f"{name}__{batch}",
+            CONFIG,
+            fixed
+            + overrides
+            + (
+                ("train.batch_size", str(batch)),
+                ("optimizer.learning_rate", str(0.1 * batch / 128)),
+                ("optimizer.clip_norm", "5.0"),
+            ),
+        )
+        for batch in batch_sizes
+        for name, overrides in norms(ghost_batch).items()
+    ]
 
 
 def main(argv):
     batch_sizes = [int(b) for b in _BATCH_SIZES.value]
-    run_and_report(STUDY, points(batch_sizes, _GHOST_BATCH.value, STUDY.fixed()), STUDY.study_dir.value,
-                   ("norm", "batch"), "Normalisation in ResNet-20 on Fashion-MNIST")
+    run_and_report(
+        STUDY,
+        points(batch_sizes, _GHOST_BATCH.value, STUDY.fixed()),
+        STUDY.study_dir.value,
+        ("norm", "batch"),
+        "Normalisation in ResNet-20 on Fashion-MNIST",
+    )
 
 
 if __name__ == "__main__":

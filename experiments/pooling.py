@@ -9,6 +9,7 @@ Pooling buys a little invariance to small translations for free (Scherer et al. 
 and puts 1.1M parameters into the first dense layer. Each run takes about 3 minutes on 2 CPU cores
 (10 epochs; "none" about twice that). Writes STUDY_DIR/results.md, results.tex, learning_curves.png.
 """
+
 from __future__ import annotations
 
 from absl import app, flags
@@ -27,14 +28,25 @@ def points(pools: list[str], datasets: list[str], fixed: tuple = ()) -> list[Poi
     unknown = sorted(set(pools) - set(POOLS))
     if unknown:
         raise app.UsageError(f"--pools: unknown {unknown}; valid values are {', '.join(POOLS)}")
-    return [Point(f"{pool}__{dataset}", CONFIG, fixed + (("model.options.pool", pool), ("dataset.name", dataset),
-                                                          ("dataset.eval_shifts", "(2,4)")))
-            for dataset in datasets for pool in pools]
+    return [
+        Point(
+            f"{pool}__{dataset}",
+            CONFIG,
+            fixed + (("model.options.pool", pool), ("dataset.name", dataset), ("dataset.eval_shifts", "(2,4)")),
+        )
+        for dataset in datasets
+        for pool in pools
+    ]
 
 
 def main(argv):
-    run_and_report(STUDY, points(_POOLS.value, _DATASETS.value, STUDY.fixed()), STUDY.study_dir.value,
-                   ("pool", "data"), "Downsampling in LeNet-5")
+    run_and_report(
+        STUDY,
+        points(_POOLS.value, _DATASETS.value, STUDY.fixed()),
+        STUDY.study_dir.value,
+        ("pool", "data"),
+        "Downsampling in LeNet-5",
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ markers 12..28 samples apart, solvable only by a unit that sees both) and on MNI
 Writes STUDY_DIR/results.md, results.tex and erf_*.png (and STUDY_DIR/accuracy/ with the runs' own
 report) and prints the tables.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,14 @@ from absl import app, flags
 
 from cnn_jax.report import load_runs, write_report
 from cnn_jax.report.figures import erf_growth, erf_heatmaps
-from cnn_jax.report.tables import (Comparison, aggregate, comparison_latex, comparison_markdown, latex_table,
-                                   markdown_table)
+from cnn_jax.report.tables import (
+    Comparison,
+    aggregate,
+    comparison_latex,
+    comparison_markdown,
+    latex_table,
+    markdown_table,
+)
 from cnn_jax.sweep import Point
 from experiments.study import define_flags
 
@@ -35,10 +42,12 @@ _DEPTHS = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of th
 _SAMPLES = flags.DEFINE_integer("samples", 16, "random inputs per initialisation for each ERF")
 _INITS = flags.DEFINE_integer("inits", 4, "random initialisations averaged for each ERF")
 
-NETWORKS = {"uniform, linear": ("linear", "uniform"), "random, linear": ("linear", "lecun_normal"),
-            "random, ReLU": ("relu", "lecun_normal")}
-SCHEDULES = {"(1,1,1,1)": (1, 1, 1, 1), "(2,2,2,2)": (2, 2, 2, 2), "(1,2,4,8)": (1, 2, 4, 8),
-             "(1,2,5,9)": (1, 2, 5, 9)}
+NETWORKS = {
+    "uniform, linear": ("linear", "uniform"),
+    "random, linear": ("linear", "lecun_normal"),
+    "random, ReLU": ("relu", "lecun_normal"),
+}
+SCHEDULES = {"(1,1,1,1)": (1, 1, 1, 1), "(2,2,2,2)": (2, 2, 2, 2), "(1,2,4,8)": (1, 2, 4, 8), "(1,2,5,9)": (1, 2, 5, 9)}
 TASKS = ("long_range_xor", "mnist1d")
 CONFIG = "experiments/configs/context1d.py"
 LUO2016 = "Luo, Li, Urtasun & Zemel, Understanding the Effective Receptive Field in Deep CNNs, NeurIPS 2016"
@@ -47,9 +56,11 @@ LUO2016 = "Luo, Li, Urtasun & Zemel, Understanding the Effective Receptive Field
 def _erf(depth_or_dilations, activation: str = "relu", kernel_init: str = "lecun_normal"):
     from cnn_jax import models
     from cnn_jax.analysis import effective_receptive_field
+
     dilations = (1,) * depth_or_dilations if isinstance(depth_or_dilations, int) else depth_or_dilations
-    model = models.create("context_net", num_classes=1, features=16, dilations=dilations, activation=activation,
-                          kernel_init=kernel_init)
+    model = models.create(
+        "context_net", num_classes=1, features=16, dilations=dilations, activation=activation, kernel_init=kernel_init
+    )
     side = 2 * sum(dilations) + 17  # the theoretical field plus a margin of 8 on each side
     return effective_receptive_field(model, (side, side, 1), samples=_SAMPLES.value, inits=_INITS.value)
 
@@ -59,19 +70,35 @@ def depth_tables(study_dir: Path, depths: list[int]) -> tuple[str, str]:
     erfs = {name: [_erf(d, *settings) for d in depths] for name, settings in NETWORKS.items()}
     stds = {name: [e.std[0] for e in values] for name, values in erfs.items()}
     fields = [2 * d + 1 for d in depths]
-    header = ["depth", "theoretical RF", *(f"ERF std, {name}" for name in NETWORKS), "sqrt(2 depth/3)",
-              "95% radius, ReLU", "ERF std / RF, ReLU"]
+    header = [
+        "depth",
+        "theoretical RF",
+        *(f"ERF std, {name}" for name in NETWORKS),
+        "sqrt(2 depth/3)",
+        "95% radius, ReLU",
+        "ERF std / RF, ReLU",
+    ]
     relu = erfs["random, ReLU"]
-    rows = [[str(d), str(f), *(f"{stds[name][i]:.2f}" for name in NETWORKS), f"{np.sqrt(2 * d / 3):.2f}",
-             str(relu[i].radius95), f"{relu[i].std[0] / f:.3f}"] for i, (d, f) in enumerate(zip(depths, fields))]
+    rows = [
+        [
+            str(d),
+            str(f),
+            *(f"{stds[name][i]:.2f}" for name in NETWORKS),
+            f"{np.sqrt(2 * d / 3):.2f}",
+            str(relu[i].radius95),
+            f"{relu[i].std[0] / f:.3f}",
+        ]
+        for i, (d, f) in enumerate(zip(depths, fields))
+    ]
     title = "Effective receptive field by depth (3x3 convolutions, 2-D, std in pixels)"
     markdown, latex = markdown_table(header, rows, title), latex_table(header, rows, title)
     exponents = [_exponent_row(name, depths, stds[name]) for name in NETWORKS]
     markdown += "\n" + comparison_markdown(exponents, "Growth exponent, least-squares fit on log-log")
     latex += "\n" + comparison_latex(exponents, "Growth exponent, least-squares fit on log-log")
     erf_growth(depths, stds, fields, study_dir / "erf_growth.png")
-    erf_heatmaps({f"depth {d}": e for d, e in zip(depths, relu)}, study_dir / "erf_depth_heatmaps.png",
-                 columns=len(depths))
+    erf_heatmaps(
+        {f"depth {d}": e for d, e in zip(depths, relu)}, study_dir / "erf_depth_heatmaps.png", columns=len(depths)
+    )
     return markdown, latex
 
 
@@ -86,8 +113,11 @@ def _point_name(task: str, schedule: str) -> str:
 
 
 def accuracy_points(fixed: tuple) -> list[Point]:
-    return [Point(_point_name(task, name), f"{CONFIG}:{task}", fixed + (("model.options.dilations", name),))
-            for task in TASKS for name in SCHEDULES]
+    return [
+        Point(_point_name(task, name), f"{CONFIG}:{task}", fixed + (("model.options.dilations", name),))
+        for task in TASKS
+        for name in SCHEDULES
+    ]
 
 
 def schedule_tables(study_dir: Path, accuracy_dir: Path | None) -> tuple[str, str]:
@@ -98,10 +128,25 @@ def schedule_tables(study_dir: Path, accuracy_dir: Path | None) -> tuple[str, st
         for row in aggregate(load_runs(accuracy_dir), lambda run: {"point": run.path.parent.name}):
             std = "" if row.n == 1 else f" ± {row.std:.2f}"
             accuracy[row.label["point"]] = f"{row.mean:.2f}{std} ({row.n})"
-    header = ["dilations", "theoretical RF", "ERF std", "95% radius", "holes (%)",
-              *(f"{task} accuracy (%) (seeds)" for task in TASKS)]
-    rows = [[name, str(erf.field[0]), f"{erf.std[0]:.2f}", str(erf.radius95), f"{100 * erf.holes:.1f}",
-             *(accuracy.get(_point_name(task, name), "not run") for task in TASKS)] for name, erf in erfs.items()]
+    header = [
+        "dilations",
+        "theoretical RF",
+        "ERF std",
+        "95% radius",
+        "holes (%)",
+        *(f"{task} accuracy (%) (seeds)" for task in TASKS),
+    ]
+    rows = [
+        [
+            name,
+            str(erf.field[0]),
+            f"{erf.std[0]:.2f}",
+            str(erf.radius95),
+            f"{100 * erf.holes:.1f}",
+            *(accuracy.get(_point_name(task, name), "not run") for task in TASKS),
+        ]
+        for name, erf in erfs.items()
+    ]
     erf_heatmaps({f"dilations {name}": erf for name, erf in erfs.items()}, study_dir / "erf_dilation_heatmaps.png")
     title = "Dilation schedules: four 3x3 layers, ERF of random ReLU networks (2-D), accuracy of 1-D versions"
     return markdown_table(header, rows, title), latex_table(header, rows, title)
@@ -114,9 +159,11 @@ def main(argv):
     if _PART.value == "all":
         accuracy_dir = study_dir / "accuracy"
         STUDY.run(accuracy_points(STUDY.fixed()), accuracy_dir)
-        write_report(accuracy_dir, lambda run: {"task": run.config["dataset.name"],
-                                                "dilations": run.config["model.options.dilations"]},
-                     title="Dilation schedules, trained")
+        write_report(
+            accuracy_dir,
+            lambda run: {"task": run.config["dataset.name"], "dilations": run.config["model.options.dilations"]},
+            title="Dilation schedules, trained",
+        )
     depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in _DEPTHS.value])
     schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir)
     markdown = depth_md + "\n" + schedule_md

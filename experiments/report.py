@@ -6,6 +6,7 @@ The table has one row per configuration (the config fields that differ between r
 pooled): test accuracy mean ± std over seeds, the number of seeds, parameters, multiply-adds per
 example, training images/s, and the published value with its source where one exists.
 """
+
 from absl import app, flags
 
 from cnn_jax.report import write_report

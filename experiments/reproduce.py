@@ -8,6 +8,7 @@ He et al. 2016, receptive fields against Araujo et al. 2019. Trained rows: LeNet
 against LeCun et al. 1998, and the MNIST-1D models against Greydanus & Kobak 2024, mean ± std over seeds
 with the study report's verdict rule.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,15 +28,20 @@ HE2016 = "He et al., Deep Residual Learning, CVPR 2016, Table 6 (printed as 0.27
 LECUN1998 = "LeCun et al., Proc. IEEE 1998"
 ARAUJO2019 = "Araujo, Norris & Sim, Computing Receptive Fields of CNNs, Distill 2019"
 # (model, input, classes, published, half of the published rounding step)
-PARAMS = [("alexnet", (224, 224, 3), 1000, 61_100_840, 0, TORCHVISION),
-          ("vgg16", (224, 224, 3), 1000, 138_357_544, 0, TORCHVISION),
-          ("resnet50", (224, 224, 3), 1000, 25_557_032, 0, TORCHVISION),
-          ("resnet20", (32, 32, 3), 10, 270_000, 5_000, HE2016),       # printed 0.27M
-          ("resnet110", (32, 32, 3), 10, 1_700_000, 50_000, HE2016)]   # printed 1.7M
+PARAMS = [
+    ("alexnet", (224, 224, 3), 1000, 61_100_840, 0, TORCHVISION),
+    ("vgg16", (224, 224, 3), 1000, 138_357_544, 0, TORCHVISION),
+    ("resnet50", (224, 224, 3), 1000, 25_557_032, 0, TORCHVISION),
+    ("resnet20", (32, 32, 3), 10, 270_000, 5_000, HE2016),  # printed 0.27M
+    ("resnet110", (32, 32, 3), 10, 1_700_000, 50_000, HE2016),
+]  # printed 1.7M
 RECEPTIVE_FIELDS = [("alexnet", 195), ("vgg16", 212), ("resnet50", 427)]
 LENET = "experiments/configs/lenet5_classic_mnist.py"
-MNIST1D = {"logreg": "experiments/configs/mlp_mnist1d.py:logreg", "mlp": "experiments/configs/mlp_mnist1d.py",
-           "cnn": "experiments/configs/cnn1d_mnist1d.py"}
+MNIST1D = {
+    "logreg": "experiments/configs/mlp_mnist1d.py:logreg",
+    "mlp": "experiments/configs/mlp_mnist1d.py",
+    "cnn": "experiments/configs/cnn1d_mnist1d.py",
+}
 
 
 def analytic_rows() -> list[Comparison]:
@@ -44,18 +50,31 @@ def analytic_rows() -> list[Comparison]:
 
     from cnn_jax import models
     from cnn_jax.analysis import model_receptive_field
+
     rows = []
     for name, shape, classes, published, rounding, source in PARAMS:
         model = models.create(name, num_classes=classes)
         variables = jax.eval_shape(lambda m=model, s=shape: m.init(jax.random.key(0), jnp.zeros((1, *s))))
         ours = sum(p.size for p in jax.tree.leaves(variables["params"]))
-        verdict = ("exact" if ours == published else "within rounding" if abs(ours - published) <= rounding
-                   else f"off by {ours - published:+,}")
+        verdict = (
+            "exact"
+            if ours == published
+            else "within rounding"
+            if abs(ours - published) <= rounding
+            else f"off by {ours - published:+,}"
+        )
         rows.append(Comparison(f"{name} parameters", f"{ours:,}", f"{published:,}", source, verdict))
     for name, published in RECEPTIVE_FIELDS:
         ours = model_receptive_field(models.create(name, num_classes=1000), (224, 224, 3))[0].size
-        rows.append(Comparison(f"{name} receptive field (last spatial map)", str(ours), str(published), ARAUJO2019,
-                               "exact" if ours == published else f"off by {ours - published:+}"))
+        rows.append(
+            Comparison(
+                f"{name} receptive field (last spatial map)",
+                str(ours),
+                str(published),
+                ARAUJO2019,
+                "exact" if ours == published else f"off by {ours - published:+}",
+            )
+        )
     return rows
 
 
@@ -73,8 +92,15 @@ def trained_rows(study_dir: Path) -> list[Comparison]:
         if row.published is not None:
             std = "" if row.n == 1 else f" ± {row.std:.2f}"
             seeds = "1 seed" if row.n == 1 else f"{row.n} seeds"
-            rows.append(Comparison(f"{row.label['run'].replace('__', ' on ')} test accuracy (%), {seeds}",
-                                   f"{row.mean:.2f}{std}", f"{row.published:g}", SOURCES[row.source], row.verdict))
+            rows.append(
+                Comparison(
+                    f"{row.label['run'].replace('__', ' on ')} test accuracy (%), {seeds}",
+                    f"{row.mean:.2f}{std}",
+                    f"{row.published:g}",
+                    SOURCES[row.source],
+                    row.verdict,
+                )
+            )
     return rows
 
 

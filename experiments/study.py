@@ -3,6 +3,7 @@
 A study names each grid point "<value>__<value>..." after its row label; `run_and_report` runs the
 points (skipping finished runs), then writes and prints the table with the rows in grid order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,11 +40,13 @@ def define_flags(study_dir: str) -> StudyFlags:
         flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds per configuration"),
         flags.DEFINE_integer("parallel", 1, "training processes at once"),
         flags.DEFINE_multi_string("set", [], "FIELD=VALUE for every run, e.g. train.num_steps=20"),
-        flags.DEFINE_string("download_dir", "", "raw dataset files (<dir>/<dataset>/<file>)"))
+        flags.DEFINE_string("download_dir", "", "raw dataset files (<dir>/<dataset>/<file>)"),
+    )
 
 
-def run_and_report(study: StudyFlags, points: Sequence[Point], study_dir: str | Path, columns: Sequence[str],
-                   title: str) -> str:
+def run_and_report(
+    study: StudyFlags, points: Sequence[Point], study_dir: str | Path, columns: Sequence[str], title: str
+) -> str:
     """Run the points, then write results.md/.tex/learning_curves.png with one row per point, labelled by
     splitting its name at "__" into `columns`, in the points' order; return the Markdown. Runs already in
     the study directory from other points are reported too, after these."""

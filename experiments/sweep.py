@@ -11,6 +11,7 @@ the array job that runs them, one run per array task (launch/slurm_array.sbatch)
 Runs go to STUDY_DIR/<point>/seed<k>. Re-running skips finished runs (final.json present) and resumes
 interrupted ones from their checkpoints. --parallel=N keeps N training processes going at once.
 """
+
 import sys
 
 from absl import app, flags
@@ -32,7 +33,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         sweep()
-    except ValueError as err:   # a bad grid, override or field: the message alone
+    except ValueError as err:  # a bad grid, override or field: the message alone
         sys.exit(f"error: {err}")
 
 
@@ -46,8 +47,7 @@ def sweep():
         else:
             print(f"sbatch --array=0-{count - 1} launch/slurm_array.sbatch {jobs}")
         return
-    run_sweep(points, seeds, _STUDY_DIR.value, parallel=_PARALLEL.value,
-              dry_run=_DRY_RUN.value)
+    run_sweep(points, seeds, _STUDY_DIR.value, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value)
 
 
 if __name__ == "__main__":

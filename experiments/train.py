@@ -5,6 +5,7 @@
 
 Multi-host: add --distributed (coordinator and process id from flags, or from SLURM/MPI/Kubernetes/TPU).
 """
+
 import logging as python_logging
 import sys
 
@@ -52,11 +53,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
     if _DISTRIBUTED.value:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                               heartbeat_timeout_s=_HEARTBEAT.value)
+        distributed.initialize(
+            _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, heartbeat_timeout_s=_HEARTBEAT.value
+        )
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, NonFiniteLossError, DatasetUnavailableError) as err:   # expected: the message alone
+    except (ValueError, NonFiniteLossError, DatasetUnavailableError) as err:  # expected: the message alone
         sys.exit(f"error: {err}")
 
 

@@ -1,4 +1,5 @@
 """Test setup: 8 host CPU devices for the cross-device tests (must precede importing jax)."""
+
 import os
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
@@ -25,10 +26,13 @@ def x64():
 def download_dir() -> str:
     """Raw dataset files: $CNN_JAX_DOWNLOAD_DIR, else ../shared/datasets beside the repository."""
     from pathlib import Path
+
     path = os.environ.get("CNN_JAX_DOWNLOAD_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "datasets")
     if not Path(path, "mnist").is_dir():
-        pytest.fail(f"raw MNIST files not found in {path}/mnist: set CNN_JAX_DOWNLOAD_DIR to a directory holding "
-                    f"<dataset>/<file> as TFDS downloads them")
+        pytest.fail(
+            f"raw MNIST files not found in {path}/mnist: set CNN_JAX_DOWNLOAD_DIR to a directory holding "
+            f"<dataset>/<file> as TFDS downloads them"
+        )
     return path
 
 

@@ -1,4 +1,5 @@
 """Shared test utilities: random convolution configurations and float32 comparison."""
+
 import itertools
 import sys
 from pathlib import Path
@@ -44,10 +45,20 @@ def random_configs(rng, ndim, count, *, groups=False, max_size=None):
 
 def train_cli(workdir, tfds_dir, *flags) -> list[str]:
     """experiments.train on a small MNIST-1D CNN (batch 80: divides among 1, 2, 4 or 8 devices)."""
-    return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/cnn1d_mnist1d.py",
-            f"--workdir={workdir}", f"--config.dataset.data_dir={tfds_dir}", "--config.model.options.channels=8",
-            "--config.train.batch_size=80", "--config.train.eval_batch_size=200", "--config.train.log_every_steps=10",
-            "--config.train.checkpoint_every_steps=50", *flags]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config=experiments/configs/cnn1d_mnist1d.py",
+        f"--workdir={workdir}",
+        f"--config.dataset.data_dir={tfds_dir}",
+        "--config.model.options.channels=8",
+        "--config.train.batch_size=80",
+        "--config.train.eval_batch_size=200",
+        "--config.train.log_every_steps=10",
+        "--config.train.checkpoint_every_steps=50",
+        *flags,
+    ]
 
 
 def final_state(workdir):

@@ -1,31 +1,39 @@
 """Receptive fields read off the traced model: published values and a brute-force measurement."""
+
 import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_jax import analysis, models, nn as cnn
+from cnn_jax import analysis, models
+from cnn_jax import nn as cnn
 from cnn_jax.nn import ConvSpec
 from cnn_jax.report.figures import erf_heatmaps
 
 KEY = jax.random.PRNGKey(0)
 
 
-@pytest.mark.parametrize("name, shape, size", [
-    ("alexnet", (224, 224, 3), 195),   # Araujo et al. 2019, Table: AlexNet pool5
-    ("vgg16", (224, 224, 3), 212),     # Araujo et al. 2019: VGG-16 pool5
-    ("context_net", (80, 80, 3), 67),  # Yu & Koltun 2016, Table 1: basic context module
-])
+@pytest.mark.parametrize(
+    "name, shape, size",
+    [
+        ("alexnet", (224, 224, 3), 195),  # Araujo et al. 2019, Table: AlexNet pool5
+        ("vgg16", (224, 224, 3), 212),  # Araujo et al. 2019: VGG-16 pool5
+        ("context_net", (80, 80, 3), 67),  # Yu & Koltun 2016, Table 1: basic context module
+    ],
+)
 def test_published_receptive_fields(name, shape, size):
     field = analysis.model_receptive_field(models.create(name, num_classes=10), shape)
     assert [f.size for f in field] == [size, size]
 
 
-@pytest.mark.parametrize("name, field", [
-    ("resnet50", (427, 32, 213)),   # Araujo et al. 2019: 427 (v1.5)
-    ("resnet18", (435, 32, 217)),
-])
+@pytest.mark.parametrize(
+    "name, field",
+    [
+        ("resnet50", (427, 32, 213)),  # Araujo et al. 2019: 427 (v1.5)
+        ("resnet18", (435, 32, 217)),
+    ],
+)
 def test_symmetric_padding_centres_the_resnet_fields(name, field):
     """torchvision pads every convolution and pool symmetrically, so the field of the last map's first unit
     is centred on it: effective padding (size - 1) / 2. "SAME" on the strided 3x3 layers gave 185 and 189."""
@@ -57,16 +65,19 @@ def _measured_span(model, shape):
     return [(int(s.min()), int(s.max())) for s in support], centre_index
 
 
-@pytest.mark.parametrize("name, shape, options", [
-    # Inputs larger than the field, so the measured span is not just the whole image.
-    ("resnet20", (96, 96, 3), {}),
-    ("resnet20", (96, 96, 3), {"conv": ConvSpec("tiled", tile=2)}),
-    ("context_net", (24, 24, 1), {"features": 4, "dilations": (1, 2, 4), "conv": ConvSpec("local")}),
-    ("context_net", (72, 72, 1), {"features": 4}),
-    ("context_net", (48, 48, 1), {"features": 4, "dilations": (1, 2, 5, 9)}),
-    ("context_net", (40, 40, 1), {"features": 4, "dilations": (2, 2, 2, 2)}),
-    ("cnn1d", (40, 1), {}),
-])
+@pytest.mark.parametrize(
+    "name, shape, options",
+    [
+        # Inputs larger than the field, so the measured span is not just the whole image.
+        ("resnet20", (96, 96, 3), {}),
+        ("resnet20", (96, 96, 3), {"conv": ConvSpec("tiled", tile=2)}),
+        ("context_net", (24, 24, 1), {"features": 4, "dilations": (1, 2, 4), "conv": ConvSpec("local")}),
+        ("context_net", (72, 72, 1), {"features": 4}),
+        ("context_net", (48, 48, 1), {"features": 4, "dilations": (1, 2, 5, 9)}),
+        ("context_net", (40, 40, 1), {"features": 4, "dilations": (2, 2, 2, 2)}),
+        ("cnn1d", (40, 1), {}),
+    ],
+)
 def test_receptive_field_matches_brute_force(name, shape, options):
     model = models.create(name, num_classes=2, **options)
     field = analysis.model_receptive_field(model, shape)
@@ -80,6 +91,7 @@ def test_receptive_field_matches_brute_force(name, shape, options):
 @pytest.mark.parametrize("kind", ["standard", "tiled", "local"])
 def test_summary_rows_and_totals(kind):
     from cnn_jax.ops import conv_macs
+
     model = models.create("lenet5", num_classes=10, conv=ConvSpec(kind, tile=2))
     summary = analysis.summarize(model, (28, 28, 1))
     rows = {r.path: r for r in summary.rows}
@@ -103,9 +115,22 @@ def test_summary_flops_agree_with_xla():
 def test_summary_cli():
     import subprocess
     import sys
-    result = subprocess.run([sys.executable, "-m", "cnn_jax.summary", "--model=lenet5", "--input=28,28,1",
-                             "--num_classes=10", "--conv=tiled", "--tile=2"], capture_output=True, text=True,
-                            check=True)
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnn_jax.summary",
+            "--model=lenet5",
+            "--input=28,28,1",
+            "--num_classes=10",
+            "--conv=tiled",
+            "--tile=2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "| conv2 | TiledConv | 10x10x16 | 9,664 | 240,000 | 14x14 | 2x2 | 2x2 |" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "cnn_jax.summary", "--conv=dilated"], capture_output=True, text=True)
     assert bad.returncode != 0 and "value should be one of <standard|tiled|local>" in bad.stderr
@@ -116,7 +141,7 @@ def test_erf_of_one_conv_layer_is_its_kernel_support(dilation):
     model = models.create("context_net", num_classes=2, features=3, dilations=(dilation,))
     erf = analysis.effective_receptive_field(model, (11, 11, 1), samples=4, inits=2)
     support = np.zeros((11, 11), bool)
-    support[5 - dilation:6 + dilation:dilation, 5 - dilation:6 + dilation:dilation] = True
+    support[5 - dilation : 6 + dilation : dilation, 5 - dilation : 6 + dilation : dilation] = True
     np.testing.assert_array_equal(erf.grad_map > 0, support)
     assert erf.centre == (5.0, 5.0) and erf.radius95 <= dilation
 
@@ -134,21 +159,26 @@ def test_erf_is_smaller_than_the_theoretical_field_and_saved_as_png(tmp_path):
 def test_erf_of_a_uniform_linear_stack_is_the_n_fold_box_convolution(depth):
     """Luo et al. 2016: with all weights equal and no nonlinearity the ERF is the depth-fold convolution
     of the 3-tap box, whose variance per axis is exactly depth * 2/3 (and the theoretical field 2 depth + 1)."""
-    model = models.create("context_net", num_classes=1, features=4, dilations=(1,) * depth, activation="linear",
-                          kernel_init="uniform")
+    model = models.create(
+        "context_net", num_classes=1, features=4, dilations=(1,) * depth, activation="linear", kernel_init="uniform"
+    )
     erf = analysis.effective_receptive_field(model, (2 * depth + 9, 2 * depth + 9, 1), samples=2, inits=1)
     np.testing.assert_allclose(erf.std, [np.sqrt(2 * depth / 3)] * 2, rtol=1e-5)
     box = np.ones(3)
     for _ in range(depth - 1):
         box = np.convolve(box, np.ones(3))
     c = depth + 4  # centre of the (2 depth + 9)-pixel input
-    np.testing.assert_allclose(erf.grad_map[c - depth:c + depth + 1, c - depth:c + depth + 1] / erf.grad_map.max(),
-                               np.outer(box, box) / box.max() ** 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        erf.grad_map[c - depth : c + depth + 1, c - depth : c + depth + 1] / erf.grad_map.max(),
+        np.outer(box, box) / box.max() ** 2,
+        rtol=1e-5,
+    )
     assert erf.field == (2 * depth + 1,) * 2 and erf.holes == 0
 
 
-@pytest.mark.parametrize("dilations, field, holes", [((1, 2, 4, 8), 31, 0.0), ((1, 2, 5, 9), 35, 0.0),
-                                                     ((2, 2, 2, 2), 17, 1 - 9 ** 2 / 17 ** 2)])
+@pytest.mark.parametrize(
+    "dilations, field, holes", [((1, 2, 4, 8), 31, 0.0), ((1, 2, 5, 9), 35, 0.0), ((2, 2, 2, 2), 17, 1 - 9**2 / 17**2)]
+)
 def test_gridding_leaves_holes_in_the_effective_field(dilations, field, holes):
     """Wang et al. 2018: dilations sharing a factor (2,2,2,2) see only every second offset; (1,2,4,8) and
     the hybrid schedule (1,2,5,9) reach every position of their theoretical field."""
@@ -164,10 +194,10 @@ def test_translation_equivariance_of_the_conv_variants():
         model = models.create("context_net", num_classes=3, features=4, dilations=(1, 1), conv=ConvSpec(kind, tile=2))
         variables = model.init(KEY, x)
         errors[kind] = {r.shift: r.feature_error for r in analysis.translation_response(model, variables, x, [1, 2, 4])}
-    assert max(errors["standard"].values()) < 1e-5                    # equivariant to every shift (stride 1)
-    assert errors["tiled"][1] > 0.1 and errors["tiled"][2] < 1e-5     # only to multiples of the tile
+    assert max(errors["standard"].values()) < 1e-5  # equivariant to every shift (stride 1)
+    assert errors["tiled"][1] > 0.1 and errors["tiled"][2] < 1e-5  # only to multiples of the tile
     assert errors["tiled"][4] < 1e-5
-    assert min(errors["local"].values()) > 0.1                        # to none
+    assert min(errors["local"].values()) > 0.1  # to none
 
 
 def test_conv_variant_comparison_table():

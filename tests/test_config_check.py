@@ -1,15 +1,15 @@
 """Config overrides naming a field the config lacks: one check (cnn_jax/config_check.py) for the training CLI
 and the sweep, answering with the field, the closest valid name and the valid fields; no traceback."""
+
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import train_cli
 
 from cnn_jax.config_check import check_cli, cli_overrides
-
-from helpers import train_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "experiments/configs/cnn1d_mnist1d.py"
@@ -17,8 +17,13 @@ CONFIG = "experiments/configs/cnn1d_mnist1d.py"
 
 def run_cli(tmp_path, *flags) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    result = subprocess.run(train_cli(tmp_path / "run", str(tmp_path / "tfds"), *flags), cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        train_cli(tmp_path / "run", str(tmp_path / "tfds"), *flags),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result, time.perf_counter() - start
 
 
@@ -31,25 +36,42 @@ def test_a_misspelt_field_ends_the_cli_with_a_suggestion_and_no_traceback(tmp_pa
         f"error: --config.train.batch_sise: {CONFIG} has no field 'batch_sise' in train; valid fields there: "
         "batch_size, checkpoint_every_steps, data_placement, dtype, eval_batch_size, eval_every_epochs, "
         "keep_checkpoints, label_smoothing, log_every_steps, num_epochs, num_steps, parallel, steps_per_dispatch",
-        "did you mean --config.train.batch_size?"]
+        "did you mean --config.train.batch_size?",
+    ]
     assert not (tmp_path / "run").exists()
 
 
 def test_a_field_with_no_close_name_lists_the_valid_ones(tmp_path):
     result, _ = run_cli(tmp_path, "--config.model.options.pol=avg")
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == (f"error: --config.model.options.pol: {CONFIG} has no field 'pol' in "
-                                     "model.options; valid fields there: channels")
+    assert result.stderr.strip() == (
+        f"error: --config.model.options.pol: {CONFIG} has no field 'pol' in model.options; valid fields there: channels"
+    )
 
 
 def test_overrides_are_found_as_ml_collections_finds_them(tmp_path):
-    argv = ["train", "--config", CONFIG, "--workdir=w", "--config.seed", "3", "--noconfig.dataset.permute_positions",
-            "-config.train.num_steps=5", "--config.dataset.eval_shifts[0]=2", "--configure=x"]
-    assert cli_overrides(argv) == (CONFIG, ["seed", "dataset.permute_positions", "train.num_steps",
-                                            "dataset.eval_shifts[0]"])
+    argv = [
+        "train",
+        "--config",
+        CONFIG,
+        "--workdir=w",
+        "--config.seed",
+        "3",
+        "--noconfig.dataset.permute_positions",
+        "-config.train.num_steps=5",
+        "--config.dataset.eval_shifts[0]=2",
+        "--configure=x",
+    ]
+    assert cli_overrides(argv) == (
+        CONFIG,
+        ["seed", "dataset.permute_positions", "train.num_steps", "dataset.eval_shifts[0]"],
+    )
     check_cli(argv)  # all exist: no error
-    with pytest.raises(ValueError, match=r"^--config.dataset.nme: .* has no field 'nme' in dataset; .*\n"
-                                         r"did you mean --config.dataset.name\?$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^--config.dataset.nme: .* has no field 'nme' in dataset; .*\n"
+        r"did you mean --config.dataset.name\?$",
+    ):
         check_cli([*argv, "--config.dataset.nme=mnist"])
     check_cli(["train", "--config=missing.py", "--config.anything=1"])  # absl reports the missing file itself
 
@@ -64,17 +86,39 @@ def test_a_misspelt_field_in_a_flagfile_is_caught_too(tmp_path):
 
 
 def test_a_missing_dataset_ends_the_run_with_the_message_alone(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "experiments.train", "--config=experiments/configs/lenet5_mnist.py",
-                             f"--workdir={tmp_path / 'run'}", f"--config.dataset.data_dir={tmp_path / 'tfds'}",
-                             f"--config.dataset.download_dir={tmp_path / 'empty'}"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "--config=experiments/configs/lenet5_mnist.py",
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+            f"--config.dataset.download_dir={tmp_path / 'empty'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "mnist" in result.stderr
 
 
 def test_a_sweep_with_a_misspelt_field_ends_with_the_message_alone(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/cnn1d_mnist1d.py",
-                             f"--study_dir={tmp_path}", "--grid=train.batch_sise=64,128"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config=experiments/configs/cnn1d_mnist1d.py",
+            f"--study_dir={tmp_path}",
+            "--grid=train.batch_sise=64,128",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "batch_sise" in result.stderr and "did you mean" in result.stderr

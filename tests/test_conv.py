@@ -1,13 +1,14 @@
 """conv and conv_transpose against the NumPy definitions, gradients and the backprop identities."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import close, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import reference
-from helpers import close, random_configs
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -17,22 +18,24 @@ def test_conv_matches_reference_on_random_shapes(rng, ndim):
         w = rng.normal(size=(*kernel, x_shape[-1] // groups, cout))
         flip = bool(rng.integers(2))
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
-        close(ops.conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), **kw),
-              reference.conv(x, w, **kw))
+        close(ops.conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), **kw), reference.conv(x, w, **kw))
 
 
 def test_im2col_is_the_loop_definition(rng):
     for x_shape, kernel, stride, padding, dilation, _, cout in random_configs(rng, 2, 10):
         x, w = rng.normal(size=x_shape), rng.normal(size=(*kernel, x_shape[-1], cout))
-        np.testing.assert_allclose(reference.conv_im2col(x, w, stride, padding, dilation),
-                                   reference.conv(x, w, stride, padding, dilation), atol=1e-12)
+        np.testing.assert_allclose(
+            reference.conv_im2col(x, w, stride, padding, dilation),
+            reference.conv(x, w, stride, padding, dilation),
+            atol=1e-12,
+        )
 
 
 def test_depthwise(rng):
     x, w = rng.normal(size=(2, 7, 7, 4)), rng.normal(size=(3, 3, 1, 8))
     y = ops.conv(jnp.asarray(x), jnp.asarray(w), padding="SAME", groups=4)
     for c in range(4):  # channel c feeds outputs 2c and 2c+1 only
-        close(y[..., 2 * c:2 * c + 2], reference.conv(x[..., c:c + 1], w[..., 2 * c:2 * c + 2], padding="SAME"))
+        close(y[..., 2 * c : 2 * c + 2], reference.conv(x[..., c : c + 1], w[..., 2 * c : 2 * c + 2], padding="SAME"))
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -41,8 +44,14 @@ def test_conv_transpose_matches_scatter_reference(rng, ndim):
         w = rng.normal(size=(*kernel, x_shape[-1], cout))
         geo = ops.shapes.conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation)
         y = rng.normal(size=(x_shape[0], *geo.out_sizes, cout))
-        got = ops.conv_transpose(jnp.asarray(y, jnp.float32), jnp.asarray(w, jnp.float32), stride=stride,
-                                 padding=padding, dilation=dilation, input_size=x_shape[1:-1])
+        got = ops.conv_transpose(
+            jnp.asarray(y, jnp.float32),
+            jnp.asarray(w, jnp.float32),
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            input_size=x_shape[1:-1],
+        )
         close(got, reference.conv_transpose(y, w, x_shape[1:-1], stride, padding, dilation))
 
 
@@ -79,8 +88,10 @@ def test_gradient_identities(rng):
     close(dx, ops.conv_transpose(g, w), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding="SAME"), dict(dilation=2, padding="FULL"),
-                                dict(groups=2, padding=1, flip=True)])
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(stride=2, padding="SAME"), dict(dilation=2, padding="FULL"), dict(groups=2, padding=1, flip=True)],
+)
 def test_conv_grads(rng, x64, kw):
     x, w = jnp.asarray(rng.normal(size=(2, 7, 6, 4))), jnp.asarray(rng.normal(size=(3, 2, 4 // kw.get("groups", 1), 4)))
     check_grads(lambda x, w: ops.conv(x, w, **kw), (x, w), order=2, modes=["fwd", "rev"])
@@ -104,5 +115,4 @@ def test_kernel_gradient_is_xcol_times_output_gradient(rng, ndim):
         y, vjp = jax.vjp(lambda w: ops.conv(jnp.asarray(x, jnp.float32), w, **kw), w)
         g = rng.normal(size=y.shape)
         x_col = reference.im2col(x, kernel, **kw)
-        close(vjp(jnp.asarray(g, jnp.float32))[0], (x_col @ g.reshape(-1, cout)).reshape(w.shape),
-              rtol=1e-4, atol=1e-4)
+        close(vjp(jnp.asarray(g, jnp.float32))[0], (x_col @ g.reshape(-1, cout)).reshape(w.shape), rtol=1e-4, atol=1e-4)

@@ -1,4 +1,5 @@
 """Input pipeline: offline TFDS preparation, fast failures, batch order, sharding, variants, augmentation."""
+
 import os
 import threading
 import time
@@ -9,9 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_jax.data import (DatasetUnavailableError, augment, eval_batches, load_dataset, load_split, process_rows,
-                          shift_width, steps_per_epoch, train_batch_indices)
-from cnn_jax.data import prepare_lock, sources
+from cnn_jax.data import (
+    DatasetUnavailableError,
+    augment,
+    eval_batches,
+    load_dataset,
+    load_split,
+    prepare_lock,
+    process_rows,
+    shift_width,
+    sources,
+    steps_per_epoch,
+    train_batch_indices,
+)
 
 
 def test_mnist_prepared_offline_from_raw_files(download_dir, tfds_dir):
@@ -32,6 +43,7 @@ def test_mnist_and_fashion_mnist_do_not_share_extractions(download_dir, tfds_dir
 
 def test_mnist1d_is_generated_offline(tfds_dir):
     from mnist1d.data import get_dataset_args, make_dataset
+
     data = load_dataset("mnist1d", data_dir=tfds_dir)
     expected = make_dataset(get_dataset_args())
     assert data.train.inputs.shape == (4000, 40) and data.test.inputs.shape == (1000, 40)
@@ -43,10 +55,15 @@ def test_mnist1d_is_generated_offline(tfds_dir):
 def test_concurrent_processes_prepare_a_dataset_once(tmp_path):
     import subprocess
     import sys
-    code = ("import sys; from cnn_jax.data import load_split; "
-            f"print(len(load_split('mnist1d', 'test', data_dir={str(tmp_path)!r})))")
-    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(3)]
+
+    code = (
+        "import sys; from cnn_jax.data import load_split; "
+        f"print(len(load_split('mnist1d', 'test', data_dir={str(tmp_path)!r})))"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     for worker in workers:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0 and out.strip().splitlines()[-1] == "1000", err[-2000:]
@@ -78,8 +95,9 @@ def test_prepare_lock_admits_one_holder_at_a_time_and_leaves_nothing(tmp_path, m
     if kind == "object store":
         monkeypatch.setattr(prepare_lock, "is_local", lambda path: False)
         fast = prepare_lock.object_lock
-        monkeypatch.setattr(prepare_lock, "object_lock",
-                            lambda path: fast(path, poll_s=0.02, settle_s=0.1, beat_s=0.05, stale_s=5))
+        monkeypatch.setattr(
+            prepare_lock, "object_lock", lambda path: fast(path, poll_s=0.02, settle_s=0.1, beat_s=0.05, stale_s=5)
+        )
     directory = tmp_path / "mnist"
     spans = _hold_in_turns(lambda: prepare_lock.prepare_lock(directory))
     assert len(spans) == 4
@@ -93,8 +111,7 @@ def test_object_store_lock_takes_over_a_lock_whose_holder_died(tmp_path):
     lock = tmp_path / prepare_lock.LOCK_NAME
     lock.write_text("host pid 1 0123 beat 7")  # never beats again
     start = time.monotonic()
-    with prepare_lock.object_lock(prepare_lock.epath.Path(lock), poll_s=0.05, settle_s=0.05, beat_s=0.1,
-                                  stale_s=0.5):
+    with prepare_lock.object_lock(prepare_lock.epath.Path(lock), poll_s=0.05, settle_s=0.05, beat_s=0.1, stale_s=0.5):
         assert lock.read_text().split()[1:3] == ["pid", str(os.getpid())]
     assert 0.5 <= time.monotonic() - start < 10 and not lock.exists()
     with pytest.raises(ValueError, match="beat_s=5 must be less than stale_s=5"):
@@ -127,8 +144,13 @@ def test_missing_raw_files_fail_fast_with_instructions(tmp_path, tfds_dir):
         load_split("cifar10", "train", data_dir=tfds_dir, download_dir=str(tmp_path))
     assert time.perf_counter() - start < 10
     message = str(err.value)
-    for needed in ("cifar10", str(tmp_path / "cifar10"), "cifar-10-binary.tar.gz", "download_dir",
-                   "CNN_JAX_DOWNLOAD_DIR"):
+    for needed in (
+        "cifar10",
+        str(tmp_path / "cifar10"),
+        "cifar-10-binary.tar.gz",
+        "download_dir",
+        "CNN_JAX_DOWNLOAD_DIR",
+    ):
         assert needed in message
     assert not Path(tfds_dir, "cifar10").exists()  # no empty .prepare.lock (nor its directory) left behind
 
@@ -136,6 +158,7 @@ def test_missing_raw_files_fail_fast_with_instructions(tmp_path, tfds_dir):
 def test_unreachable_network_fails_fast(tfds_dir, monkeypatch):
     def unreachable(address, timeout):
         raise OSError("Name or service not known")
+
     monkeypatch.setattr(sources.socket, "create_connection", unreachable)
     monkeypatch.delenv(sources.DOWNLOAD_DIR_ENV, raising=False)
     with pytest.raises(DatasetUnavailableError, match=r"svhn_cropped.*cannot be reached.*download_dir"):

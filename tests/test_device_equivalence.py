@@ -1,10 +1,12 @@
 """Every model with BatchNorm computes the same train step on 1, 2 and 8 devices, under shard_map and pmap: its
 statistics are those of the global batch (cross-device), whatever the model. float64, so only summation order
 differs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import flat
 
 from cnn_jax import models
 from cnn_jax.train.optim import make_optimizer
@@ -12,14 +14,16 @@ from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
 from cnn_jax.train.state import create_state
 from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
 from experiments.configs import base
-from helpers import flat
 
 # Small settings where the architecture has them; dropout off (its masks are drawn per device). VGG's ImageNet
 # head (7x7x512 -> 4096 dense layers, 100M+ parameters) is swapped for the CIFAR head: BatchNorm is in the
 # convolutional stack, which stays as registered.
-SMALL = {"resnet": dict(widths=(4, 8, 8, 8), stage_sizes=(1, 1, 1, 1)), "vgg": dict(dropout=0.0, head="cifar"),
-         "googlenet": dict(dropout=0.0)}
-SIZES = {"resnet": 8, "vgg": 32, "googlenet": 32}   # the smallest inputs each family takes
+SMALL = {
+    "resnet": dict(widths=(4, 8, 8, 8), stage_sizes=(1, 1, 1, 1)),
+    "vgg": dict(dropout=0.0, head="cifar"),
+    "googlenet": dict(dropout=0.0),
+}
+SIZES = {"resnet": 8, "vgg": 32, "googlenet": 32}  # the smallest inputs each family takes
 IMAGENET_RESNETS = ("resnet18", "resnet34", "resnet50")
 
 
@@ -49,7 +53,7 @@ def batchnorm_models() -> list[str]:
 
 
 BN_MODELS = batchnorm_models()
-FAST = ("resnet20",)   # the default tier; every other BatchNorm model (GoogLeNet: ~1 min) in the slow one
+FAST = ("resnet20",)  # the default tier; every other BatchNorm model (GoogLeNet: ~1 min) in the slow one
 
 
 def test_every_family_with_batchnorm_is_covered():
@@ -66,8 +70,10 @@ def test_step_is_the_same_on_1_2_and_8_devices_under_both_runners(x64, name):
     inputs = InputSpec((0.5,) * 3, (0.25,) * 3, 1.0)
     rng = np.random.default_rng(0)
     x, labels = rng.random((16, size, size, 3)), rng.integers(0, 4, 16)
-    host = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
-                        jax.device_get(create_state(model, tx, (size, size, 3), 0)))
+    host = jax.tree.map(
+        lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
+        jax.device_get(create_state(model, tx, (size, size, 3), 0)),
+    )
     step = make_train_step(model, tx, inputs, num_classes=4, label_smoothing=0.0, seed=0)
     evaluate = make_eval_step(model, inputs, num_classes=4)
     results = {}
@@ -79,6 +85,6 @@ def test_step_is_the_same_on_1_2_and_8_devices_under_both_runners(x64, name):
                 state, _ = runner.train_step(state, *runner.put_batch(x, labels))
             results[runner_class.__name__, n] = flat(runner.host_state(state))
     reference = results["ShardMapRunner", 1]
-    assert np.abs(reference - flat(host)).max() > 1e-3   # the state did change
+    assert np.abs(reference - flat(host)).max() > 1e-3  # the state did change
     for key, value in results.items():
         np.testing.assert_allclose(value, reference, rtol=1e-10, atol=1e-10, err_msg=str(key))

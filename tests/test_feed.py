@@ -1,14 +1,15 @@
 """Feeding the steps: dispatch plans, per-epoch row orders, and that neither the placement of the data nor the
 number of steps per dispatch changes any number a run produces."""
+
 import jax
 import numpy as np
 import pytest
+from helpers import final_state, flat
+from test_train import TIMING, small_config
 
 from cnn_jax.data import Split, process_rows, train_batch_indices
 from cnn_jax.train import parallel, read_metrics, train_and_evaluate
 from cnn_jax.train.feed import TrainRows, dispatch_plan, eval_rows, prefetched, resident
-from helpers import final_state, flat
-from test_train import TIMING, small_config
 
 
 def test_dispatch_plan_covers_every_step_once_and_stops_at_boundaries():
@@ -55,6 +56,7 @@ def test_prefetched_keeps_order_and_propagates_errors():
         if i == 3:
             raise KeyError("bad item")
         return i
+
     with pytest.raises(KeyError, match="bad item"):
         list(prefetched(fail, range(6), depth=2))
 
@@ -62,13 +64,16 @@ def test_prefetched_keeps_order_and_propagates_errors():
 def test_placement_choices():
     split = Split(np.zeros((10, 4), np.float32), np.zeros(10, np.int32))
     assert resident("device", [split], jax.devices()) and not resident("host", [split], jax.devices())
-    assert resident("auto", [split], jax.devices())   # 200 bytes fit anywhere
+    assert resident("auto", [split], jax.devices())  # 200 bytes fit anywhere
 
 
-@pytest.mark.parametrize("placement, steps_per_dispatch, scan", [
-    ("host", 1, False), ("host", 7, False), ("device", 3, False), ("device", 16, True), ("host", 7, True)])
-def test_placement_and_steps_per_dispatch_do_not_change_the_run(tfds_dir, tmp_path, monkeypatch, placement,
-                                                                steps_per_dispatch, scan):
+@pytest.mark.parametrize(
+    "placement, steps_per_dispatch, scan",
+    [("host", 1, False), ("host", 7, False), ("device", 3, False), ("device", 16, True), ("host", 7, True)],
+)
+def test_placement_and_steps_per_dispatch_do_not_change_the_run(
+    tfds_dir, tmp_path, monkeypatch, placement, steps_per_dispatch, scan
+):
     # The reference: resident data, 16 steps per dispatch (the defaults), as the CPU runs them (one program
     # per step). scan=True runs the other run's dispatches as one lax.scan each, as accelerators do.
     # 30 steps of 4000/80 = 50 per epoch, so only the end stops a dispatch; logs every 4 steps.
@@ -77,13 +82,19 @@ def test_placement_and_steps_per_dispatch_do_not_change_the_run(tfds_dir, tmp_pa
     for name, (where, k) in {"reference": ("device", 16), "other": (placement, steps_per_dispatch)}.items():
         if name == "other" and scan:
             monkeypatch.setattr(parallel, "_steps_one_dispatch_each", lambda devices: False)
-        config = small_config(tfds_dir, num_steps=30, data_placement=where, steps_per_dispatch=k,
-                              checkpoint_every_steps=0, log_every_steps=4)
+        config = small_config(
+            tfds_dir,
+            num_steps=30,
+            data_placement=where,
+            steps_per_dispatch=k,
+            checkpoint_every_steps=0,
+            log_every_steps=4,
+        )
         config.dataset.eval_shifts = (3,)
         final = train_and_evaluate(config, tmp_path / name)
         records = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(tmp_path / name)]
         runs[name] = (flat(final_state(tmp_path / name)), final, records)
-    if scan:   # one compiled loop vs separate programs: XLA may fuse differently, so float rounding differs
+    if scan:  # one compiled loop vs separate programs: XLA may fuse differently, so float rounding differs
         np.testing.assert_allclose(runs["other"][0], runs["reference"][0], rtol=1e-5, atol=1e-6)
         assert runs["other"][1] == pytest.approx(runs["reference"][1], abs=2e-3)
     else:

@@ -4,16 +4,18 @@ tests/linen/linen_test.py), run on flax.linen and cnn_jax side by side, with fla
 Where cnn_jax follows another convention on purpose, the case converts with the one-liner from
 docs/coming_from_flax_and_pytorch.md, then compares.
 """
+
 import flax.linen as fnn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import close
 from jax import lax
 from jax.nn import initializers
 
-from cnn_jax import nn as cnn, ops
-from helpers import close
+from cnn_jax import nn as cnn
+from cnn_jax import ops
 
 KEY = jax.random.PRNGKey(0)
 
@@ -36,7 +38,7 @@ def circular_transpose_shift(in_sizes, kernel, strides, dilation, transpose_kern
     shifts = []
     for n, k, s, d in zip(in_sizes, kernel, strides, dilation):
         span, period = d * (k - 1) + 1, n * s
-        size_diff = -max(span - s, 0) % (2 * period)   # flax's padding of the VALID output, split below
+        size_diff = -max(span - s, 0) % (2 * period)  # flax's padding of the VALID output, split below
         flax_left = size_diff // 2 if transpose_kernel else (size_diff + 1) // 2
         shifts.append((-((span - 1) // 2) - flax_left) % period)
     return tuple(shifts)
@@ -53,6 +55,7 @@ ONES = dict(kernel_init=initializers.ones, bias_init=initializers.ones)
 
 
 # --- linen_linear_test.py: Conv ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("x_shape, y_shape", [((1, 8, 3), (1, 6, 4)), ((2, 5, 8, 3), (2, 5, 6, 4)), ((8, 3), (6, 4))])
@@ -82,8 +85,12 @@ def test_group_conv():
 @pytest.mark.parametrize("x_shape", [(1, 8, 2), (8, 2)])
 def test_conv_local(x_shape):
     kw = dict(features=4, kernel_size=(3,), padding="VALID", **ONES)
-    y_flax, y_ours, variables = both(fnn.ConvLocal(**kw), cnn.LocalConv(**kw), jnp.ones(x_shape),
-                                     lambda p: {**p, "kernel": local_from_flax(p["kernel"], (3,), 2)})
+    y_flax, y_ours, variables = both(
+        fnn.ConvLocal(**kw),
+        cnn.LocalConv(**kw),
+        jnp.ones(x_shape),
+        lambda p: {**p, "kernel": local_from_flax(p["kernel"], (3,), 2)},
+    )
     assert variables["params"]["kernel"].shape == (6, 3 * 2, 4)
     for y in (y_flax, y_ours):
         np.testing.assert_array_equal(y, np.full((*x_shape[:-2], 6, 4), 7.0))
@@ -96,17 +103,24 @@ def test_circular_conv_constant(module, kernel_size):
     ours_module = {"Conv": cnn.Conv, "ConvLocal": cnn.LocalConv}[module]
     for x_shape in [(3, 1, 3), (1, 8, 1), (3, 16, 3), (1, 14, 5, 5), (3, 6, 10, 1)]:
         ndim = len(x_shape) - 2
-        kw = dict(features=2, kernel_size=(kernel_size,) * ndim, padding="CIRCULAR",
-                  kernel_init=initializers.ones, bias_init=initializers.zeros)
+        kw = dict(
+            features=2,
+            kernel_size=(kernel_size,) * ndim,
+            padding="CIRCULAR",
+            kernel_init=initializers.ones,
+            bias_init=initializers.zeros,
+        )
         y_flax, variables = getattr(fnn, module)(**kw).init_with_output(KEY, jnp.ones(x_shape))
         y_ours, ours_variables = ours_module(**kw).init_with_output(KEY, jnp.ones(x_shape))
-        expected = np.full((*x_shape[:-1], 2), kernel_size ** ndim * x_shape[-1])
+        expected = np.full((*x_shape[:-1], 2), kernel_size**ndim * x_shape[-1])
         np.testing.assert_array_equal(y_flax, expected)
         np.testing.assert_array_equal(y_ours, expected)
         if module == "ConvLocal":  # same parameter count, our layout
             flax_kernel = variables["params"]["kernel"]
-            assert ours_variables["params"]["kernel"].shape == local_from_flax(
-                flax_kernel, (kernel_size,) * ndim, x_shape[-1]).shape
+            assert (
+                ours_variables["params"]["kernel"].shape
+                == local_from_flax(flax_kernel, (kernel_size,) * ndim, x_shape[-1]).shape
+            )
 
 
 def _custom(module, ours_module, x, kernel, convert=lambda k: k, **kw):
@@ -124,24 +138,40 @@ CROSS = np.expand_dims(np.array(((0, 1, 0), (1, 2, 1), (0, 1, 0))), (2, 3))
 K121 = np.expand_dims(np.array((1, 2, 1)), (1, 2))
 
 
-@pytest.mark.parametrize("kw, expected", [
-    (dict(strides=(3,), padding="CIRCULAR"), (5 + 2 * 1 + 2, 3 + 2 * 4 + 5)),
-    (dict(kernel_dilation=(3,), padding="CIRCULAR"), (3 + 2 + 4, 4 + 4 + 5, 5 + 6 + 1, 1 + 8 + 2, 2 + 10 + 3)),
-    (dict(strides=(2,), padding="REFLECT"), (2 + 2 * 1 + 2, 2 + 2 * 3 + 4, 4 + 2 * 5 + 4)),
-])
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        (dict(strides=(3,), padding="CIRCULAR"), (5 + 2 * 1 + 2, 3 + 2 * 4 + 5)),
+        (dict(kernel_dilation=(3,), padding="CIRCULAR"), (3 + 2 + 4, 4 + 4 + 5, 5 + 6 + 1, 1 + 8 + 2, 2 + 10 + 3)),
+        (dict(strides=(2,), padding="REFLECT"), (2 + 2 * 1 + 2, 2 + 2 * 3 + 4, 4 + 2 * 5 + 4)),
+    ],
+)
 def test_conv_1d_custom(kw, expected):
     for y in _custom(fnn.Conv, cnn.Conv, X5, K121, features=1, kernel_size=(3,), **kw):
         np.testing.assert_array_equal(y, np.expand_dims(expected, (0, 2)))
 
 
-@pytest.mark.parametrize("padding, expected", [
-    ("CIRCULAR", ((2 * 1 + 7 + 2 + 4 + 3, 2 * 2 + 8 + 3 + 5 + 1, 2 * 3 + 9 + 1 + 6 + 2),
-                  (2 * 4 + 1 + 5 + 7 + 6, 2 * 5 + 2 + 6 + 8 + 4, 2 * 6 + 3 + 4 + 9 + 5),
-                  (2 * 7 + 4 + 8 + 1 + 9, 2 * 8 + 5 + 9 + 2 + 7, 2 * 9 + 6 + 7 + 3 + 8))),
-    ("REFLECT", ((2 * 1 + 4 + 2 + 4 + 2, 2 * 2 + 5 + 3 + 5 + 1, 2 * 3 + 6 + 2 + 6 + 2),
-                 (2 * 4 + 1 + 5 + 7 + 5, 2 * 5 + 2 + 6 + 8 + 4, 2 * 6 + 3 + 5 + 9 + 5),
-                 (2 * 7 + 4 + 8 + 8 + 4, 2 * 8 + 5 + 9 + 5 + 7, 2 * 9 + 6 + 8 + 6 + 8))),
-])
+@pytest.mark.parametrize(
+    "padding, expected",
+    [
+        (
+            "CIRCULAR",
+            (
+                (2 * 1 + 7 + 2 + 4 + 3, 2 * 2 + 8 + 3 + 5 + 1, 2 * 3 + 9 + 1 + 6 + 2),
+                (2 * 4 + 1 + 5 + 7 + 6, 2 * 5 + 2 + 6 + 8 + 4, 2 * 6 + 3 + 4 + 9 + 5),
+                (2 * 7 + 4 + 8 + 1 + 9, 2 * 8 + 5 + 9 + 2 + 7, 2 * 9 + 6 + 7 + 3 + 8),
+            ),
+        ),
+        (
+            "REFLECT",
+            (
+                (2 * 1 + 4 + 2 + 4 + 2, 2 * 2 + 5 + 3 + 5 + 1, 2 * 3 + 6 + 2 + 6 + 2),
+                (2 * 4 + 1 + 5 + 7 + 5, 2 * 5 + 2 + 6 + 8 + 4, 2 * 6 + 3 + 5 + 9 + 5),
+                (2 * 7 + 4 + 8 + 8 + 4, 2 * 8 + 5 + 9 + 5 + 7, 2 * 9 + 6 + 8 + 6 + 8),
+            ),
+        ),
+    ],
+)
 def test_conv_2d_custom(padding, expected):
     for y in _custom(fnn.Conv, cnn.Conv, X3x3, CROSS, features=1, kernel_size=(3, 3), padding=padding):
         np.testing.assert_array_equal(y, np.expand_dims(expected, (0, 3)))
@@ -150,23 +180,64 @@ def test_conv_2d_custom(padding, expected):
 def test_circular_conv_local_custom():
     to_ours_1d = lambda k: local_from_flax(k, (3,), 1)
     kernel = np.expand_dims(np.array(((-1, 2, 3), (4, 5, 6))), (2,))
-    for y in _custom(fnn.ConvLocal, cnn.LocalConv, X5, kernel, to_ours_1d, features=1, kernel_size=(3,),
-                     strides=(3,), padding="CIRCULAR"):
+    for y in _custom(
+        fnn.ConvLocal,
+        cnn.LocalConv,
+        X5,
+        kernel,
+        to_ours_1d,
+        features=1,
+        kernel_size=(3,),
+        strides=(3,),
+        padding="CIRCULAR",
+    ):
         np.testing.assert_array_equal(y, np.expand_dims((-1 * 5 + 2 * 1 + 3 * 2, 4 * 3 + 5 * 4 + 6 * 5), (0, 2)))
     kernel = np.expand_dims(np.array(((1, 2, 1), (3, 4, 5), (-1, 1, 2), (2, 3, 4), (-1, -2, -3))), (2,))
-    expected = (3 + 2 * 1 + 4, 3 * 4 + 4 * 2 + 5 * 5, -1 * 5 + 1 * 3 + 2 * 1, 2 * 1 + 3 * 4 + 4 * 2,
-                -1 * 2 + -2 * 5 + -3 * 3)
-    for y in _custom(fnn.ConvLocal, cnn.LocalConv, X5, kernel, to_ours_1d, features=1, kernel_size=(3,),
-                     kernel_dilation=(3,), padding="CIRCULAR"):
+    expected = (
+        3 + 2 * 1 + 4,
+        3 * 4 + 4 * 2 + 5 * 5,
+        -1 * 5 + 1 * 3 + 2 * 1,
+        2 * 1 + 3 * 4 + 4 * 2,
+        -1 * 2 + -2 * 5 + -3 * 3,
+    )
+    for y in _custom(
+        fnn.ConvLocal,
+        cnn.LocalConv,
+        X5,
+        kernel,
+        to_ours_1d,
+        features=1,
+        kernel_size=(3,),
+        kernel_dilation=(3,),
+        padding="CIRCULAR",
+    ):
         np.testing.assert_array_equal(y, np.expand_dims(expected, (0, 2)))
     centre = np.arange(2, 11).reshape(3, 3)
     kernel = np.broadcast_to(np.squeeze(CROSS, (2, 3)), (3, 3, 3, 3)).copy()
     kernel[:, :, 1, 1] = centre
-    expected = [[centre[i, j] * X3x3[0, i, j, 0] + (np.roll(X3x3[0, ..., 0], 1, 0) + np.roll(X3x3[0, ..., 0], -1, 0)
-                 + np.roll(X3x3[0, ..., 0], 1, 1) + np.roll(X3x3[0, ..., 0], -1, 1))[i, j] for j in range(3)]
-                for i in range(3)]
-    for y in _custom(fnn.ConvLocal, cnn.LocalConv, X3x3, kernel.reshape(3, 3, 9, 1),
-                     lambda k: local_from_flax(k, (3, 3), 1), features=1, kernel_size=(3, 3), padding="CIRCULAR"):
+    expected = [
+        [
+            centre[i, j] * X3x3[0, i, j, 0]
+            + (
+                np.roll(X3x3[0, ..., 0], 1, 0)
+                + np.roll(X3x3[0, ..., 0], -1, 0)
+                + np.roll(X3x3[0, ..., 0], 1, 1)
+                + np.roll(X3x3[0, ..., 0], -1, 1)
+            )[i, j]
+            for j in range(3)
+        ]
+        for i in range(3)
+    ]
+    for y in _custom(
+        fnn.ConvLocal,
+        cnn.LocalConv,
+        X3x3,
+        kernel.reshape(3, 3, 9, 1),
+        lambda k: local_from_flax(k, (3, 3), 1),
+        features=1,
+        kernel_size=(3, 3),
+        padding="CIRCULAR",
+    ):
         np.testing.assert_array_equal(y, np.expand_dims(expected, (0, 3)))
 
 
@@ -210,9 +281,14 @@ def test_single_input_masked_conv_transpose():
 def test_circular_conv_transpose_constant(kernel_size):
     for x_shape in [(3, 1, 3), (1, 8, 1), (3, 16, 3), (1, 14, 5, 5), (3, 6, 10, 1)]:
         ndim = len(x_shape) - 2
-        kw = dict(features=2, kernel_size=(kernel_size,) * ndim, padding="CIRCULAR", kernel_init=initializers.ones,
-                  bias_init=initializers.zeros)
-        expected = np.full((*x_shape[:-1], 2), kernel_size ** ndim * x_shape[-1])
+        kw = dict(
+            features=2,
+            kernel_size=(kernel_size,) * ndim,
+            padding="CIRCULAR",
+            kernel_init=initializers.ones,
+            bias_init=initializers.zeros,
+        )
+        expected = np.full((*x_shape[:-1], 2), kernel_size**ndim * x_shape[-1])
         np.testing.assert_array_equal(fnn.ConvTranspose(**kw).init_with_output(KEY, jnp.ones(x_shape))[0], expected)
         np.testing.assert_array_equal(cnn.ConvTranspose(**kw).init_with_output(KEY, jnp.ones(x_shape))[0], expected)
 
@@ -228,21 +304,40 @@ def test_circular_conv_transpose_with_vmap():
 def test_circular_conv_transpose_custom():
     # Stride 3: flax's result, and ours rolled by the documented alignment shift.
     expected = np.expand_dims(np.outer(np.arange(1, 6), (1, 2, 1)).ravel(), (0, 2))
-    y_flax, y_ours = _custom(fnn.ConvTranspose, cnn.ConvTranspose, X5, K121, transpose_from_flax, features=1,
-                             kernel_size=(3,), strides=(3,), padding="CIRCULAR")
+    y_flax, y_ours = _custom(
+        fnn.ConvTranspose,
+        cnn.ConvTranspose,
+        X5,
+        K121,
+        transpose_from_flax,
+        features=1,
+        kernel_size=(3,),
+        strides=(3,),
+        padding="CIRCULAR",
+    )
     np.testing.assert_array_equal(y_flax, expected)
     shift = circular_transpose_shift((5,), (3,), (3,), (1,), False)
     np.testing.assert_array_equal(jnp.roll(y_ours, -shift[0], 1), expected)
     # Stride 1: the same numbers.
-    for y in _custom(fnn.ConvTranspose, cnn.ConvTranspose, X3x3, CROSS, transpose_from_flax, features=1,
-                     kernel_size=(3, 3), padding="CIRCULAR"):
+    for y in _custom(
+        fnn.ConvTranspose,
+        cnn.ConvTranspose,
+        X3x3,
+        CROSS,
+        transpose_from_flax,
+        features=1,
+        kernel_size=(3, 3),
+        padding="CIRCULAR",
+    ):
         np.testing.assert_array_equal(y, np.expand_dims(((18, 21, 24), (27, 30, 33), (36, 39, 42)), (0, 3)))
     x, kernel = np.expand_dims(((1, 2), (3, 4)), (0, 3)), np.expand_dims(((1, 2), (3, 4)), (2, 3))
     x, layer = jnp.asarray(x, jnp.float32), dict(features=1, kernel_size=(2, 2), padding="CIRCULAR")
-    y_flax, variables = fnn.ConvTranspose(kernel_init=lambda *_: jnp.asarray(kernel, jnp.float32),
-                                          bias_init=initializers.ones, **layer).init_with_output(KEY, x)
+    y_flax, variables = fnn.ConvTranspose(
+        kernel_init=lambda *_: jnp.asarray(kernel, jnp.float32), bias_init=initializers.ones, **layer
+    ).init_with_output(KEY, x)
     y_ours = cnn.ConvTranspose(**layer).apply(
-        {"params": {**variables["params"], "kernel": transpose_from_flax(variables["params"]["kernel"])}}, x)
+        {"params": {**variables["params"], "kernel": transpose_from_flax(variables["params"]["kernel"])}}, x
+    )
     for y in (y_flax, y_ours):
         np.testing.assert_array_equal(y, np.expand_dims(((21, 23), (29, 31)), (0, 3)))
 
@@ -260,8 +355,9 @@ def test_transpose_kernel_conv_transpose(use_bias):
     close(jnp.roll(y_ours, [-s for s in shift], (1, 2)), y_flax, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("module", [(fnn.Conv, cnn.Conv), (fnn.ConvLocal, cnn.LocalConv),
-                                    (fnn.ConvTranspose, cnn.ConvTranspose)])
+@pytest.mark.parametrize(
+    "module", [(fnn.Conv, cnn.Conv), (fnn.ConvLocal, cnn.LocalConv), (fnn.ConvTranspose, cnn.ConvTranspose)]
+)
 def test_int_kernel_equality(module):
     for m in module:
         x = jnp.ones((8, 3))
@@ -269,9 +365,17 @@ def test_int_kernel_equality(module):
         assert jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), params_int, params_seq))
 
 
-@pytest.mark.parametrize("pad, rank, expected", [("SAME", 2, ((1, 1), (1, 1))), (2, 3, ((2, 2),) * 3),
-                                                 ([1, (2, 3)], 2, ((1, 1), (2, 3))), ((2, 2), 3, None),
-                                                 ((2, 2), 1, None), ([None, (1, 2)], 2, None)])
+@pytest.mark.parametrize(
+    "pad, rank, expected",
+    [
+        ("SAME", 2, ((1, 1), (1, 1))),
+        (2, 3, ((2, 2),) * 3),
+        ([1, (2, 3)], 2, ((1, 1), (2, 3))),
+        ((2, 2), 3, None),
+        ((2, 2), 1, None),
+        ([None, (1, 2)], 2, None),
+    ],
+)
 def test_canonicalize_padding(pad, rank, expected):
     """flax's canonicalize_padding cases, through resolve_padding (3x3 kernel, so SAME is 1 per side)."""
     args = ([5] * rank, [3] * rank, [1] * rank, [1] * rank)
@@ -286,27 +390,35 @@ def test_canonicalize_padding(pad, rank, expected):
 
 # --- random layers: flax and cnn_jax on the same parameters ----------------------------------------------------
 
-CONV_CASES = [dict(kernel_size=(3, 2), padding="SAME"), dict(kernel_size=(3, 3), strides=2, padding="CIRCULAR"),
-              dict(kernel_size=(2, 4), kernel_dilation=(2, 1), padding="REFLECT"),
-              dict(kernel_size=(3, 3), input_dilation=(2, 1), padding=((1, 2), (0, 1))),
-              dict(kernel_size=(3,), feature_group_count=3, padding="CAUSAL"),
-              dict(kernel_size=(2, 2, 2), strides=(1, 2, 1), padding="CIRCULAR")]
+CONV_CASES = [
+    dict(kernel_size=(3, 2), padding="SAME"),
+    dict(kernel_size=(3, 3), strides=2, padding="CIRCULAR"),
+    dict(kernel_size=(2, 4), kernel_dilation=(2, 1), padding="REFLECT"),
+    dict(kernel_size=(3, 3), input_dilation=(2, 1), padding=((1, 2), (0, 1))),
+    dict(kernel_size=(3,), feature_group_count=3, padding="CAUSAL"),
+    dict(kernel_size=(2, 2, 2), strides=(1, 2, 1), padding="CIRCULAR"),
+]
 
 
 @pytest.mark.parametrize("kw", CONV_CASES)
 @pytest.mark.parametrize("batch", [(), (2,), (2, 3)])
 def test_conv_equals_flax_on_random_parameters(rng, kw, batch):
-    x = jnp.asarray(rng.normal(size=(*batch, *(7, 6, 5)[:len(kw["kernel_size"])], 6)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(*batch, *(7, 6, 5)[: len(kw["kernel_size"])], 6)), jnp.float32)
     y_flax, y_ours, _ = both(fnn.Conv(features=6, **kw), cnn.Conv(features=6, **kw), x)
     close(y_ours, y_flax, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=(3, 2), padding="SAME"),
-                                dict(kernel_size=(3, 3), strides=2, padding="CIRCULAR"),
-                                dict(kernel_size=(2, 3), kernel_dilation=(1, 2), padding="REFLECT"),
-                                dict(kernel_size=(3,), padding="CAUSAL"),
-                                dict(kernel_size=(3, 2), input_dilation=(2, 1), padding=((1, 2), (0, 1))),
-                                dict(kernel_size=(2,), strides=2, input_dilation=3, padding=((2, 1),))])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=(3, 2), padding="SAME"),
+        dict(kernel_size=(3, 3), strides=2, padding="CIRCULAR"),
+        dict(kernel_size=(2, 3), kernel_dilation=(1, 2), padding="REFLECT"),
+        dict(kernel_size=(3,), padding="CAUSAL"),
+        dict(kernel_size=(3, 2), input_dilation=(2, 1), padding=((1, 2), (0, 1))),
+        dict(kernel_size=(2,), strides=2, input_dilation=3, padding=((2, 1),)),
+    ],
+)
 @pytest.mark.parametrize("batch", [(), (2, 3)])
 def test_local_conv_equals_flax_conv_local(rng, kw, batch):
     ndim = len(kw["kernel_size"])
@@ -316,18 +428,27 @@ def test_local_conv_equals_flax_conv_local(rng, kw, batch):
     close(y_ours, y_flax, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=(3, 2), strides=2, padding="SAME"),
-                                dict(kernel_size=(4, 3), strides=(2, 3), padding="VALID"),
-                                dict(kernel_size=(3, 3), kernel_dilation=2, padding="SAME"),
-                                dict(kernel_size=(4, 3), strides=(2, 1), padding="CIRCULAR"),
-                                dict(kernel_size=(5,), strides=3, kernel_dilation=2, padding="CIRCULAR")])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=(3, 2), strides=2, padding="SAME"),
+        dict(kernel_size=(4, 3), strides=(2, 3), padding="VALID"),
+        dict(kernel_size=(3, 3), kernel_dilation=2, padding="SAME"),
+        dict(kernel_size=(4, 3), strides=(2, 1), padding="CIRCULAR"),
+        dict(kernel_size=(5,), strides=3, kernel_dilation=2, padding="CIRCULAR"),
+    ],
+)
 @pytest.mark.parametrize("transpose_kernel", [True, False])
 def test_conv_transpose_equals_flax(rng, kw, transpose_kernel):
     ndim = len(kw["kernel_size"])
     x = jnp.asarray(rng.normal(size=(2, *(5, 4)[:ndim], 3)), jnp.float32)
     convert = (lambda p: p) if transpose_kernel else (lambda p: {**p, "kernel": transpose_from_flax(p["kernel"])})
-    y_flax, y_ours, _ = both(fnn.ConvTranspose(features=4, transpose_kernel=transpose_kernel, **kw),
-                             cnn.ConvTranspose(features=4, **kw), x, convert)
+    y_flax, y_ours, _ = both(
+        fnn.ConvTranspose(features=4, transpose_kernel=transpose_kernel, **kw),
+        cnn.ConvTranspose(features=4, **kw),
+        x,
+        convert,
+    )
     if kw["padding"] == "CIRCULAR":
         strides = ((kw["strides"],) * ndim) if isinstance(kw["strides"], int) else kw["strides"]
         dilation = (kw.get("kernel_dilation", 1),) * ndim
@@ -353,7 +474,8 @@ def test_local_conv_initialisation_is_per_position():
     theirs = fnn.ConvLocal(features=32, kernel_size=(3, 3), padding="SAME").init(KEY, x)["params"]["kernel"]
     ours = cnn.LocalConv(features=32, kernel_size=(3, 3)).init(KEY, x)["params"]["kernel"]
     flax_like = cnn.LocalConv(features=32, kernel_size=(3, 3), kernel_init=fnn.initializers.lecun_normal()).init(
-        KEY, x)["params"]["kernel"]
+        KEY, x
+    )["params"]["kernel"]
     np.testing.assert_allclose(np.std(ours), 1 / np.sqrt(9 * 16), rtol=0.05)
     np.testing.assert_allclose(np.std(theirs), 1 / np.sqrt(144 * 9 * 16), rtol=0.05)
     np.testing.assert_allclose(np.std(flax_like), np.std(theirs), rtol=0.05)
@@ -361,10 +483,11 @@ def test_local_conv_initialisation_is_per_position():
 
 # --- linen_test.py: pooling --------------------------------------------------------------------------------------
 
+
 def test_pool_custom_reduce():
     x = jnp.full((1, 3, 3, 1), 2.0)
     for y in (fnn.pooling.pool(x, 1.0, lax.mul, (2, 2), (1, 1), "VALID"), ops.pool(x, 1.0, lax.mul, (2, 2), 1)):
-        np.testing.assert_array_equal(y, np.full((1, 2, 2, 1), 2.0 ** 4))
+        np.testing.assert_array_equal(y, np.full((1, 2, 2, 1), 2.0**4))
 
 
 AVG_GRAD = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
@@ -375,8 +498,10 @@ AVG_GRAD = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
 def test_avg_pool(count_include_pad, batch):
     """Pooling stride defaults to 1 in flax and to the window in cnn_jax: strides=1 converts."""
     x = jnp.full((*batch, 3, 3, 1), 2.0)
-    pools = [lambda x: fnn.avg_pool(x, (2, 2), count_include_pad=count_include_pad),
-             lambda x: cnn.AvgPool((2, 2), strides=1, count_include_pad=count_include_pad).apply({}, x)]
+    pools = [
+        lambda x: fnn.avg_pool(x, (2, 2), count_include_pad=count_include_pad),
+        lambda x: cnn.AvgPool((2, 2), strides=1, count_include_pad=count_include_pad).apply({}, x),
+    ]
     for pool in pools:
         np.testing.assert_array_equal(pool(x), np.full((*batch, 2, 2, 1), 2.0))
         grad = jax.grad(lambda x: pool(x).sum())(x)
@@ -391,12 +516,15 @@ def test_max_pool():
         np.testing.assert_array_equal(grad, np.array([[0.0, 0, 0], [0, 1, 1], [0, 1, 1]]).reshape(1, 3, 3, 1))
 
 
-@pytest.mark.parametrize("count_include_pad, expected", [(True, [10 / 4, 6 / 4, 7 / 4, 4 / 4]),
-                                                         (False, [10 / 4, 6 / 2, 7 / 2, 4 / 1])])
+@pytest.mark.parametrize(
+    "count_include_pad, expected", [(True, [10 / 4, 6 / 4, 7 / 4, 4 / 4]), (False, [10 / 4, 6 / 2, 7 / 2, 4 / 1])]
+)
 def test_avg_pool_padding_same(count_include_pad, expected):
     x = jnp.array([1.0, 2.0, 3.0, 4.0]).reshape((1, 2, 2, 1))
-    for y in (fnn.avg_pool(x, (2, 2), padding="SAME", count_include_pad=count_include_pad),
-              ops.avg_pool(x, (2, 2), 1, "SAME", count_include_pad)):
+    for y in (
+        fnn.avg_pool(x, (2, 2), padding="SAME", count_include_pad=count_include_pad),
+        ops.avg_pool(x, (2, 2), 1, "SAME", count_include_pad),
+    ):
         np.testing.assert_allclose(y, np.reshape(expected, (1, 2, 2, 1)), rtol=1e-7)
 
 
@@ -405,13 +533,15 @@ def test_pooling_batch_dims(x_shape, y_shape):
     x = jnp.zeros(x_shape)
     assert fnn.max_pool(x, (2, 2), (2, 2)).shape == y_shape
     assert cnn.MaxPool((2, 2), (2, 2)).apply({}, x).shape == y_shape
-    assert cnn.AvgPool((2, 2)).apply({}, x).shape == y_shape   # the stride defaults to the window
+    assert cnn.AvgPool((2, 2)).apply({}, x).shape == y_shape  # the stride defaults to the window
 
 
-@pytest.mark.parametrize("window, strides, padding", [((2, 2), (1, 1), "VALID"), ((3, 2), (2, 1), "SAME"),
-                                                      ((3, 3), (2, 2), ((1, 1), (0, 2))), ((2,), (2,), "VALID")])
+@pytest.mark.parametrize(
+    "window, strides, padding",
+    [((2, 2), (1, 1), "VALID"), ((3, 2), (2, 1), "SAME"), ((3, 3), (2, 2), ((1, 1), (0, 2))), ((2,), (2,), "VALID")],
+)
 def test_pools_equal_flax_on_random_inputs(rng, window, strides, padding):
-    x = jnp.asarray(rng.normal(size=(2, *(7, 6)[:len(window)], 3)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(2, *(7, 6)[: len(window)], 3)), jnp.float32)
     close(ops.max_pool(x, window, strides, padding), fnn.max_pool(x, window, strides, padding))
     close(ops.min_pool(x, window, strides, padding), fnn.pooling.min_pool(x, window, strides, padding))
     for include in (True, False):

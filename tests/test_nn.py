@@ -1,18 +1,27 @@
 """Flax modules: same numbers as flax.linen where it has the layer, parameter layouts, ConvSpec."""
+
 import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from cnn_jax import nn as cnn, ops
 from helpers import close
+
+from cnn_jax import nn as cnn
+from cnn_jax import ops
 
 KEY = jax.random.PRNGKey(0)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(strides=2, padding="VALID"), dict(kernel_dilation=2, padding=((1, 2), (0, 1))),
-                                dict(feature_group_count=3, use_bias=False)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(),
+        dict(strides=2, padding="VALID"),
+        dict(kernel_dilation=2, padding=((1, 2), (0, 1))),
+        dict(feature_group_count=3, use_bias=False),
+    ],
+)
 def test_conv_equals_flax_conv(rng, kw):
     x = jnp.asarray(rng.normal(size=(2, 9, 8, 6)), jnp.float32)
     ours, theirs = cnn.Conv(features=6, kernel_size=(3, 2), **kw), flax_nn.Conv(features=6, kernel_size=(3, 2), **kw)
@@ -44,8 +53,14 @@ def test_unshared_init_has_lecun_scale():
     np.testing.assert_allclose(np.std(kernel), 1 / np.sqrt(3 * 3 * 32), rtol=0.05)
 
 
-@pytest.mark.parametrize("spec, module_type", [(cnn.ConvSpec(), cnn.Conv), (cnn.ConvSpec("tiled", tile=3), cnn.TiledConv),
-                                               (cnn.ConvSpec("local"), cnn.LocalConv)])
+@pytest.mark.parametrize(
+    "spec, module_type",
+    [
+        (cnn.ConvSpec(), cnn.Conv),
+        (cnn.ConvSpec("tiled", tile=3), cnn.TiledConv),
+        (cnn.ConvSpec("local"), cnn.LocalConv),
+    ],
+)
 def test_conv_spec_builds_each_kind(spec, module_type):
     module = spec.make(5, 3, strides=2)
     assert type(module) is module_type
@@ -68,14 +83,22 @@ def test_bfloat16_compute_keeps_float32_params(rng):
 
 def test_pool_and_norm_modules(rng):
     x = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
-    for module, shape in [(cnn.MaxPool(2), (2, 4, 4, 3)), (cnn.AvgPool(3, 1, "SAME"), (2, 8, 8, 3)),
-                          (cnn.LpPool(2), (2, 4, 4, 3)), (cnn.GlobalAvgPool(), (2, 3)), (cnn.GlobalMaxPool(), (2, 3)),
-                          (cnn.AdaptiveAvgPool(3), (2, 3, 3, 3)), (cnn.AdaptiveMaxPool((1, 2)), (2, 1, 2, 3)),
-                          (cnn.LocalResponseNorm(), (2, 8, 8, 3))]:
+    for module, shape in [
+        (cnn.MaxPool(2), (2, 4, 4, 3)),
+        (cnn.AvgPool(3, 1, "SAME"), (2, 8, 8, 3)),
+        (cnn.LpPool(2), (2, 4, 4, 3)),
+        (cnn.GlobalAvgPool(), (2, 3)),
+        (cnn.GlobalMaxPool(), (2, 3)),
+        (cnn.AdaptiveAvgPool(3), (2, 3, 3, 3)),
+        (cnn.AdaptiveMaxPool((1, 2)), (2, 1, 2, 3)),
+        (cnn.LocalResponseNorm(), (2, 8, 8, 3)),
+    ]:
         assert module.apply({}, x).shape == shape
     variables = cnn.BatchNorm().init(KEY, x, use_running_average=True)
-    assert jax.tree.map(jnp.shape, variables) == {"params": {"scale": (3,), "bias": (3,)},
-                                                   "batch_stats": {"mean": (3,), "var": (3,)}}
+    assert jax.tree.map(jnp.shape, variables) == {
+        "params": {"scale": (3,), "bias": (3,)},
+        "batch_stats": {"mean": (3,), "var": (3,)},
+    }
 
 
 def test_conv_transpose_module_is_the_adjoint_of_conv(rng):
@@ -111,9 +134,17 @@ def test_conv_spec_groups_every_kind(rng, kind):
     close(module.apply(params, x)[..., :3], np.asarray(y0), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("module", [cnn.Conv(4, (3, 2)), cnn.LocalConv(4, (3, 2), padding="CIRCULAR"),
-                                    cnn.TiledConv(4, (3, 2), tile=2), cnn.ConvTranspose(4, (3, 2), strides=2),
-                                    cnn.MaxPool((2, 2)), cnn.AdaptiveAvgPool((3, 3))])
+@pytest.mark.parametrize(
+    "module",
+    [
+        cnn.Conv(4, (3, 2)),
+        cnn.LocalConv(4, (3, 2), padding="CIRCULAR"),
+        cnn.TiledConv(4, (3, 2), tile=2),
+        cnn.ConvTranspose(4, (3, 2), strides=2),
+        cnn.MaxPool((2, 2)),
+        cnn.AdaptiveAvgPool((3, 3)),
+    ],
+)
 def test_modules_take_any_number_of_batch_axes(rng, module):
     """No batch axis and several: the same numbers as one batch axis, as flax's layers."""
     x = jnp.asarray(rng.normal(size=(2, 3, 6, 5, 2)), jnp.float32)
@@ -129,6 +160,10 @@ def test_conv_mask_and_input_dilation(rng):
     module = cnn.Conv(4, (3, 3), mask=mask, input_dilation=2, use_bias=False)
     params = module.init(KEY, x)
     kernel = params["params"]["kernel"]
-    close(module.apply(params, x), np.asarray(ops.conv(x, kernel * mask, padding="SAME", input_dilation=2)),
-          rtol=1e-5, atol=1e-5)
+    close(
+        module.apply(params, x),
+        np.asarray(ops.conv(x, kernel * mask, padding="SAME", input_dilation=2)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert module.apply(params, x).shape == (2, 9, 9, 4)

@@ -1,21 +1,25 @@
 """Batch norm (including across 8 devices and with virtual batches) and local response normalisation."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from helpers import close
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from jax.test_util import check_grads
 
-from cnn_jax import nn as cnn, ops
+from cnn_jax import nn as cnn
+from cnn_jax import ops
 from cnn_jax.ops import reference
-from helpers import close
 
 
 def test_batch_norm_train_matches_reference(rng):
     x = rng.normal(2.0, 3.0, size=(8, 5, 4, 3))
     scale, bias = rng.normal(size=3), rng.normal(size=3)
-    y, mean, var = ops.batch_norm_train(*(jnp.asarray(a, jnp.float32) for a in (x, scale, bias)),
-                                        jnp.zeros(3), jnp.ones(3), momentum=0.9)
+    y, mean, var = ops.batch_norm_train(
+        *(jnp.asarray(a, jnp.float32) for a in (x, scale, bias)), jnp.zeros(3), jnp.ones(3), momentum=0.9
+    )
     close(y, reference.batch_norm(x, scale, bias), rtol=1e-4, atol=1e-4)
     close(mean, 0.1 * x.mean((0, 1, 2)), rtol=1e-5, atol=1e-5)
     close(var, 0.9 + 0.1 * x.var((0, 1, 2)), rtol=1e-5, atol=1e-5)
@@ -29,10 +33,11 @@ def test_inference_mode_uses_given_statistics(rng):
 
 def test_virtual_batches_have_their_own_statistics(rng):
     x = rng.normal(size=(12, 3, 2))
-    y, mean, _ = ops.batch_norm_train(jnp.asarray(x, jnp.float32), None, None, jnp.zeros(2), jnp.ones(2),
-                                      momentum=0.0, virtual_batch_size=4)
+    y, mean, _ = ops.batch_norm_train(
+        jnp.asarray(x, jnp.float32), None, None, jnp.zeros(2), jnp.ones(2), momentum=0.0, virtual_batch_size=4
+    )
     for g in range(3):
-        close(y[4 * g:4 * g + 4], reference.batch_norm(x[4 * g:4 * g + 4], 1.0, 0.0), rtol=1e-4, atol=1e-4)
+        close(y[4 * g : 4 * g + 4], reference.batch_norm(x[4 * g : 4 * g + 4], 1.0, 0.0), rtol=1e-4, atol=1e-4)
     close(mean, x.reshape(3, -1, 2).mean(1).mean(0))
 
 
@@ -42,9 +47,14 @@ def test_batch_norm_across_eight_devices_equals_whole_batch(rng):
     scale, bias = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
     state = (jnp.zeros(4), jnp.ones(4))
     mesh = Mesh(np.array(jax.devices()), ("batch",))
-    sharded = jax.jit(jax.shard_map(
-        lambda x: ops.batch_norm_train(x, scale, bias, *state, axis_name="batch"),
-        mesh=mesh, in_specs=P("batch"), out_specs=(P("batch"), P(), P())))
+    sharded = jax.jit(
+        jax.shard_map(
+            lambda x: ops.batch_norm_train(x, scale, bias, *state, axis_name="batch"),
+            mesh=mesh,
+            in_specs=P("batch"),
+            out_specs=(P("batch"), P(), P()),
+        )
+    )
     whole = ops.batch_norm_train(x, scale, bias, *state)
     for a, b in zip(sharded(x), whole):
         close(a, np.asarray(b), rtol=1e-5, atol=1e-5)
@@ -56,10 +66,12 @@ def test_batch_norm_module_under_pmap(rng):
     x = jnp.asarray(rng.normal(size=(8, 4, 3, 3, 2)), jnp.float32)  # 8 devices x 4 examples
     module = cnn.BatchNorm(axis_name="batch")
     variables = module.init(jax.random.PRNGKey(0), x[0], use_running_average=False)
-    y, updates = jax.pmap(lambda x: module.apply(variables, x, use_running_average=False, mutable=["batch_stats"]),
-                          axis_name="batch")(x)
-    close(y.reshape(32, 3, 3, 2), reference.batch_norm(np.asarray(x).reshape(32, 3, 3, 2), 1.0, 0.0),
-          rtol=1e-4, atol=1e-4)
+    y, updates = jax.pmap(
+        lambda x: module.apply(variables, x, use_running_average=False, mutable=["batch_stats"]), axis_name="batch"
+    )(x)
+    close(
+        y.reshape(32, 3, 3, 2), reference.batch_norm(np.asarray(x).reshape(32, 3, 3, 2), 1.0, 0.0), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_allclose(updates["batch_stats"]["mean"][0], updates["batch_stats"]["mean"][7])
     y_eval = module.apply({**variables, **jax.tree.map(lambda a: a[0], updates)}, x[0], use_running_average=True)
     assert y_eval.shape == x[0].shape
@@ -68,16 +80,26 @@ def test_batch_norm_module_under_pmap(rng):
 def test_local_response_norm_matches_reference(rng):
     x = rng.normal(size=(2, 4, 4, 9)) * 10
     close(ops.local_response_norm(jnp.asarray(x, jnp.float32)), reference.local_response_norm(x), rtol=1e-5)
-    close(ops.local_response_norm(jnp.asarray(x, jnp.float32), size=3, k=1.0, alpha=0.1, beta=0.5),
-          reference.local_response_norm(x, 3, 1.0, 0.1, 0.5), rtol=1e-5)
+    close(
+        ops.local_response_norm(jnp.asarray(x, jnp.float32), size=3, k=1.0, alpha=0.1, beta=0.5),
+        reference.local_response_norm(x, 3, 1.0, 0.1, 0.5),
+        rtol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("fn", [
-    lambda x, s, b: ops.batch_norm_train(x, s, b, jnp.zeros(3), jnp.ones(3))[0],
-    lambda x, s, b: ops.batch_norm_train(x, s, b, jnp.zeros(3), jnp.ones(3), virtual_batch_size=2)[0],
-    lambda x, s, b: ops.local_response_norm(x * s + b, size=3, alpha=0.5),
-])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x, s, b: ops.batch_norm_train(x, s, b, jnp.zeros(3), jnp.ones(3))[0],
+        lambda x, s, b: ops.batch_norm_train(x, s, b, jnp.zeros(3), jnp.ones(3), virtual_batch_size=2)[0],
+        lambda x, s, b: ops.local_response_norm(x * s + b, size=3, alpha=0.5),
+    ],
+)
 def test_norm_grads(rng, x64, fn):
-    args = (jnp.asarray(rng.normal(size=(4, 3, 2, 3))), jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.normal(size=3)))
+    args = (
+        jnp.asarray(rng.normal(size=(4, 3, 2, 3))),
+        jnp.asarray(rng.normal(size=3)),
+        jnp.asarray(rng.normal(size=3)),
+    )
     check_grads(fn, args, order=1, modes=["fwd", "rev"])
     jax.jit(jax.grad(lambda *a: fn(*a).sum()))(*args)  # under jit too, where constants are traced

@@ -1,17 +1,17 @@
 """CIRCULAR and REFLECT padding, input dilation, grouped local/tiled convolution, the generic pool and
 adaptive pooling: against the NumPy references, PyTorch, and (CIRCULAR) the translation equivariance on the torus."""
-import jax
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from helpers import close
 from jax import lax
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import reference
 from cnn_jax.ops.shapes import conv_geometry
-from helpers import close
 
 MODES = ["CIRCULAR", "REFLECT"]
 
@@ -56,8 +56,10 @@ def test_local_tiled_and_transpose_match_reference(rng, mode, ndim):
         wt = rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         close(ops.tiled_conv(*_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
         w, y = rng.normal(size=(*kernel, x_shape[-1], cout)), rng.normal(size=(x_shape[0], *out, cout))
-        close(ops.conv_transpose(*_f32(y, w), input_size=x_shape[1:-1], **kw),
-              reference.conv_transpose(y, w, x_shape[1:-1], **kw))
+        close(
+            ops.conv_transpose(*_f32(y, w), input_size=x_shape[1:-1], **kw),
+            reference.conv_transpose(y, w, x_shape[1:-1], **kw),
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -65,10 +67,14 @@ def test_per_phase_lowering_with_padding_modes_and_groups(rng, mode):
     # The CUDA form of tiled_conv, called directly: the CPU never picks it.
     x, w = rng.normal(size=(2, 7, 6, 4)), rng.normal(size=(2, 2, 3, 2, 2, 6))
     geo = conv_geometry((7, 6), (3, 2), 1, mode, 1)
-    xp = jnp.pad(jnp.asarray(x, jnp.float32), [(0, 0), *geo.padding, (0, 0)],
-                 mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[mode])
-    got = ops.local._per_phase_conv(xp, jnp.asarray(w, jnp.float32), (2, 2),
-                                    geo._replace(padding=((0, 0), (0, 0))), 2, None)
+    xp = jnp.pad(
+        jnp.asarray(x, jnp.float32),
+        [(0, 0), *geo.padding, (0, 0)],
+        mode={"CIRCULAR": "wrap", "REFLECT": "reflect"}[mode],
+    )
+    got = ops.local._per_phase_conv(
+        xp, jnp.asarray(w, jnp.float32), (2, 2), geo._replace(padding=((0, 0), (0, 0))), 2, None
+    )
     close(got, reference.tiled_conv(x, w, (2, 2), padding=mode, groups=2))
 
 
@@ -87,8 +93,16 @@ def _torch_conv(x, w, stride, dilation, groups, mode, padding):
     """PyTorch's Conv1d/Conv2d on channels-last x and (*kernel, C_in/groups, C_out) w."""
     ndim = x.ndim - 2
     layer = (torch.nn.Conv1d, torch.nn.Conv2d)[ndim - 1](
-        x.shape[-1], w.shape[-1], w.shape[:ndim], stride=stride, padding=padding, dilation=dilation,
-        groups=groups, bias=False, padding_mode=mode.lower())
+        x.shape[-1],
+        w.shape[-1],
+        w.shape[:ndim],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=False,
+        padding_mode=mode.lower(),
+    )
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(np.moveaxis(w, (-1, -2), (0, 1)).copy()))
         y = layer(torch.from_numpy(np.moveaxis(x, -1, 1).copy()))
@@ -107,8 +121,12 @@ def test_conv_matches_pytorch_padding_mode(rng, mode, ndim):
         w = w.astype(np.float32)
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
         expected = _torch_conv(x, w, stride, dilation, 2, mode, padding)
-        close(ops.conv(*_f32(x, w), stride=stride, padding=mode, dilation=dilation, groups=2), expected,
-              rtol=1e-4, atol=1e-4)
+        close(
+            ops.conv(*_f32(x, w), stride=stride, padding=mode, dilation=dilation, groups=2),
+            expected,
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -126,14 +144,19 @@ def test_circular_padding_is_exactly_translation_equivariant_on_the_torus(rng, n
     w = rng.integers(-4, 5, size=(*(3,) * ndim, 3, 2)).astype(np.float32)
     wl = rng.integers(-4, 5, size=(*(5,) * ndim, *(3,) * ndim, 3, 2)).astype(np.float32)
     shift, axes = tuple(range(1, ndim + 1)), tuple(range(1, ndim + 1))
-    for op in (lambda x: ops.conv(x, w, padding="CIRCULAR", dilation=2),
-               lambda x: ops.conv_transpose(x[..., :2], w, padding="CIRCULAR"),
-               lambda x: ops.max_pool(x, 3, 1, "CIRCULAR"), lambda x: ops.lp_pool(x, 2, 1, "CIRCULAR", p=1.0)):
+    for op in (
+        lambda x: ops.conv(x, w, padding="CIRCULAR", dilation=2),
+        lambda x: ops.conv_transpose(x[..., :2], w, padding="CIRCULAR"),
+        lambda x: ops.max_pool(x, 3, 1, "CIRCULAR"),
+        lambda x: ops.lp_pool(x, 2, 1, "CIRCULAR", p=1.0),
+    ):
         np.testing.assert_array_equal(op(jnp.roll(x, shift, axes)), jnp.roll(op(jnp.asarray(x)), shift, axes))
     # A locally connected layer is not equivariant, but rolling its kernels along with the input is.
     local = lambda x, w: ops.local_conv(x, w, padding="CIRCULAR")
-    np.testing.assert_array_equal(local(jnp.roll(x, shift, axes), jnp.roll(wl, shift, tuple(range(ndim)))),
-                                  jnp.roll(local(jnp.asarray(x), jnp.asarray(wl)), shift, axes))
+    np.testing.assert_array_equal(
+        local(jnp.roll(x, shift, axes), jnp.roll(wl, shift, tuple(range(ndim)))),
+        jnp.roll(local(jnp.asarray(x), jnp.asarray(wl)), shift, axes),
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -165,14 +188,19 @@ def test_input_dilation_is_the_transpose_of_a_strided_conv(rng):
     """Input dilation s with FULL padding is the transposed convolution of a stride-s VALID one, flipped."""
     y, w = _f32(rng.normal(size=(2, 4, 3, 2)), rng.normal(size=(3, 3, 5, 2)))
     flipped = jnp.flip(w, (0, 1)).swapaxes(-1, -2)
-    close(ops.conv(y, flipped, input_dilation=2, padding="FULL"), ops.conv_transpose(y, w, stride=2),
-          rtol=1e-5, atol=1e-5)
+    close(
+        ops.conv(y, flipped, input_dilation=2, padding="FULL"), ops.conv_transpose(y, w, stride=2), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_input_dilation_grads(rng, x64):
     x, w = jnp.asarray(rng.normal(size=(2, 4, 5, 2))), jnp.asarray(rng.normal(size=(2, 3, 2, 3)))
-    check_grads(lambda x, w: ops.conv(x, w, input_dilation=(2, 3), padding="SAME", stride=2), (x, w), order=1,
-                modes=["fwd", "rev"])
+    check_grads(
+        lambda x, w: ops.conv(x, w, input_dilation=(2, 3), padding="SAME", stride=2),
+        (x, w),
+        order=1,
+        modes=["fwd", "rev"],
+    )
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
@@ -205,10 +233,15 @@ def test_generic_pool_matches_reference(rng, ndim):
     for x_shape, window, stride, _, _ in mode_configs(rng, ndim, 5):
         padding = ["VALID", "SAME", "CIRCULAR", "REFLECT"][int(rng.integers(4))]
         x = rng.uniform(0.5, 1.5, size=x_shape)
-        close(ops.pool(jnp.asarray(x, jnp.float32), 1.0, lax.mul, window, stride, padding),
-              reference.pool(x, 1.0, np.multiply, window, stride, padding), rtol=1e-5)
-        close(ops.min_pool(jnp.asarray(x, jnp.float32), window, stride, padding),
-              reference.pool(x, np.inf, np.minimum, window, stride, padding))
+        close(
+            ops.pool(jnp.asarray(x, jnp.float32), 1.0, lax.mul, window, stride, padding),
+            reference.pool(x, 1.0, np.multiply, window, stride, padding),
+            rtol=1e-5,
+        )
+        close(
+            ops.min_pool(jnp.asarray(x, jnp.float32), window, stride, padding),
+            reference.pool(x, np.inf, np.minimum, window, stride, padding),
+        )
 
 
 def test_named_pools_are_the_generic_pool(rng):
@@ -223,8 +256,9 @@ def _torch_adaptive(x, out, kind):
     return np.moveaxis(layer(torch.from_numpy(np.moveaxis(x, -1, 1).copy())).numpy(), 1, -1)
 
 
-@pytest.mark.parametrize("in_size, out_size", [((1, 1), (7, 7)), ((3, 5), (7, 4)), ((4, 2), (8, 6)),
-                                               ((5, 7), (3, 11)), ((2, 3), (2, 9))])
+@pytest.mark.parametrize(
+    "in_size, out_size", [((1, 1), (7, 7)), ((3, 5), (7, 4)), ((4, 2), (8, 6)), ((5, 7), (3, 11)), ((2, 3), (2, 9))]
+)
 def test_adaptive_pools_match_pytorch_for_any_output_size(rng, in_size, out_size):
     x = rng.normal(size=(2, *in_size, 3)).astype(np.float32)
     close(ops.adaptive_avg_pool(jnp.asarray(x), out_size), _torch_adaptive(x, out_size, "avg"), rtol=1e-5, atol=1e-6)
@@ -235,10 +269,12 @@ def test_adaptive_pools_match_the_cell_formula_on_random_sizes(rng):
     for _ in range(8):
         in_size, out_size = tuple(rng.integers(1, 7, 2)), tuple(int(v) for v in rng.integers(1, 10, 2))
         x = rng.normal(size=(1, *in_size, 2))
-        close(ops.adaptive_avg_pool(jnp.asarray(x, jnp.float32), out_size),
-              reference.adaptive_pool(x, out_size, np.mean))
-        close(ops.adaptive_max_pool(jnp.asarray(x, jnp.float32), out_size),
-              reference.adaptive_pool(x, out_size, np.max))
+        close(
+            ops.adaptive_avg_pool(jnp.asarray(x, jnp.float32), out_size), reference.adaptive_pool(x, out_size, np.mean)
+        )
+        close(
+            ops.adaptive_max_pool(jnp.asarray(x, jnp.float32), out_size), reference.adaptive_pool(x, out_size, np.max)
+        )
 
 
 def test_adaptive_pool_upsampling_grads(rng, x64):

@@ -1,14 +1,15 @@
 """Pooling against the NumPy definitions, the arg-max routing of max-pool gradients, adaptive pooling."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import close, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import reference
 from cnn_jax.ops.shapes import conv_geometry
-from helpers import close, random_configs
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -21,10 +22,16 @@ def test_pools_match_reference_on_random_shapes(rng, ndim):
         xj = jnp.asarray(x, jnp.float32)
         close(ops.max_pool(xj, window, stride, padding), reference.max_pool(x, window, stride, padding))
         for include in (True, False):
-            close(ops.avg_pool(xj, window, stride, padding, include),
-                  reference.avg_pool(x, window, stride, padding, include))
-        close(ops.lp_pool(xj, window, stride, padding, p=3.0), reference.lp_pool(x, window, stride, padding, 3.0),
-              rtol=1e-4, atol=1e-5)
+            close(
+                ops.avg_pool(xj, window, stride, padding, include),
+                reference.avg_pool(x, window, stride, padding, include),
+            )
+        close(
+            ops.lp_pool(xj, window, stride, padding, p=3.0),
+            reference.lp_pool(x, window, stride, padding, 3.0),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_stride_defaults_to_window():
@@ -43,7 +50,7 @@ def test_max_pool_gradient_routes_to_the_argmax(rng, transform):
     expected = np.zeros((6, 6))
     for i in range(3):
         for j in range(3):
-            block = np.asarray(x[0, 2 * i:2 * i + 2, 2 * j:2 * j + 2, 0])
+            block = np.asarray(x[0, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, 0])
             a, b = np.unravel_index(block.argmax(), block.shape)
             expected[2 * i + a, 2 * j + b] = 1
     np.testing.assert_array_equal(grad[0, :, :, 0], expected)
@@ -53,8 +60,10 @@ def test_lp_pool_gradient_is_finite_at_zero():
     assert np.isfinite(jax.grad(lambda x: ops.lp_pool(x, 2).sum())(jnp.zeros((1, 4, 4, 1)))).all()
 
 
-@pytest.mark.parametrize("in_size, out_size", [((7, 9), (3, 4)), ((8, 8), (4, 2)), ((5, 5), (5, 5)), ((6, 3), 1),
-                                               ((1, 1), (7, 7)), ((3, 4), (5, 8))])
+@pytest.mark.parametrize(
+    "in_size, out_size",
+    [((7, 9), (3, 4)), ((8, 8), (4, 2)), ((5, 5), (5, 5)), ((6, 3), 1), ((1, 1), (7, 7)), ((3, 4), (5, 8))],
+)
 def test_adaptive_pools(rng, in_size, out_size):
     x = rng.normal(size=(2, *in_size, 3))
     close(ops.adaptive_avg_pool(jnp.asarray(x, jnp.float32), out_size), reference.adaptive_pool(x, out_size, np.mean))
@@ -68,9 +77,17 @@ def test_global_pools(rng):
     assert ops.global_avg_pool(jnp.ones((2, 5, 3)), keepdims=True).shape == (2, 1, 3)
 
 
-@pytest.mark.parametrize("fn", [lambda x: ops.max_pool(x, 2, 1, "SAME"), lambda x: ops.avg_pool(x, 3, 2, 1, False),
-                                lambda x: ops.lp_pool(x, 2), lambda x: ops.adaptive_avg_pool(x, (2, 3)),
-                                lambda x: ops.adaptive_max_pool(x, 3), ops.global_avg_pool])
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: ops.max_pool(x, 2, 1, "SAME"),
+        lambda x: ops.avg_pool(x, 3, 2, 1, False),
+        lambda x: ops.lp_pool(x, 2),
+        lambda x: ops.adaptive_avg_pool(x, (2, 3)),
+        lambda x: ops.adaptive_max_pool(x, 3),
+        ops.global_avg_pool,
+    ],
+)
 def test_pool_grads(rng, x64, fn):
     x = jnp.asarray(rng.normal(size=(2, 6, 7, 2)))
     check_grads(fn, (x,), order=1, modes=["fwd", "rev"])

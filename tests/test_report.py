@@ -1,4 +1,5 @@
 """Sweeps and reports: mean ± std arithmetic on synthetic run directories, tables, skip/resume, a tiny study."""
+
 import json
 import math
 from pathlib import Path
@@ -10,19 +11,24 @@ from cnn_jax.report import aggregate, load_runs, mean_std, to_latex, to_markdown
 from cnn_jax.sweep import Point, grid_points, run_sweep
 
 
-
 def fake_run(path: Path, config: dict, accuracy: float | None, params: int = 100):
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(config))
     (path / "metrics.jsonl").write_text(json.dumps({"step": 10, "test/accuracy": accuracy or 0.0}) + "\n")
     if accuracy is not None:
-        (path / "final.json").write_text(json.dumps({"step": 10, "test/accuracy": accuracy, "params": params,
-                                                     "macs": 2 * params, "images_per_s": 1000.0}))
+        (path / "final.json").write_text(
+            json.dumps(
+                {"step": 10, "test/accuracy": accuracy, "params": params, "macs": 2 * params, "images_per_s": 1000.0}
+            )
+        )
 
 
 def mnist1d_config(model: str, shuffled: bool, seed: int, **options) -> dict:
-    return {"seed": seed, "dataset": {"name": "mnist1d", "permute_positions": shuffled},
-            "model": {"name": model, "conv": {"kind": "standard", "tile": 2}, "options": options}}
+    return {
+        "seed": seed,
+        "dataset": {"name": "mnist1d", "permute_positions": shuffled},
+        "model": {"name": model, "conv": {"kind": "standard", "tile": 2}, "options": options},
+    }
 
 
 @pytest.fixture
@@ -31,8 +37,9 @@ def study(tmp_path):
     for (model, shuffled), values in accuracies.items():
         for seed, acc in enumerate(values):
             options = {"hidden": [100, 100]} if model == "mlp" else {}
-            fake_run(tmp_path / f"{model}_{shuffled}" / f"seed{seed}", mnist1d_config(model, shuffled, seed, **options),
-                     acc)
+            fake_run(
+                tmp_path / f"{model}_{shuffled}" / f"seed{seed}", mnist1d_config(model, shuffled, seed, **options), acc
+            )
     fake_run(tmp_path / "unfinished" / "seed0", mnist1d_config("cnn1d", False, 7), None)
     return tmp_path
 
@@ -83,16 +90,22 @@ def test_write_report_files(study):
 def test_grid_points_are_the_cartesian_product():
     points = grid_points("c.py", ["model.conv.kind=standard,local", "seed_field=1,2,3"], ["train.num_steps=5"])
     assert len(points) == 6
-    assert points[0] == Point("kind=standard__seed_field=1", "c.py",
-                              (("train.num_steps", "5"), ("model.conv.kind", "standard"), ("seed_field", "1")))
+    assert points[0] == Point(
+        "kind=standard__seed_field=1",
+        "c.py",
+        (("train.num_steps", "5"), ("model.conv.kind", "standard"), ("seed_field", "1")),
+    )
     with pytest.raises(ValueError, match="--grid='kind': expected FIELD=VALUE"):
         grid_points("c.py", ["kind"])
 
 
 def test_sweep_refuses_a_field_the_config_lacks_before_running(tmp_path):
     config = "experiments/configs/lenet5_mnist.py"
-    with pytest.raises(ValueError, match=r"override 'model.options.pol': .*lenet5_mnist.py has no field 'pol' in "
-                                         r"model.options; valid fields there: pool"):
+    with pytest.raises(
+        ValueError,
+        match=r"override 'model.options.pol': .*lenet5_mnist.py has no field 'pol' in "
+        r"model.options; valid fields there: pool",
+    ):
         run_sweep([Point("p", config, (("model.options.pol", "avg"),))], [0], tmp_path)
     with pytest.raises(ValueError, match=r"no field 'tile' in model.conv.kind; valid fields there: none"):
         run_sweep([Point("p", config, (("model.conv.kind.tile", "2"),))], [0], tmp_path)
@@ -114,10 +127,16 @@ def test_translation_test_columns_average_over_seeds(tmp_path):
 
 def test_sweep_runs_skips_finished_and_reports_failures(tfds_dir, tmp_path):
     # the tests' 8 host devices are inherited: a batch of 80 divides among them
-    common = (("train.num_steps", "5"), ("train.log_every_steps", "5"), ("train.batch_size", "80"),
-              ("dataset.data_dir", tfds_dir))
-    points = [Point("cnn", "experiments/configs/cnn1d_mnist1d.py", common),
-              Point("bad", "experiments/configs/cnn1d_mnist1d.py", common + (("optimizer.name", "rmsprop"),))]
+    common = (
+        ("train.num_steps", "5"),
+        ("train.log_every_steps", "5"),
+        ("train.batch_size", "80"),
+        ("dataset.data_dir", tfds_dir),
+    )
+    points = [
+        Point("cnn", "experiments/configs/cnn1d_mnist1d.py", common),
+        Point("bad", "experiments/configs/cnn1d_mnist1d.py", common + (("optimizer.name", "rmsprop"),)),
+    ]
     with pytest.raises(RuntimeError, match=r"(?s)1 of 2 runs failed:\n.*bad/seed0 \(exit 1\).*rmsprop"):
         run_sweep(points, [0], tmp_path, parallel=2)
     finished = tmp_path / "cnn" / "seed0" / "final.json"

@@ -1,4 +1,5 @@
 """Output-size, padding and receptive-field arithmetic, checked against brute force."""
+
 import itertools
 
 import jax.numpy as jnp

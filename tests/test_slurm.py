@@ -3,6 +3,7 @@ no GPU, its daemons (munged, slurmctld, slurmd) started for this module with the
 directory and stopped by PID afterwards. Needs root and Debian's slurmctld, slurmd, slurm-client and munge
 packages (`.ci/install_slurm.sh` installs them); skipped, with the reason, where those are missing or the
 daemons do not start."""
+
 import json
 import os
 import re
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import final_state, flat, train_cli
 
 pytestmark = pytest.mark.slow
@@ -86,21 +86,33 @@ class Slurm:
         key = root / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
-        (root / "slurm.conf").write_text(SLURM_CONF.format(root=root, socket=self.socket, ctld_port=_free_port(),
-                                                           slurmd_port=_free_port()))
-        self._daemon("munged", "munged", "--foreground", f"--key-file={key}", f"--socket={self.socket}",
-                     f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log",
-                     f"--seed-file={root}/munged.seed")
+        (root / "slurm.conf").write_text(
+            SLURM_CONF.format(root=root, socket=self.socket, ctld_port=_free_port(), slurmd_port=_free_port())
+        )
+        self._daemon(
+            "munged",
+            "munged",
+            "--foreground",
+            f"--key-file={key}",
+            f"--socket={self.socket}",
+            f"--pid-file={root}/munged.pid",
+            f"--log-file={root}/munged.log",
+            f"--seed-file={root}/munged.seed",
+        )
         self._wait(self.socket.exists, 10, "munged did not create its socket")
         self._daemon("slurmctld", "slurmctld", "-D", "-i")
         self._daemon("slurmd", "slurmd", "-D", "-N", "localhost")
-        self._wait(lambda: self.run("sinfo", "-h", "-o", "%t", check=False).stdout.strip() == "idle", 30,
-                   "the node did not come up idle")
+        self._wait(
+            lambda: self.run("sinfo", "-h", "-o", "%t", check=False).stdout.strip() == "idle",
+            30,
+            "the node did not come up idle",
+        )
 
     def _daemon(self, name: str, *command: str) -> None:
         log = open(self.root / f"{name}.out", "w")
-        self.daemons[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                              start_new_session=True)
+        self.daemons[name] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.time() + timeout
@@ -111,8 +123,10 @@ class Slurm:
             time.sleep(0.5)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
-                         for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}:\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+            for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log"))
+        )
 
     def stop(self) -> None:
         if "slurmctld" in self.daemons and self.daemons["slurmctld"].poll() is None:
@@ -184,8 +198,10 @@ def _wait_for_checkpoint(checkpoints: Path, timeout: float = 120) -> None:
 def slurm(tmp_path_factory):
     missing = [tool for tool in DAEMONS + CLIENTS if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"SLURM is not installed here (missing {', '.join(missing)}): install Debian's slurmctld, "
-                    f"slurmd, slurm-client and munge, as .ci/install_slurm.sh does")
+        pytest.skip(
+            f"SLURM is not installed here (missing {', '.join(missing)}): install Debian's slurmctld, "
+            f"slurmd, slurm-client and munge, as .ci/install_slurm.sh does"
+        )
     if os.geteuid() != 0:
         pytest.skip("slurmd must run as root to start jobs")
     cluster = Slurm(tmp_path_factory.mktemp("slurm"))
@@ -209,8 +225,13 @@ def test_two_task_job_preempted_requeues_and_ends_where_an_uninterrupted_one_end
     submitted = {}
     for name in ("straight", "preempted"):
         submitted[name] = slurm.submit(
-            "sbatch", "--nodes=1", "--ntasks-per-node=2", f"--output={tmp_path}/{name}.out", "launch/slurm.sbatch",
-            *train_cli(tmp_path / name, tfds_dir, STEPS)[3:])
+            "sbatch",
+            "--nodes=1",
+            "--ntasks-per-node=2",
+            f"--output={tmp_path}/{name}.out",
+            "launch/slurm.sbatch",
+            *train_cli(tmp_path / name, tfds_dir, STEPS)[3:],
+        )
     # 2 CPUs: the second job starts when the first ends.
     slurm.wait_for(submitted["straight"], {"COMPLETED"})
     straight = (tmp_path / "straight.out").read_text()
@@ -237,11 +258,22 @@ def test_two_task_job_preempted_requeues_and_ends_where_an_uninterrupted_one_end
 
 def test_sweep_array_runs_as_printed_and_a_preempted_task_resumes(slurm, tfds_dir, tmp_path):
     study = tmp_path / "study"
-    emit = [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/cnn1d_mnist1d.py",
-            f"--study_dir={study}", "--grid=model.conv.kind=standard,local", "--seeds=0",
-            f"--set=dataset.data_dir={tfds_dir}", "--set=model.options.channels=8", "--set=train.batch_size=80",
-            "--set=train.eval_batch_size=200", "--set=train.log_every_steps=10",
-            "--set=train.checkpoint_every_steps=50", "--set=train.num_steps=500"]
+    emit = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "--config=experiments/configs/cnn1d_mnist1d.py",
+        f"--study_dir={study}",
+        "--grid=model.conv.kind=standard,local",
+        "--seeds=0",
+        f"--set=dataset.data_dir={tfds_dir}",
+        "--set=model.options.channels=8",
+        "--set=train.batch_size=80",
+        "--set=train.eval_batch_size=200",
+        "--set=train.log_every_steps=10",
+        "--set=train.checkpoint_every_steps=50",
+        "--set=train.num_steps=500",
+    ]
     printed = slurm.run(*emit, "--emit=slurm").stdout.strip()
     assert printed == f"sbatch --array=0-1 launch/slurm_array.sbatch {study}/jobs.txt"
     slurm.env["SBATCH_OUTPUT"] = f"{tmp_path}/array-%a.out"  # instead of slurm-*.out in the checkout

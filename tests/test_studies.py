@@ -1,4 +1,5 @@
 """Each study CLI end to end on a tiny grid (a few steps per run): the pipeline from flags to table."""
+
 import json
 import subprocess
 import sys
@@ -10,30 +11,43 @@ TINY = ("--seeds=0", "--set=train.num_steps=5", "--set=train.log_every_steps=5",
 
 
 def run_study(module: str, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", f"experiments.{module}", *TINY, *args], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", f"experiments.{module}", *TINY, *args], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_conv_variants_study(tfds_dir, tmp_path):
-    result = run_study("conv_variants", f"--study_dir={tmp_path}", "--variants=cnn,local", "--set=train.batch_size=80",
-                       f"--set=dataset.data_dir={tfds_dir}")
+    result = run_study(
+        "conv_variants",
+        f"--study_dir={tmp_path}",
+        "--variants=cnn,local",
+        "--set=train.batch_size=80",
+        f"--set=dataset.data_dir={tfds_dir}",
+    )
     table = (tmp_path / "mnist1d" / "results.md").read_text()
     assert table in result.stdout
     rows = [line for line in table.splitlines() if line.startswith("| cnn") or line.startswith("| local")]
-    assert [r.split(" |")[0:2] for r in rows] == [["| cnn", " normal"], ["| cnn", " shuffled"],
-                                                  ["| local", " normal"], ["| local", " shuffled"]]  # ladder order
+    assert [r.split(" |")[0:2] for r in rows] == [
+        ["| cnn", " normal"],
+        ["| cnn", " shuffled"],
+        ["| local", " normal"],
+        ["| local", " shuffled"],
+    ]  # ladder order
     assert "94[^1]" in table and "56[^1]" in table
 
 
 def test_conv_variants_image_grid():
     # A fresh interpreter: each study module defines the shared study flags at import.
-    code = ("import json; from experiments.conv_variants import image_points; "
-            "print(json.dumps({p.name: dict(p.overrides) for p in "
-            "image_points(None, backbones=['resnet'], datasets=['fashion_mnist'])}))")
-    grid = json.loads(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                                     check=True).stdout)
+    code = (
+        "import json; from experiments.conv_variants import image_points; "
+        "print(json.dumps({p.name: dict(p.overrides) for p in "
+        "image_points(None, backbones=['resnet'], datasets=['fashion_mnist'])}))"
+    )
+    grid = json.loads(
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    )
     assert list(grid) == [f"resnet-{v}__fashion_mnist" for v in ("cnn", "tiled2", "tiled4", "local")]
     assert grid["resnet-tiled4__fashion_mnist"]["model.conv.tile"] == "4"
     assert grid["resnet-local__fashion_mnist"]["model.conv.kind"] == "local"
@@ -41,8 +55,13 @@ def test_conv_variants_image_grid():
 
 
 def test_reproduce_study(tfds_dir, download_dir, tmp_path):
-    result = run_study("reproduce", f"--study_dir={tmp_path}", "--set=train.batch_size=80",
-                       f"--set=dataset.data_dir={tfds_dir}", f"--download_dir={download_dir}")
+    result = run_study(
+        "reproduce",
+        f"--study_dir={tmp_path}",
+        "--set=train.batch_size=80",
+        f"--set=dataset.data_dir={tfds_dir}",
+        f"--download_dir={download_dir}",
+    )
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout and (tmp_path / "results.tex").exists()
     assert "| alexnet parameters | 61,100,840 | 61,100,840[^1] | exact |" in table
@@ -54,8 +73,15 @@ def test_reproduce_study(tfds_dir, download_dir, tmp_path):
 
 
 def test_receptive_fields_study(tfds_dir, tmp_path):
-    result = run_study("receptive_fields", f"--study_dir={tmp_path}", "--depths=2,4,8", "--samples=2", "--inits=1",
-                       "--set=train.batch_size=80", f"--set=dataset.data_dir={tfds_dir}")
+    result = run_study(
+        "receptive_fields",
+        f"--study_dir={tmp_path}",
+        "--depths=2,4,8",
+        "--samples=2",
+        "--inits=1",
+        "--set=train.batch_size=80",
+        f"--set=dataset.data_dir={tfds_dir}",
+    )
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout and (tmp_path / "results.tex").exists()
     assert "| 4 | 9 | 1.63 |" in table  # uniform linear stack: std sqrt(2 * 4 / 3), exactly
@@ -69,20 +95,40 @@ def test_receptive_fields_study(tfds_dir, tmp_path):
 
 
 def test_pooling_study(tfds_dir, download_dir, tmp_path):
-    result = run_study("pooling", f"--study_dir={tmp_path}", "--datasets=fashion_mnist", "--set=train.batch_size=80",
-                       f"--set=dataset.data_dir={tfds_dir}", f"--download_dir={download_dir}")
+    result = run_study(
+        "pooling",
+        f"--study_dir={tmp_path}",
+        "--datasets=fashion_mnist",
+        "--set=train.batch_size=80",
+        f"--set=dataset.data_dir={tfds_dir}",
+        f"--download_dir={download_dir}",
+    )
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout and "| shifted 2px (%) | shifted 4px (%) |" in table
-    assert [line.split(" |")[0] for line in table.splitlines()[4:9]] == ["| max", "| avg", "| l2", "| strided",
-                                                                         "| none"]
+    assert [line.split(" |")[0] for line in table.splitlines()[4:9]] == [
+        "| max",
+        "| avg",
+        "| l2",
+        "| strided",
+        "| none",
+    ]
     assert "| none | fashion_mnist |" in table and "1,119,626" in table  # no pooling: a 9216 x 120 dense layer
 
 
 def test_normalization_study_grid():
     from experiments.normalization import points
+
     grid = {p.name: dict(p.overrides) for p in points([32, 128], 16)}
-    assert list(grid) == ["none__32", "batch__32", "ghost16__32", "lrn__32",
-                          "none__128", "batch__128", "ghost16__128", "lrn__128"]
+    assert list(grid) == [
+        "none__32",
+        "batch__32",
+        "ghost16__32",
+        "lrn__32",
+        "none__128",
+        "batch__128",
+        "ghost16__128",
+        "lrn__128",
+    ]
     assert grid["ghost16__32"]["model.options.virtual_batch_size"] == "16"
     assert grid["ghost16__32"]["model.options.norm"] == "batch" and grid["lrn__128"]["model.options.norm"] == "lrn"
     assert grid["none__32"]["optimizer.learning_rate"] == "0.025"  # linear scaling, 0.1 at batch 128
@@ -92,9 +138,17 @@ def test_normalization_study_grid():
 def test_normalization_study(tfds_dir, tmp_path):
     # One batch size (the grid test covers two); 8 devices: per-device batches of 2, ghost batches of 2.
     # MNIST-1D instead of Fashion-MNIST: evaluating ResNet-20 on 1,000 short signals, not 10,000 images.
-    result = run_study("normalization", f"--study_dir={tmp_path}", "--batch_sizes=16", "--ghost_batch=2",
-                       "--set=train.num_steps=3", "--set=dataset.name=mnist1d", "--set=dataset.augment.flip=False",
-                       "--set=dataset.augment.crop_padding=0", f"--set=dataset.data_dir={tfds_dir}")
+    result = run_study(
+        "normalization",
+        f"--study_dir={tmp_path}",
+        "--batch_sizes=16",
+        "--ghost_batch=2",
+        "--set=train.num_steps=3",
+        "--set=dataset.name=mnist1d",
+        "--set=dataset.augment.flip=False",
+        "--set=dataset.augment.crop_padding=0",
+        f"--set=dataset.data_dir={tfds_dir}",
+    )
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout
     for norm in ("none", "batch", "ghost2", "lrn"):

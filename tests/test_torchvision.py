@@ -1,6 +1,7 @@
 """cnn_jax's ImageNet models compute torchvision's functions: torchvision's weights, converted by
 `models.from_torch_state_dict`, give the same eval-mode logits as the PyTorch reference networks
 (tests/torchvision_nets.py, written from torchvision's definitions)."""
+
 import jax
 import numpy as np
 import pytest
@@ -13,8 +14,14 @@ from cnn_jax.models.inception import AuxHead
 
 RTOL = 1e-4  # of the largest logit
 # The models with a torchvision counterpart; the converter must take every one of them.
-TORCHVISION_NAMES = {"alexnet", "googlenet", "resnet18", "resnet34", "resnet50",
-                     *(f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn"))}
+TORCHVISION_NAMES = {
+    "alexnet",
+    "googlenet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    *(f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +63,18 @@ def check(name: str, size: int, batch: int = 2, **options):
     assert_same_logits(cnn_jax_outputs(name, net, x, **options), theirs)
 
 
-@pytest.mark.parametrize("name, size, batch", [
-    ("alexnet", 224, 2), ("vgg11", 224, 1), ("vgg11_bn", 224, 1), ("resnet18", 224, 2), ("resnet18", 97, 2),
-    pytest.param("vgg16", 224, 1, marks=pytest.mark.slow), pytest.param("resnet50", 224, 1, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name, size, batch",
+    [
+        ("alexnet", 224, 2),
+        ("vgg11", 224, 1),
+        ("vgg11_bn", 224, 1),
+        ("resnet18", 224, 2),
+        ("resnet18", 97, 2),
+        pytest.param("vgg16", 224, 1, marks=pytest.mark.slow),
+        pytest.param("resnet50", 224, 1, marks=pytest.mark.slow),
+    ],
+)
 def test_logits_match_torchvision(name, size, batch):
     check(name, size, batch)
 
@@ -72,8 +87,14 @@ def test_googlenet_logits_and_aux_heads_match_torchvision(branch5x5_kernel, size
     x = images(1, size)
     with torch.no_grad():
         logits, aux1, aux2 = net(torch.from_numpy(x))
-    ours, state = cnn_jax_outputs("googlenet", net, x, capture=lambda module, _: isinstance(module, AuxHead),
-                                  branch5x5_kernel=branch5x5_kernel, aux_heads=True)
+    ours, state = cnn_jax_outputs(
+        "googlenet",
+        net,
+        x,
+        capture=lambda module, _: isinstance(module, AuxHead),
+        branch5x5_kernel=branch5x5_kernel,
+        aux_heads=True,
+    )
     assert_same_logits(ours, logits)
     assert_same_logits(state["intermediates"]["aux_4a"]["__call__"][0], aux1)
     assert_same_logits(state["intermediates"]["aux_4d"]["__call__"][0], aux2)
@@ -103,22 +124,29 @@ def test_ceil_mode_padding_gives_pytorch_ceil_mode_windows(window, stride, paddi
         lo, hi = ceil_mode_padding(n, window, stride, padding)
         padded = np.concatenate([np.full(lo, -np.inf), np.arange(float(n)), np.full(hi, -np.inf)])
         count = (len(padded) - window) // stride + 1
-        ours = [padded[i * stride:i * stride + window].max() for i in range(count)]
+        ours = [padded[i * stride : i * stride + window].max() for i in range(count)]
         np.testing.assert_array_equal(ours, theirs, err_msg=f"n={n}")
 
 
 def test_every_torchvision_model_in_the_registry_converts():
     """A registered ImageNet model the converter does not know is a failure, not a skip."""
-    imagenet = {name for name in models.names() if name.startswith(("alexnet", "vgg", "resnet", "googlenet"))
-                and not name.endswith("_cifar") and name not in {f"resnet{d}" for d in (20, 32, 44, 56, 110)}}
+    imagenet = {
+        name
+        for name in models.names()
+        if name.startswith(("alexnet", "vgg", "resnet", "googlenet"))
+        and not name.endswith("_cifar")
+        and name not in {f"resnet{d}" for d in (20, 32, 44, 56, 110)}
+    }
     assert imagenet == TORCHVISION_NAMES
     net = reference("resnet18", num_classes=10)
     variables = models.from_torch_state_dict("resnet18", net.state_dict(), num_classes=10)
     assert set(variables) == {"params", "batch_stats"}
     kernel = variables["params"]["stage2_block1"]["conv1"]["kernel"]
     np.testing.assert_array_equal(kernel, net.layer2[0].conv1.weight.detach().numpy().transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(variables["batch_stats"]["stage2_block1"]["shortcut_norm"]["var"],
-                                  net.layer2[0].downsample[1].running_var.numpy())
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["stage2_block1"]["shortcut_norm"]["var"],
+        net.layer2[0].downsample[1].running_var.numpy(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +156,11 @@ def resnet18_state():
 
 def test_missing_key_is_named(resnet18_state):
     state = {k: v for k, v in resnet18_state.items() if k != "layer3.1.bn2.running_var"}
-    with pytest.raises(ValueError, match=r"missing 'layer3.1.bn2.running_var' \(for cnn_jax "
-                                         r"batch_stats/stage3_block2/norm2/var\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing 'layer3.1.bn2.running_var' \(for cnn_jax "
+        r"batch_stats/stage3_block2/norm2/var\)",
+    ):
         models.from_torch_state_dict("resnet18", state, num_classes=10)
 
 

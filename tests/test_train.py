@@ -1,4 +1,5 @@
 """Training engine: device-count and wrapper equivalence, resume, SIGTERM, NaN stop, multi-process, configs."""
+
 import json
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from helpers import final_state, flat, train_cli
 
 from cnn_jax.train import Checkpoints, NonFiniteLossError, build_model, read_metrics, train_and_evaluate, validate
 from cnn_jax.train.optim import make_optimizer, make_schedule
@@ -16,7 +18,6 @@ from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
 from cnn_jax.train.state import create_state
 from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step
 from experiments.configs import base, cnn1d_mnist1d
-from helpers import final_state, flat, train_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("steps_per_s", "images_per_s")
@@ -28,7 +29,7 @@ def small_config(tfds_dir, **train):
     c.dataset.augment.crop_padding = 2
     c.model.options.channels = 8
     c.train.batch_size = 80
-    c.train.eval_batch_size = 240   # does not divide the 1000 test examples: the last batch is padded
+    c.train.eval_batch_size = 240  # does not divide the 1000 test examples: the last batch is padded
     c.train.num_steps = 20
     c.train.log_every_steps = 5
     c.train.checkpoint_every_steps = 5
@@ -51,8 +52,10 @@ def test_step_is_exact_for_any_device_count_and_both_wrappers(x64):
     inputs = InputSpec((0.5,), (0.25,), 1.0, crop_padding=2, flip=True)
     rng = np.random.default_rng(0)
     x, labels = rng.random((32, 12, 12, 1)), rng.integers(0, 10, 32)
-    host = jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
-                        jax.device_get(create_state(model, tx, (12, 12, 1), 0)))
+    host = jax.tree.map(
+        lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
+        jax.device_get(create_state(model, tx, (12, 12, 1), 0)),
+    )
     step = make_train_step(model, tx, inputs, num_classes=10, label_smoothing=0.1, seed=0)
     evaluate = make_eval_step(model, inputs, num_classes=10)
     results = {}
@@ -72,8 +75,11 @@ def test_step_is_exact_for_any_device_count_and_both_wrappers(x64):
 def test_run_is_the_same_on_1_and_8_devices_and_under_pmap(tfds_dir, tmp_path):
     # float32: 20 steps of SGD keep the runs within 1e-5 of each other (measured ~2e-7).
     runs = {}
-    for name, parallel, devices in (("one", "shard_map", jax.devices()[:1]), ("eight", "shard_map", None),
-                                    ("pmap", "pmap", None)):
+    for name, parallel, devices in (
+        ("one", "shard_map", jax.devices()[:1]),
+        ("eight", "shard_map", None),
+        ("pmap", "pmap", None),
+    ):
         final = train_and_evaluate(small_config(tfds_dir, parallel=parallel), tmp_path / name, devices=devices)
         runs[name] = (flat(final_state(tmp_path / name)), final)
     for name in ("eight", "pmap"):
@@ -90,6 +96,7 @@ def test_evaluation_covers_the_test_split_once(tfds_dir, tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # Recompute the accuracy over all 1000 test examples in one batch, with the saved parameters.
     from cnn_jax.train.loop import load_data
+
     c = small_config(tfds_dir)
     data = load_data(c)
     model = build_model(c, 10)
@@ -141,8 +148,9 @@ def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, 
     # Train records average the steps since the previous record, so only the one whose window the
     # restart cut may differ; everything else, evaluations included, is identical.
     cut = -(-(stopped_at or 0) // 10) * 10
-    assert ([r for r in without_timing(killed) if r["step"] != cut] ==
-            [r for r in without_timing(straight) if r["step"] != cut])
+    assert [r for r in without_timing(killed) if r["step"] != cut] == [
+        r for r in without_timing(straight) if r["step"] != cut
+    ]
 
 
 def test_resuming_with_another_config_is_refused(tfds_dir, tmp_path):
@@ -157,7 +165,7 @@ def test_rerunning_a_finished_run_leaves_it_as_it_is(tfds_dir, tmp_path):
     config = small_config(tfds_dir, num_steps=5)
     final = train_and_evaluate(config, tmp_path)
     written = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    config.dataset.data_dir = str(tmp_path / "nowhere")   # a location field: the data is not even loaded
+    config.dataset.data_dir = str(tmp_path / "nowhere")  # a location field: the data is not even loaded
     assert train_and_evaluate(config, tmp_path) == final
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written
 
@@ -174,20 +182,23 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tfds_d
     assert np.isfinite(flat(checkpoints.restore(None)["params"])).all()
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("optimizer.name", "rmsprop", "valid values are sgd, adam, adamw"),
-    ("optimizer.schedule", "linear", "valid values are constant, cosine, step"),
-    ("train.parallel", "xmap", "valid values are shard_map, pmap"),
-    ("train.dtype", "float16", "valid values are float32, bfloat16"),
-    ("model.name", "resnet21", "valid values are .*resnet20"),
-    ("model.conv.kind", "dilated", "valid values are standard, tiled, local"),
-    ("dataset.name", "imagenet", "valid values are mnist"),
-    ("train.batch_size", 100, "not divisible by the 8 devices; use a multiple of 8"),
-    ("train.batch_size", -8, "must be a positive number"),
-    ("optimizer.learning_rate", 0.0, "must be a positive number"),
-    ("train.label_smoothing", 1.0, r"must be in \[0, 1\)"),
-    ("dataset.augment.flip", True, "flip changes the label of 'mnist1d'"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("optimizer.name", "rmsprop", "valid values are sgd, adam, adamw"),
+        ("optimizer.schedule", "linear", "valid values are constant, cosine, step"),
+        ("train.parallel", "xmap", "valid values are shard_map, pmap"),
+        ("train.dtype", "float16", "valid values are float32, bfloat16"),
+        ("model.name", "resnet21", "valid values are .*resnet20"),
+        ("model.conv.kind", "dilated", "valid values are standard, tiled, local"),
+        ("dataset.name", "imagenet", "valid values are mnist"),
+        ("train.batch_size", 100, "not divisible by the 8 devices; use a multiple of 8"),
+        ("train.batch_size", -8, "must be a positive number"),
+        ("optimizer.learning_rate", 0.0, "must be a positive number"),
+        ("train.label_smoothing", 1.0, r"must be in \[0, 1\)"),
+        ("dataset.augment.flip", True, "flip changes the label of 'mnist1d'"),
+    ],
+)
 def test_bad_config_values_are_rejected_with_the_valid_choices(field, value, message):
     config = cnn1d_mnist1d.get_config()
     section, *rest = field.split(".")
@@ -200,8 +211,9 @@ def test_bad_config_values_are_rejected_with_the_valid_choices(field, value, mes
 
 
 def test_bad_config_from_the_command_line_exits_with_the_message(tmp_path, tfds_dir):
-    result = subprocess.run(train_cli(tmp_path, tfds_dir, "--config.optimizer.name=rmsprop"), cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        train_cli(tmp_path, tfds_dir, "--config.optimizer.name=rmsprop"), cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "config.optimizer.name='rmsprop': unknown; valid values are sgd, adam, adamw" in result.stderr
 
@@ -234,5 +246,6 @@ def test_optimizers_apply_weight_decay_and_clipping(name):
     huge = {"w": jax.numpy.full(4, 1e6)}
     updates, _ = tx.update(huge, tx.init(params), params)
     if name == "sgd":  # clipped to norm 1 before the step, plus the coupled decay
-        assert float(optax.tree.norm(updates)) == pytest.approx(0.1 * float(optax.tree.norm(
-            {"w": jax.numpy.full(4, 0.5) + 0.5})), rel=1e-5)
+        assert float(optax.tree.norm(updates)) == pytest.approx(
+            0.1 * float(optax.tree.norm({"w": jax.numpy.full(4, 0.5) + 0.5})), rel=1e-5
+        )

@@ -1,10 +1,12 @@
 """The worked examples of classic lecture material (quoted in DESIGN.md), reproduced exactly."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnn_jax import nn as cnn, ops
+from cnn_jax import nn as cnn
+from cnn_jax import ops
 from cnn_jax.ops import reference
 
 X = np.arange(9.0).reshape(3, 3)
@@ -13,8 +15,9 @@ K = np.array([[0.0, 1.0], [2.0, 3.0]])
 
 def conv2d(x, k, **kw):
     """Single-channel 2-D helper: (H, W) x (kh, kw) -> (H', W')."""
-    return np.asarray(ops.conv(jnp.asarray(x, jnp.float32)[None, :, :, None],
-                               jnp.asarray(k, jnp.float32)[:, :, None, None], **kw))[0, :, :, 0]
+    return np.asarray(
+        ops.conv(jnp.asarray(x, jnp.float32)[None, :, :, None], jnp.asarray(k, jnp.float32)[:, :, None, None], **kw)
+    )[0, :, :, 0]
 
 
 def test_cross_correlation():
@@ -35,10 +38,17 @@ EDGE = np.array([[1, 0, -1]] * 3, float)
 
 
 def test_vertical_edge_filter():
-    image = [[3, 0, 1, 2, 7, 4], [1, 5, 8, 9, 3, 1], [2, 7, 2, 5, 1, 3],
-             [0, 1, 3, 1, 7, 8], [4, 2, 1, 6, 2, 8], [2, 4, 5, 2, 3, 9]]
-    np.testing.assert_array_equal(conv2d(image, EDGE),
-                                  [[-5, -4, 0, 8], [-10, -2, 2, 3], [0, -2, -4, -7], [-3, -2, -3, -16]])
+    image = [
+        [3, 0, 1, 2, 7, 4],
+        [1, 5, 8, 9, 3, 1],
+        [2, 7, 2, 5, 1, 3],
+        [0, 1, 3, 1, 7, 8],
+        [4, 2, 1, 6, 2, 8],
+        [2, 4, 5, 2, 3, 9],
+    ]
+    np.testing.assert_array_equal(
+        conv2d(image, EDGE), [[-5, -4, 0, 8], [-10, -2, 2, 3], [0, -2, -4, -7], [-3, -2, -3, -16]]
+    )
 
 
 def test_edge_detection_on_step_image():
@@ -57,10 +67,14 @@ def pool2d(fn, x, **kw):
 
 
 def test_max_and_average_pooling():
-    np.testing.assert_array_equal(pool2d(ops.max_pool, [[1, 3, 2, 1], [2, 9, 1, 1], [1, 3, 2, 3], [5, 6, 1, 2]],
-                                         window=2, stride=2), [[9, 2], [6, 3]])
-    np.testing.assert_array_equal(pool2d(ops.avg_pool, [[1, 3, 2, 1], [2, 9, 1, 1], [1, 4, 2, 3], [5, 6, 1, 2]],
-                                         window=2, stride=2), [[3.75, 1.25], [4, 2]])
+    np.testing.assert_array_equal(
+        pool2d(ops.max_pool, [[1, 3, 2, 1], [2, 9, 1, 1], [1, 3, 2, 3], [5, 6, 1, 2]], window=2, stride=2),
+        [[9, 2], [6, 3]],
+    )
+    np.testing.assert_array_equal(
+        pool2d(ops.avg_pool, [[1, 3, 2, 1], [2, 9, 1, 1], [1, 4, 2, 3], [5, 6, 1, 2]], window=2, stride=2),
+        [[3.75, 1.25], [4, 2]],
+    )
     np.testing.assert_array_equal(pool2d(ops.max_pool, X, window=2, stride=1), [[4, 5], [7, 8]])
 
 

@@ -4,6 +4,7 @@ torchvision itself cannot be installed beside the CPU build of torch, so these a
 same modules, names (hence state_dict keys), padding, BatchNorm epsilon, pooling (ceil_mode included)
 and flatten order. Only inference is needed, so dropout and weight initialisation are left out.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,19 +15,30 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2))
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
-            nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
-            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes))
+            nn.Dropout(),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, num_classes),
+        )
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -52,9 +64,14 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, num_classes))
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(4096, num_classes),
+        )
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -85,6 +102,7 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """v1.5: the stride is in the 3x3 convolution."""
+
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
@@ -119,8 +137,9 @@ class ResNet(nn.Module):
     def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
+            downsample = nn.Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
+            )
         layers = [block(self.inplanes, planes, stride, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
@@ -148,13 +167,16 @@ class Inception(nn.Module):
     def __init__(self, cin, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj, branch5x5_kernel=3):
         super().__init__()
         self.branch1 = BasicConv2d(cin, ch1x1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(cin, ch3x3red, kernel_size=1),
-                                     BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(cin, ch5x5red, kernel_size=1),
-                                     BasicConv2d(ch5x5red, ch5x5, kernel_size=branch5x5_kernel,
-                                                 padding=branch5x5_kernel // 2))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
-                                     BasicConv2d(cin, pool_proj, kernel_size=1))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(cin, ch3x3red, kernel_size=1), BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1)
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv2d(cin, ch5x5red, kernel_size=1),
+            BasicConv2d(ch5x5red, ch5x5, kernel_size=branch5x5_kernel, padding=branch5x5_kernel // 2),
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True), BasicConv2d(cin, pool_proj, kernel_size=1)
+        )
 
     def forward(self, x):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
@@ -175,8 +197,13 @@ class InceptionAux(nn.Module):
 class GoogLeNet(nn.Module):
     """`forward` returns (logits, aux1, aux2), the auxiliary logits computed in eval mode too, to test them."""
 
-    def __init__(self, num_classes: int = 1000, branch5x5_kernel: int = 3, aux_logits: bool = False,
-                 transform_input: bool = False):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        branch5x5_kernel: int = 3,
+        aux_logits: bool = False,
+        transform_input: bool = False,
+    ):
         super().__init__()
         self.transform_input = transform_input
         inception = lambda *widths: Inception(*widths, branch5x5_kernel=branch5x5_kernel)
@@ -204,8 +231,10 @@ class GoogLeNet(nn.Module):
     def _transform_input(self, x):
         if not self.transform_input:
             return x
-        channels = [x[:, c:c + 1] * (std / 0.5) + (mean - 0.5) / 0.5
-                    for c, (mean, std) in enumerate([(0.485, 0.229), (0.456, 0.224), (0.406, 0.225)])]
+        channels = [
+            x[:, c : c + 1] * (std / 0.5) + (mean - 0.5) / 0.5
+            for c, (mean, std) in enumerate([(0.485, 0.229), (0.456, 0.224), (0.406, 0.225)])
+        ]
         return torch.cat(channels, 1)
 
     def forward(self, x):
@@ -225,7 +254,8 @@ def build(name: str, num_classes: int = 1000, **options) -> nn.Module:
     """The reference network registered in cnn_jax as `name`, in eval mode."""
     builders = {
         "alexnet": lambda: AlexNet(num_classes),
-        "vgg11": lambda: VGG(11, False, num_classes), "vgg11_bn": lambda: VGG(11, True, num_classes),
+        "vgg11": lambda: VGG(11, False, num_classes),
+        "vgg11_bn": lambda: VGG(11, True, num_classes),
         "vgg16": lambda: VGG(16, False, num_classes),
         "resnet18": lambda: ResNet(BasicBlock, [2, 2, 2, 2], num_classes),
         "resnet50": lambda: ResNet(Bottleneck, [3, 4, 6, 3], num_classes),

@@ -1,10 +1,25 @@
 """Analysis of models: receptive fields read off the traced program, per-layer summaries,
 effective receptive fields and translation equivariance."""
+
 from cnn_jax.analysis.receptive_field import model_receptive_field
-from cnn_jax.analysis.spatial import (EffectiveReceptiveField, ShiftResponse, effective_receptive_field,
-                                      last_spatial_map, translation_response)
+from cnn_jax.analysis.spatial import (
+    EffectiveReceptiveField,
+    ShiftResponse,
+    effective_receptive_field,
+    last_spatial_map,
+    translation_response,
+)
 from cnn_jax.analysis.summary import LayerRow, Summary, compare_conv_variants, summarize
 
-__all__ = ["model_receptive_field", "summarize", "Summary", "LayerRow", "effective_receptive_field",
-           "EffectiveReceptiveField", "last_spatial_map", "translation_response", "ShiftResponse",
-           "compare_conv_variants"]
+__all__ = [
+    "model_receptive_field",
+    "summarize",
+    "Summary",
+    "LayerRow",
+    "effective_receptive_field",
+    "EffectiveReceptiveField",
+    "last_spatial_map",
+    "translation_response",
+    "ShiftResponse",
+    "compare_conv_variants",
+]

@@ -8,6 +8,7 @@ operations, normalisation and channel concatenation take the union of their inpu
 the spatial layout ends (global pooling, flattening), or of the output for dense prediction.
 Nothing is tabulated per model: any architecture built from these operations is covered.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,10 @@ def _module_path(eqn) -> str:
 
 
 def _layer(field: Field, kernel, stride, padding_lo, dilation) -> Field:
-    return tuple(ReceptiveField(f.size + d * (k - 1) * f.stride, f.stride * s, f.padding + lo * f.stride)
-                 for f, k, s, lo, d in zip(field, kernel, stride, padding_lo, dilation))
+    return tuple(
+        ReceptiveField(f.size + d * (k - 1) * f.stride, f.stride * s, f.padding + lo * f.stride)
+        for f, k, s, lo, d in zip(field, kernel, stride, padding_lo, dilation)
+    )
 
 
 def _union(fields: list[Field]) -> Field:
@@ -117,8 +120,15 @@ class _Tracer:
             return [_layer(fields[0], kernel, params["window_strides"], lows, params["rhs_dilation"])]
         if name in _WINDOWED:
             lows = [lo for lo, _ in params["padding"]][spatial]
-            return [_layer(field, params["window_dimensions"][spatial], params["window_strides"][spatial], lows,
-                           params["window_dilation"][spatial])] * len(eqn.outvars)
+            return [
+                _layer(
+                    field,
+                    params["window_dimensions"][spatial],
+                    params["window_strides"][spatial],
+                    lows,
+                    params["window_dilation"][spatial],
+                )
+            ] * len(eqn.outvars)
         if name == "pad" and fields[0] is not None:
             config = params["padding_config"][spatial]
             if any(interior for _, _, interior in config):
@@ -130,7 +140,8 @@ class _Tracer:
             return [_layer(field, [1] * self.ndim, strides, [-s for s in starts], [1] * self.ndim)]
         out_shape = eqn.outvars[0].aval.shape
         keeps_layout = all(len(o.aval.shape) == self.ndim + 2 for o in eqn.outvars) and all(
-            v.aval.shape[spatial] == out_shape[spatial] for v, _ in tracked)
+            v.aval.shape[spatial] == out_shape[spatial] for v, _ in tracked
+        )
         if keeps_layout and name not in ("transpose", "reshape"):
             return [_union([f for _, f in tracked])] * len(eqn.outvars)
         self.last_spatial = _union([f for _, f in tracked])

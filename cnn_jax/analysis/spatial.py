@@ -1,5 +1,6 @@
 """Measurements on a model's last spatial feature map: effective receptive field (Luo et al. 2016)
 and translation equivariance / invariance."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,6 +44,7 @@ def last_spatial_map(model: nn.Module, variables, x: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class EffectiveReceptiveField:
     """grad_map: mean |d centre unit / d input| over samples, summed over channels, (*spatial)."""
+
     grad_map: np.ndarray
     centre: tuple[float, ...]  # input coordinates of the theoretical field's centre
     radius95: int  # smallest Chebyshev radius around the centre holding 95% of the gradient mass
@@ -51,8 +53,9 @@ class EffectiveReceptiveField:
     holes: float  # fraction of the theoretical field (inside the input) with exactly zero gradient: gridding
 
 
-def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], *, samples: int = 16,
-                              inits: int = 4, seed: int = 0) -> EffectiveReceptiveField:
+def effective_receptive_field(
+    model: nn.Module, input_shape: Sequence[int], *, samples: int = 16, inits: int = 4, seed: int = 0
+) -> EffectiveReceptiveField:
     """Luo et al. 2016: the gradient of the centre unit of the last spatial map with respect to the
     input, |.| averaged over `samples` random inputs for each of `inits` random initialisations."""
     key = jax.random.PRNGKey(seed)
@@ -73,14 +76,22 @@ def effective_receptive_field(model: nn.Module, input_shape: Sequence[int], *, s
     y_shape = jax.eval_shape(lambda: last_spatial_map(model, variables, x[:1])).shape
     centre = tuple((n // 2) * f.stride - f.padding + (f.size - 1) / 2 for n, f in zip(y_shape[1:-1], field))
     sizes = tuple(f.size for f in field)
-    return EffectiveReceptiveField(grad_map, centre, _radius(grad_map, centre, 0.95), _std(grad_map, centre),
-                                   sizes, _holes(grad_map, centre, sizes))
+    return EffectiveReceptiveField(
+        grad_map,
+        centre,
+        _radius(grad_map, centre, 0.95),
+        _std(grad_map, centre),
+        sizes,
+        _holes(grad_map, centre, sizes),
+    )
 
 
 def _holes(grad_map: np.ndarray, centre, sizes) -> float:
     """Positions a unit cannot see at all (no path) get a gradient of exactly zero, whatever the weights."""
-    box = tuple(slice(max(0, int(np.ceil(c - (n - 1) / 2))), min(m, int(np.floor(c + (n - 1) / 2)) + 1))
-                for c, n, m in zip(centre, sizes, grad_map.shape))
+    box = tuple(
+        slice(max(0, int(np.ceil(c - (n - 1) / 2))), min(m, int(np.floor(c + (n - 1) / 2)) + 1))
+        for c, n, m in zip(centre, sizes, grad_map.shape)
+    )
     return float(np.mean(grad_map[box] == 0))
 
 
@@ -100,7 +111,7 @@ def _std(grad_map: np.ndarray, centre) -> tuple[float, ...]:
     for axis, c in enumerate(centre):
         coords = np.arange(grad_map.shape[axis]) - c
         marginal = weights.sum(axis=tuple(a for a in range(grad_map.ndim) if a != axis))
-        stds.append(float(np.sqrt((marginal * coords ** 2).sum())))
+        stds.append(float(np.sqrt((marginal * coords**2).sum())))
     return tuple(stds)
 
 
@@ -111,8 +122,9 @@ class ShiftResponse:
     prediction_change: float  # fraction of examples whose predicted class changes
 
 
-def translation_response(model: nn.Module, variables, x: jax.Array, shifts: Sequence[int],
-                         axis: int = 1) -> list[ShiftResponse]:
+def translation_response(
+    model: nn.Module, variables, x: jax.Array, shifts: Sequence[int], axis: int = 1
+) -> list[ShiftResponse]:
     """How features and predictions change when the input is shifted by s pixels along `axis`.
 
     Features are equivariant to a shift s when F(shift_s x) = shift_{s/S} F(x), S the model's
@@ -128,8 +140,10 @@ def translation_response(model: nn.Module, variables, x: jax.Array, shifts: Sequ
         # Feature positions near either border see zero padding or wrapped-around input.
         margin = -(-field.size // field.stride) + abs(s) // field.stride
         if base_features.shape[axis] <= 2 * margin:
-            raise ValueError(f"the feature map ({base_features.shape[axis]} along axis {axis}) has no interior "
-                             f"beyond a border of {margin} for shift {s}: use a larger input")
+            raise ValueError(
+                f"the feature map ({base_features.shape[axis]} along axis {axis}) has no interior "
+                f"beyond a border of {margin} for shift {s}: use a larger input"
+            )
         shifted = jnp.roll(x, s, axis=axis)
         features = last_spatial_map(model, variables, shifted)
         expected = jnp.roll(base_features, s // field.stride, axis=axis) if s % field.stride == 0 else None

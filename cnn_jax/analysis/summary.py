@@ -1,5 +1,6 @@
 """Per-layer summary of a model, like torchinfo: output shape, parameters, multiply-adds,
 receptive field, effective stride and effective padding, with totals and XLA's FLOP count."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,21 +33,49 @@ class Summary:
     xla_flops: float  # XLA's cost analysis of the jitted forward pass, per example
 
     def to_markdown(self) -> str:
-        lines = ["| layer | type | output | params | MACs | RF | stride | padding |", "|---|---|---|---:|---:|---|---|---|"]
+        lines = [
+            "| layer | type | output | params | MACs | RF | stride | padding |",
+            "|---|---|---|---:|---:|---|---|---|",
+        ]
         for r in self.rows:
-            rf = ("x".join(str(f.size) for f in r.field), "x".join(str(f.stride) for f in r.field),
-                  "x".join(str(f.padding) for f in r.field)) if r.field else ("", "", "")
-            lines.append(f"| {r.path} | {r.kind} | {'x'.join(map(str, r.output_shape[1:]))} | {r.params:,} | "
-                         f"{r.macs:,} | {rf[0]} | {rf[1]} | {rf[2]} |")
-        lines.append(f"\nTotal: {self.params:,} parameters, {self.macs:,} multiply-adds per example: "
-                     f"{2 * self.macs:.4g} FLOPs analytic, {self.xla_flops:.4g} by XLA's cost analysis of the "
-                     "jitted forward pass.")
+            rf = (
+                (
+                    "x".join(str(f.size) for f in r.field),
+                    "x".join(str(f.stride) for f in r.field),
+                    "x".join(str(f.padding) for f in r.field),
+                )
+                if r.field
+                else ("", "", "")
+            )
+            lines.append(
+                f"| {r.path} | {r.kind} | {'x'.join(map(str, r.output_shape[1:]))} | {r.params:,} | "
+                f"{r.macs:,} | {rf[0]} | {rf[1]} | {rf[2]} |"
+            )
+        lines.append(
+            f"\nTotal: {self.params:,} parameters, {self.macs:,} multiply-adds per example: "
+            f"{2 * self.macs:.4g} FLOPs analytic, {self.xla_flops:.4g} by XLA's cost analysis of the "
+            "jitted forward pass."
+        )
         return "\n".join(lines)
 
 
-_LEAVES = (cnn.Conv, cnn.TiledConv, cnn.LocalConv, cnn.ConvTranspose, nn.Dense, cnn.BatchNorm,
-           cnn.LocalResponseNorm, cnn.MaxPool, cnn.AvgPool, cnn.LpPool, cnn.GlobalAvgPool, cnn.GlobalMaxPool,
-           cnn.AdaptiveAvgPool, cnn.AdaptiveMaxPool, cnn.TrainableSubsampling)
+_LEAVES = (
+    cnn.Conv,
+    cnn.TiledConv,
+    cnn.LocalConv,
+    cnn.ConvTranspose,
+    nn.Dense,
+    cnn.BatchNorm,
+    cnn.LocalResponseNorm,
+    cnn.MaxPool,
+    cnn.AvgPool,
+    cnn.LpPool,
+    cnn.GlobalAvgPool,
+    cnn.GlobalMaxPool,
+    cnn.AdaptiveAvgPool,
+    cnn.AdaptiveMaxPool,
+    cnn.TrainableSubsampling,
+)
 
 
 def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
@@ -72,13 +101,24 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
         for name in module.path:
             tree = tree.get(name, {}) if isinstance(tree, dict) else {}
         kernel = tree.get("kernel") if isinstance(tree, dict) else None
-        rows.append(LayerRow(path, type(module).__name__, tuple(out_shape),
-                             sum(p.size for p in jax.tree.leaves(tree)), _macs(module, kernel, in_shape, out_shape),
-                             fields.get(f"{type(model).__name__}/{path}")))
+        rows.append(
+            LayerRow(
+                path,
+                type(module).__name__,
+                tuple(out_shape),
+                sum(p.size for p in jax.tree.leaves(tree)),
+                _macs(module, kernel, in_shape, out_shape),
+                fields.get(f"{type(model).__name__}/{path}"),
+            )
+        )
     flops = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).compile().cost_analysis()
     flops = flops[0] if isinstance(flops, list) else flops
-    return Summary(rows, sum(p.size for p in jax.tree.leaves(params)), sum(r.macs for r in rows),
-                   float(flops.get("flops", float("nan"))))
+    return Summary(
+        rows,
+        sum(p.size for p in jax.tree.leaves(params)),
+        sum(r.macs for r in rows),
+        float(flops.get("flops", float("nan"))),
+    )
 
 
 def _macs(module, kernel, in_shape, out_shape) -> int:
@@ -91,22 +131,30 @@ def _macs(module, kernel, in_shape, out_shape) -> int:
     if isinstance(module, cnn.LocalConv):
         return kernel.size  # one kernel per output position
     if isinstance(module, cnn.TiledConv):
-        return positions * kernel.size // prod(kernel.shape[:len(out_shape) - 2])
+        return positions * kernel.size // prod(kernel.shape[: len(out_shape) - 2])
     if isinstance(module, cnn.ConvTranspose):
         return prod(in_shape[1:-1]) * kernel.size
     return positions * kernel.size
 
 
-def compare_conv_variants(name: str, input_shape: Sequence[int], num_classes: int,
-                          specs: dict[str, cnn.ConvSpec] | None = None) -> str:
+def compare_conv_variants(
+    name: str, input_shape: Sequence[int], num_classes: int, specs: dict[str, cnn.ConvSpec] | None = None
+) -> str:
     """Markdown table of parameters, multiply-adds and receptive field of one architecture
     built with each convolution variant (default: standard, tiled 2 and 4, local, dilation 2)."""
     from cnn_jax import models
-    specs = specs or {"standard": cnn.ConvSpec(), "tiled t=2": cnn.ConvSpec("tiled", tile=2),
-                      "tiled t=4": cnn.ConvSpec("tiled", tile=4), "locally connected": cnn.ConvSpec("local"),
-                      "dilation 2": cnn.ConvSpec(dilation=2)}
-    lines = [f"| {name} {'x'.join(map(str, input_shape))} | params | x standard | MACs | receptive field |",
-             "|---|---:|---:|---:|---|"]
+
+    specs = specs or {
+        "standard": cnn.ConvSpec(),
+        "tiled t=2": cnn.ConvSpec("tiled", tile=2),
+        "tiled t=4": cnn.ConvSpec("tiled", tile=4),
+        "locally connected": cnn.ConvSpec("local"),
+        "dilation 2": cnn.ConvSpec(dilation=2),
+    }
+    lines = [
+        f"| {name} {'x'.join(map(str, input_shape))} | params | x standard | MACs | receptive field |",
+        "|---|---:|---:|---:|---|",
+    ]
     base = None
     for label, spec in specs.items():
         try:
@@ -116,6 +164,8 @@ def compare_conv_variants(name: str, input_shape: Sequence[int], num_classes: in
             continue
         base = base or summary.params
         field = next((r.field for r in reversed(summary.rows) if r.field), None)
-        lines.append(f"| {label} | {summary.params:,} | {summary.params / base:.1f} | {summary.macs:,} | "
-                     f"{'x'.join(str(f.size) for f in field) if field else ''} |")
+        lines.append(
+            f"| {label} | {summary.params:,} | {summary.params / base:.1f} | {summary.macs:,} | "
+            f"{'x'.join(str(f.size) for f in field) if field else ''} |"
+        )
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 Each example's randomness comes from (step key, its index in the global batch), so augmentations do
 not depend on how the batch is split across devices or processes.
 """
+
 from __future__ import annotations
 
 import jax
@@ -35,6 +36,7 @@ def random_flip(x: jax.Array, key: jax.Array) -> jax.Array:
 
 def augment(x: jax.Array, keys: jax.Array, *, crop_padding: int, flip: bool) -> jax.Array:
     """Augment a normalised batch (N, ..., C) with one key per example."""
+
     def one(example, key):
         crop_key, flip_key = jax.random.split(key)
         if crop_padding:
@@ -42,6 +44,7 @@ def augment(x: jax.Array, keys: jax.Array, *, crop_padding: int, flip: bool) -> 
         if flip:
             example = random_flip(example, flip_key)
         return example
+
     if not crop_padding and not flip:
         return x
     return jax.vmap(one)(x, keys)

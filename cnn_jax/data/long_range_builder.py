@@ -14,13 +14,14 @@ on the examples it cannot reach: with kernels of 3, dilations (1,1,1,1) (field 9
 (2,2,2,2) (field 17, even offsets only) reach only D in {12, 14, 16}, and (1,2,4,8) (31) and (1,2,5,9) (35)
 reach every D.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 LENGTH = 64
-DISTANCES = (12, 28)   # inclusive range of the distance between the markers
+DISTANCES = (12, 28)  # inclusive range of the distance between the markers
 NOISE = 0.2
 SIZES = {"train": 10_000, "test": 2_000}
 SEEDS = {"train": 0, "test": 1}
@@ -49,10 +50,12 @@ class LongRangeXor(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=tfds.features.FeaturesDict({
-                "signal": tfds.features.Tensor(shape=(LENGTH,), dtype=np.float32),
-                "label": tfds.features.ClassLabel(num_classes=2),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "signal": tfds.features.Tensor(shape=(LENGTH,), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(num_classes=2),
+                }
+            ),
             supervised_keys=("signal", "label"),
             disable_shuffling=True,
         )

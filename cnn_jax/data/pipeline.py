@@ -3,6 +3,7 @@
 Every batch is a pure function of (seed, step), so a resumed run sees exactly the batches an
 uninterrupted one would, and every process computes the same global batch and keeps its own rows.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,12 +16,13 @@ from cnn_jax.data.sources import DatasetInfo, Split, check_name, load_split
 @dataclasses.dataclass(frozen=True)
 class Dataset:
     """Train and test splits in host memory plus the per-channel statistics used to normalise on device."""
+
     name: str
     info: DatasetInfo
     train: Split
     test: Split
-    mean: np.ndarray   # (C,) in input units
-    std: np.ndarray    # (C,)
+    mean: np.ndarray  # (C,) in input units
+    std: np.ndarray  # (C,)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -34,8 +36,15 @@ class Dataset:
         return 1 / 255 if self.train.inputs.dtype == np.uint8 else 1.0
 
 
-def load_dataset(name: str, *, data_dir: str | None = None, download_dir: str | None = None,
-                 permute_positions: bool = False, permutation_seed: int = 0, test_shift: int = 0) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    download_dir: str | None = None,
+    permute_positions: bool = False,
+    permutation_seed: int = 0,
+    test_shift: int = 0,
+) -> Dataset:
     """Load `name` with the study variants applied to both splits (permutation) or to the test split (shift).
 
     permute_positions: reorder the spatial positions of every example by one fixed permutation, which
@@ -92,14 +101,14 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
 def train_batch_indices(num_examples: int, global_batch: int, seed: int, step: int) -> np.ndarray:
     """Rows of global batch number `step`: consecutive slices of its epoch's `epoch_order`."""
     epoch, within = divmod(step, steps_per_epoch(num_examples, global_batch))
-    return epoch_order(num_examples, seed, epoch)[within * global_batch:(within + 1) * global_batch]
+    return epoch_order(num_examples, seed, epoch)[within * global_batch : (within + 1) * global_batch]
 
 
 def process_rows(global_rows: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
     """The contiguous slice of a global batch (the last axis of `global_rows`) that process `process_index`
     feeds to its devices."""
     per_process = global_rows.shape[-1] // process_count
-    return global_rows[..., process_index * per_process:(process_index + 1) * per_process]
+    return global_rows[..., process_index * per_process : (process_index + 1) * per_process]
 
 
 def eval_batches(num_examples: int, global_batch: int) -> list[tuple[np.ndarray, np.ndarray]]:

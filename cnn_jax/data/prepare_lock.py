@@ -11,6 +11,7 @@ It lives beside the data (`<data_dir>/<dataset>/.prepare.lock`), so it is shared
   each into its own temporary directory that TFDS renames into place at the end.
 Either way the lock file is removed on release, so a failed preparation leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,8 +97,9 @@ def _read(path: epath.Path) -> str | None:
 
 
 @contextlib.contextmanager
-def object_lock(path: epath.Path, *, poll_s: float = 2.0, settle_s: float = 2.0, beat_s: float = 20.0,
-                stale_s: float = 120.0) -> Iterator[None]:
+def object_lock(
+    path: epath.Path, *, poll_s: float = 2.0, settle_s: float = 2.0, beat_s: float = 20.0, stale_s: float = 120.0
+) -> Iterator[None]:
     """The lock-file protocol of the module docstring on `path` (any epath.Path). `beat_s` must be well below
     `stale_s`: the holder rewrites its heartbeat that often, and waiters wait `stale_s` for a change."""
     if not beat_s < stale_s:
@@ -105,8 +107,7 @@ def object_lock(path: epath.Path, *, poll_s: float = 2.0, settle_s: float = 2.0,
     token = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}"
     _acquire(path, token, poll_s, settle_s, stale_s)
     stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(path, token, beat_s, stop), daemon=True,
-                            name=f"heartbeat {path}")
+    beat = threading.Thread(target=_heartbeat, args=(path, token, beat_s, stop), daemon=True, name=f"heartbeat {path}")
     beat.start()
     try:
         yield

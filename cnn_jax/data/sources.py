@@ -7,6 +7,7 @@ Where the raw files come from, in order:
 3. the network, through TFDS's download manager.
 Whatever is missing fails fast (seconds, not TFDS's ~200 s of retries) with a message saying what to do.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,9 +31,10 @@ REACHABLE_TIMEOUT_S = 5.0  # the network check's bound, DNS lookup included
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What the input pipeline needs to know about a dataset beyond its arrays."""
-    feature: str          # TFDS feature holding the input
+
+    feature: str  # TFDS feature holding the input
     num_classes: int
-    flip: bool            # whether a horizontal flip keeps the label (not for digits)
+    flip: bool  # whether a horizontal flip keeps the label (not for digits)
 
 
 DATASETS = {
@@ -55,6 +57,7 @@ class DatasetUnavailableError(FileNotFoundError):
 @dataclasses.dataclass(frozen=True)
 class Split:
     """One split in host memory: inputs (N, H, W, C) uint8 images or (N, L) float32 signals, labels (N,) int32."""
+
     inputs: np.ndarray
     labels: np.ndarray
 
@@ -88,6 +91,7 @@ def load_split(name: str, split: str, *, data_dir: str | None = None, download_d
 
 def _builder(name: str, data_dir: str | None):
     import tensorflow_datasets as tfds
+
     if name in CUSTOM_BUILDERS:
         importlib.import_module(CUSTOM_BUILDERS[name])
     return tfds.builder(name, data_dir=data_dir, file_format="array_record")
@@ -95,6 +99,7 @@ def _builder(name: str, data_dir: str | None):
 
 def _prepare(builder, name: str, download_dir: str | None) -> None:
     import tensorflow_datasets as tfds
+
     urls = dict(builder.url_infos or {})
     config = tfds.download.DownloadConfig(try_download_gcs=False)
     if download_dir is not None and urls:
@@ -105,7 +110,8 @@ def _prepare(builder, name: str, download_dir: str | None) -> None:
                 f"dataset {name!r} is not prepared in {builder.data_dir} and its raw files are missing from "
                 f"{manual_dir}: {', '.join(missing)}. Put the files TFDS downloads ({', '.join(urls)}) in "
                 f"{manual_dir}, or name another directory with --config.dataset.download_dir or "
-                f"${DOWNLOAD_DIR_ENV}, or unset both to download over the network.")
+                f"${DOWNLOAD_DIR_ENV}, or unset both to download over the network."
+            )
         config = tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False)
     elif urls:
         _check_reachable(name, builder, urls)
@@ -150,4 +156,5 @@ def _check_reachable(name: str, builder, urls: dict) -> None:
             f"dataset {name!r} is not prepared in {builder.data_dir}, no download directory is set, and "
             f"{host} cannot be reached ({err}). Download {', '.join(urls)} into <dir>/{name}/ and pass "
             f"--config.dataset.download_dir=<dir> (or set ${DOWNLOAD_DIR_ENV}), or run where the network "
-            f"is reachable.") from None
+            f"is reachable."
+        ) from None

@@ -5,6 +5,7 @@ inputs, composes cnn_jax.nn modules only, and builds its convolutions from a Con
 standard / tiled / locally connected / dilated variant is one configuration value.
 `from_torch_state_dict(name, state_dict)` brings torchvision weights into the ImageNet models.
 """
+
 from cnn_jax.models import alexnet, context, inception, lenet, resnet, small, vgg  # noqa: F401 (registers them)
 from cnn_jax.models.registry import create, names, register
 from cnn_jax.models.torch_weights import from_torch_state_dict

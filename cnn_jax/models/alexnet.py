@@ -7,6 +7,7 @@ first dense layer's rows permuted from torchvision's NCHW flatten order to cnn_j
 `alexnet_cifar`: the TensorFlow CIFAR-10 tutorial's AlexNet-style model after Krizhevsky's
 cuda-convnet: two 5x5x64 convolutions with 3x3/2 max-pooling and LRN, then 384 and 192 units.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ from cnn_jax.models.registry import register
 @register("alexnet", norm="none")
 class AlexNet(nn.Module):
     """torchvision's layout; the normalisation (norm="lrn": the paper's LRN) follows the first two ReLUs."""
+
     num_classes: int
     dropout: float = 0.5
     layers: Layers = Layers()
@@ -28,8 +30,7 @@ class AlexNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers = self.layers
-        x = layers.norm_layer(train, "norm1")(nn.relu(layers.conv_layer(64, 11, strides=4, padding=2,
-                                                                        name="conv1")(x)))
+        x = layers.norm_layer(train, "norm1")(nn.relu(layers.conv_layer(64, 11, strides=4, padding=2, name="conv1")(x)))
         x = cnn.MaxPool(3, 2)(x)
         x = layers.norm_layer(train, "norm2")(nn.relu(layers.conv_layer(192, 5, padding=2, name="conv2")(x)))
         x = cnn.MaxPool(3, 2)(x)
@@ -46,6 +47,7 @@ class AlexNet(nn.Module):
 @register("alexnet_cifar")
 class AlexNetCifar(nn.Module):
     """The TF tutorial's model; its LRN is part of the architecture (TF's constants), not the `norm` setting."""
+
     num_classes: int
     layers: Layers = Layers()
 

@@ -1,4 +1,5 @@
 """Reshapes and pooling geometry several architectures share."""
+
 from __future__ import annotations
 
 import jax

@@ -10,6 +10,7 @@ With `dilations=(1,) * depth` it is the plain stack of Luo et al. 2016 ("Underst
 receptive field"), whose `activation` ("relu" or "linear") and `kernel_init` ("lecun_normal" random
 weights, or "uniform": every weight 1/fan_in) are the settings that paper compares.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,17 +47,23 @@ class ContextNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        for field, value, valid in (("activation", self.activation, ACTIVATIONS),
-                                    ("kernel_init", self.kernel_init, KERNEL_INITS)):
+        for field, value, valid in (
+            ("activation", self.activation, ACTIVATIONS),
+            ("kernel_init", self.kernel_init, KERNEL_INITS),
+        ):
             if value not in valid:
                 raise ValueError(f"ContextNet {field}={value!r}: unknown; valid values are {', '.join(valid)}")
         if self.kernel_init == "uniform" and self.layers.conv.kind != "standard":
-            raise ValueError(f"ContextNet kernel_init='uniform' needs conv kind 'standard', "
-                             f"not {self.layers.conv.kind!r}")
+            raise ValueError(
+                f"ContextNet kernel_init='uniform' needs conv kind 'standard', not {self.layers.conv.kind!r}"
+            )
         act, init = ACTIVATIONS[self.activation], KERNEL_INITS[self.kernel_init]
         x = add_channel_axis(x)
         for i, dilation in enumerate(self.dilations):
-            x = act(self.layers.conv_layer(self.features, 3, padding="SAME", kernel_dilation=dilation,
-                                           kernel_init=init, name=f"conv{i + 1}")(x))
+            x = act(
+                self.layers.conv_layer(
+                    self.features, 3, padding="SAME", kernel_dilation=dilation, kernel_init=init, name=f"conv{i + 1}"
+                )(x)
+            )
         x = self.layers.conv_layer(self.num_classes, 1, padding="VALID", kernel_init=init, name="output")(x)
         return cnn.GlobalAvgPool()(x) if self.global_pool else x

@@ -13,6 +13,7 @@ returns (logits, aux1, aux2) when called with train=True. `transform_input=True`
 option of the same name, on for its pretrained weights: it maps inputs normalised with the ImageNet
 mean and std to the [-1, 1] scaling the weights were trained with.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -27,10 +28,15 @@ from cnn_jax.models.registry import register
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) per module, Table 1.
 MODULES = {
-    "3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64),
-    "4a": (192, 96, 208, 16, 48, 64), "4b": (160, 112, 224, 24, 64, 64), "4c": (128, 128, 256, 24, 64, 64),
-    "4d": (112, 144, 288, 32, 64, 64), "4e": (256, 160, 320, 32, 128, 128),
-    "5a": (256, 160, 320, 32, 128, 128), "5b": (384, 192, 384, 48, 128, 128),
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
 }
 # The per-channel ImageNet statistics torchvision's `transform_input` undoes (RGB).
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -46,9 +52,14 @@ class ConvNormReLU(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         # A bias is redundant before BatchNorm's shift, so only the unnormalised network has one.
-        x = self.layers.conv_layer(self.features, self.kernel_size, strides=self.strides,
-                                   padding=self.layers.centred_padding(self.kernel_size),
-                                   use_bias=self.layers.norm.kind != "batch", name="conv")(x)
+        x = self.layers.conv_layer(
+            self.features,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.layers.centred_padding(self.kernel_size),
+            use_bias=self.layers.norm.kind != "batch",
+            name="conv",
+        )(x)
         return nn.relu(self.layers.norm_layer(train, "norm")(x))
 
 

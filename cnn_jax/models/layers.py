@@ -6,6 +6,7 @@ model here takes one `Layers` value holding the convolution variant (a ConvSpec)
 training engine sets the axis name through `models.create(..., norm_axis_name=...)` and never asks a
 model what it has; a model without normalisation simply never calls `norm_layer`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ class Norm:
     """The normalisation after a convolution: "batch" (BatchNorm), "lrn" (AlexNet's local response
     normalisation) or "none"; for BatchNorm the device axis its statistics average over, the ghost-batch
     size, momentum (flax's convention: running = momentum * running + (1 - momentum) * batch) and epsilon."""
+
     kind: str = "batch"
     axis_name: str | None = None
     virtual_batch_size: int | None = None
@@ -39,6 +41,7 @@ class Norm:
 @dataclasses.dataclass(frozen=True)
 class Layers:
     """conv (the variant every convolution uses), norm and dtype (compute dtype; parameters stay float32)."""
+
     conv: cnn.ConvSpec = cnn.ConvSpec()
     norm: Norm = Norm()
     dtype: Any = None
@@ -60,9 +63,15 @@ class Layers:
         """The normalisation layer; BatchNorm uses batch statistics when `train`, running averages otherwise."""
         n = self.norm
         if n.kind == "batch":
-            return cnn.BatchNorm(use_running_average=not train, momentum=n.momentum, epsilon=n.epsilon,
-                                 axis_name=n.axis_name, virtual_batch_size=n.virtual_batch_size, dtype=self.dtype,
-                                 name=name)
+            return cnn.BatchNorm(
+                use_running_average=not train,
+                momentum=n.momentum,
+                epsilon=n.epsilon,
+                axis_name=n.axis_name,
+                virtual_batch_size=n.virtual_batch_size,
+                dtype=self.dtype,
+                name=name,
+            )
         if n.kind == "lrn":
             return cnn.LocalResponseNorm(name=name)
         return lambda x: x

@@ -1,5 +1,6 @@
 """LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
 recognition", sec. II.B), as published and in its modern form."""
+
 from __future__ import annotations
 
 import functools
@@ -15,9 +16,24 @@ from cnn_jax.models.registry import register
 
 # Which S2 maps feed each C3 map (Table I of the paper): 6 maps see 3 contiguous maps, 9 see 4,
 # and the last sees all 6, breaking symmetry at 1,516 parameters instead of 2,416.
-C3_TABLE = ((0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (0, 4, 5), (0, 1, 5),
-            (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (0, 3, 4, 5), (0, 1, 4, 5), (0, 1, 2, 5),
-            (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5), (0, 1, 2, 3, 4, 5))
+C3_TABLE = (
+    (0, 1, 2),
+    (1, 2, 3),
+    (2, 3, 4),
+    (3, 4, 5),
+    (0, 4, 5),
+    (0, 1, 5),
+    (0, 1, 2, 3),
+    (1, 2, 3, 4),
+    (2, 3, 4, 5),
+    (0, 3, 4, 5),
+    (0, 1, 4, 5),
+    (0, 1, 2, 5),
+    (0, 1, 3, 4),
+    (1, 2, 4, 5),
+    (0, 2, 3, 5),
+    (0, 1, 2, 3, 4, 5),
+)
 
 
 def squash(x: jax.Array) -> jax.Array:
@@ -35,6 +51,7 @@ class LeNet5Classic(nn.Module):
     separately. Inputs smaller than 32x32 are zero-padded to 32x32 (the paper centred the
     28x28 digits in a 32x32 field).
     """
+
     num_classes: int
     layers: Layers = Layers()
 
@@ -44,8 +61,15 @@ class LeNet5Classic(nn.Module):
         x = jnp.pad(x, ((0, 0), (pad[0] // 2, pad[0] - pad[0] // 2), (pad[1] // 2, pad[1] - pad[1] // 2), (0, 0)))
         x = squash(self.layers.conv_layer(6, 5, padding="VALID", name="C1")(x))
         x = squash(cnn.TrainableSubsampling(2, name="S2")(x))
-        x = squash(jnp.concatenate([self.layers.conv_layer(1, 5, padding="VALID", name=f"C3_{j}")(
-            x[..., list(inputs)]) for j, inputs in enumerate(C3_TABLE)], axis=-1))
+        x = squash(
+            jnp.concatenate(
+                [
+                    self.layers.conv_layer(1, 5, padding="VALID", name=f"C3_{j}")(x[..., list(inputs)])
+                    for j, inputs in enumerate(C3_TABLE)
+                ],
+                axis=-1,
+            )
+        )
         x = squash(cnn.TrainableSubsampling(2, name="S4")(x))
         x = squash(self.layers.conv_layer(120, 5, padding="VALID", name="C5")(x))
         x = squash(self.layers.dense(84, name="F6")(flatten(x)))
@@ -64,6 +88,7 @@ class LeNet5(nn.Module):
     giving both convolutions stride 2 instead (same 5x5x16 output for 28x28 inputs); "none" keeps full
     resolution (28x28 -> 24x24x16 into the dense layers, which then hold most of the parameters).
     """
+
     num_classes: int
     pool: str = "max"
     layers: Layers = Layers()

@@ -1,4 +1,5 @@
 """Models by name: `create(name, num_classes=..., conv=ConvSpec(...), norm=..., dtype=..., **options)`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,6 +23,7 @@ def register(name: str, *, norm: str | None = None, norm_epsilon: float = Norm.e
     optional); None for one without any, which then refuses a `norm` setting rather than ignore it.
     `norm_epsilon` is the architecture's BatchNorm epsilon, where its reference differs from 1e-5
     (torchvision's GoogLeNet: 1e-3)."""
+
     def wrap(factory):
         if name in _FACTORIES:
             raise ValueError(f"model name {name!r} is registered twice")
@@ -29,6 +31,7 @@ def register(name: str, *, norm: str | None = None, norm_epsilon: float = Norm.e
         _NORM_DEFAULTS[name] = norm
         _NORM_EPSILONS[name] = norm_epsilon
         return factory
+
     return wrap
 
 
@@ -37,9 +40,17 @@ def names() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def create(name: str, *, num_classes: int, conv: ConvSpec | None = None, norm: str | None = None,
-           virtual_batch_size: int | None = None, norm_axis_name: str | None = None, dtype: Any = None,
-           **options) -> nn.Module:
+def create(
+    name: str,
+    *,
+    num_classes: int,
+    conv: ConvSpec | None = None,
+    norm: str | None = None,
+    virtual_batch_size: int | None = None,
+    norm_axis_name: str | None = None,
+    dtype: Any = None,
+    **options,
+) -> nn.Module:
     """Build model `name` with `num_classes` outputs.
 
     Every model takes the same layer settings: `conv` (the convolution variant), `norm` ("batch", "lrn",
@@ -56,8 +67,13 @@ def create(name: str, *, num_classes: int, conv: ConvSpec | None = None, norm: s
         raise ValueError(f"num_classes={num_classes!r} must be a positive int")
     default_norm = _NORM_DEFAULTS[name]
     if default_norm is None and (norm not in (None, "none") or virtual_batch_size is not None):
-        raise ValueError(f"model {name!r} has no normalisation layers: norm={norm!r}, "
-                         f"virtual_batch_size={virtual_batch_size!r} would have no effect")
-    layers = Layers(conv or ConvSpec(), Norm(norm or default_norm or "none", norm_axis_name, virtual_batch_size,
-                                             epsilon=_NORM_EPSILONS[name]), dtype)
+        raise ValueError(
+            f"model {name!r} has no normalisation layers: norm={norm!r}, "
+            f"virtual_batch_size={virtual_batch_size!r} would have no effect"
+        )
+    layers = Layers(
+        conv or ConvSpec(),
+        Norm(norm or default_norm or "none", norm_axis_name, virtual_batch_size, epsilon=_NORM_EPSILONS[name]),
+        dtype,
+    )
     return _FACTORIES[name](num_classes=num_classes, layers=layers, **options)

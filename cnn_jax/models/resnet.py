@@ -12,6 +12,7 @@ torchvision and the common PyTorch CIFAR implementations do; "SAME" would pad a 
 even size 0 before and 1 after, shifting every window by one pixel. With symmetric padding a stride-2
 window is centred on the input pixel the option A shortcut keeps (x[::2]).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,8 +54,9 @@ class Bottleneck(_Block):
         layers = self.layers
         y = layers.conv_layer(self.features, 1, use_bias=False, name="conv1")(x)
         y = nn.relu(layers.norm_layer(train, "norm1")(y))
-        y = layers.conv_layer(self.features, 3, strides=self.stride, padding=layers.centred_padding(3),
-                              use_bias=False, name="conv2")(y)
+        y = layers.conv_layer(
+            self.features, 3, strides=self.stride, padding=layers.centred_padding(3), use_bias=False, name="conv2"
+        )(y)
         y = nn.relu(layers.norm_layer(train, "norm2")(y))
         y = layers.conv_layer(4 * self.features, 1, use_bias=False, name="conv3")(y)
         y = layers.norm_layer(train, "norm3")(y)
@@ -75,6 +77,7 @@ def _shortcut(block, x: jax.Array, features: int, train: bool) -> jax.Array:
 
 class ResNet(nn.Module):
     """ResNet with a CIFAR stem (3x3 conv, no pooling) or an ImageNet stem (7x7/2 conv, 3x3/2 max-pool)."""
+
     num_classes: int = 10
     stage_sizes: Sequence[int] = (3, 3, 3)
     widths: Sequence[int] = (16, 32, 64)
@@ -87,20 +90,27 @@ class ResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         layers = self.layers
         if self.stem == "cifar":
-            x = layers.conv_layer(self.widths[0], 3, padding=layers.centred_padding(3), use_bias=False,
-                                  name="stem_conv")(x)
+            x = layers.conv_layer(
+                self.widths[0], 3, padding=layers.centred_padding(3), use_bias=False, name="stem_conv"
+            )(x)
             x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
         else:
-            x = layers.conv_layer(self.widths[0], 7, strides=2, padding=layers.centred_padding(7), use_bias=False,
-                                  name="stem_conv")(x)
+            x = layers.conv_layer(
+                self.widths[0], 7, strides=2, padding=layers.centred_padding(7), use_bias=False, name="stem_conv"
+            )(x)
             x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
             x = cnn.MaxPool(3, 2, padding=1)(x)
         block_type = BasicBlock if self.block == "basic" else Bottleneck
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(blocks):
                 stride = 2 if stage > 0 and b == 0 else 1
-                x = block_type(features=width, stride=stride, shortcut=self.shortcut, layers=layers,
-                               name=f"stage{stage + 1}_block{b + 1}")(x, train)
+                x = block_type(
+                    features=width,
+                    stride=stride,
+                    shortcut=self.shortcut,
+                    layers=layers,
+                    name=f"stage{stage + 1}_block{b + 1}",
+                )(x, train)
         x = cnn.GlobalAvgPool()(x)
         return layers.dense(self.num_classes, name="fc")(x)
 
@@ -108,9 +118,18 @@ class ResNet(nn.Module):
 for _depth in (20, 32, 44, 56, 110):
     register(f"resnet{_depth}", norm="batch", stage_sizes=((_depth - 2) // 6,) * 3)(ResNet)
 
-register("resnet18", norm="batch", stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem="imagenet",
-         shortcut="B")(ResNet)
-register("resnet34", norm="batch", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet",
-         shortcut="B")(ResNet)
-register("resnet50", norm="batch", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet",
-         shortcut="B", block="bottleneck")(ResNet)
+register("resnet18", norm="batch", stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem="imagenet", shortcut="B")(
+    ResNet
+)
+register("resnet34", norm="batch", stage_sizes=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem="imagenet", shortcut="B")(
+    ResNet
+)
+register(
+    "resnet50",
+    norm="batch",
+    stage_sizes=(3, 4, 6, 3),
+    widths=(64, 128, 256, 512),
+    stem="imagenet",
+    shortcut="B",
+    block="bottleneck",
+)(ResNet)

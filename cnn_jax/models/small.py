@@ -1,6 +1,7 @@
 """Baselines for the MNIST-1D ladder (Greydanus & Kobak 2024): MLP and a small 1-D CNN, with the
 layer sizes of the MNIST-1D reference code (MLPBase: two hidden layers of 100; ConvBase: three
 convolutions of 25 channels, kernels 5/3/3, stride 2, padding 1, then one dense layer)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,9 +17,10 @@ from cnn_jax.models.registry import register
 @register("mlp")
 class MLP(nn.Module):
     """Flatten, then ReLU dense layers of `hidden` units, then the classifier. hidden=() is logistic regression."""
+
     num_classes: int
     hidden: Sequence[int] = (100, 100)
-    layers: Layers = Layers()   # an MLP uses only its dtype
+    layers: Layers = Layers()  # an MLP uses only its dtype
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -34,6 +36,7 @@ class CNN1D(nn.Module):
 
     The dense layer reads the (5, 25) map flattened position-major (NLC); the PyTorch reference flattens
     it channel-major (NCL): the same function up to a permutation of the dense layer's input rows."""
+
     num_classes: int
     channels: int = 25
     kernels: Sequence[int] = (5, 3, 3)

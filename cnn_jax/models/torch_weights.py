@@ -13,6 +13,7 @@ BatchNorm "scale" <- "weight", "bias" <- "bias", batch_stats "mean" <- "running_
 from PyTorch's NCHW flatten order to cnn_jax's NHWC order. Anything missing, unexpected or
 mis-shaped fails with one ValueError naming every such tensor.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,13 @@ from cnn_jax.models.registry import create
 Path = tuple[str, ...]
 IGNORED_SUFFIX = "num_batches_tracked"
 # (collection, leaf name) -> the torch tensor's last name component.
-LEAF_NAMES = {("params", "kernel"): "weight", ("params", "bias"): "bias", ("params", "scale"): "weight",
-              ("batch_stats", "mean"): "running_mean", ("batch_stats", "var"): "running_var"}
+LEAF_NAMES = {
+    ("params", "kernel"): "weight",
+    ("params", "bias"): "bias",
+    ("params", "scale"): "weight",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +48,7 @@ class Family:
     rename: a cnn_jax module-path component -> its torchvision name (components it leaves out keep theirs).
     flattened: module path of a dense layer -> (H, W) of the feature map flattened into it.
     """
+
     rename: Callable[[str], str]
     flattened: Mapping[Path, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
@@ -51,8 +58,16 @@ def _table(names: Mapping[str, str]) -> Callable[[str], str]:
 
 
 def _alexnet(model: nn.Module) -> Family:
-    names = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
-             "conv5": "features.10", "fc1": "classifier.1", "fc2": "classifier.4", "fc3": "classifier.6"}
+    names = {
+        "conv1": "features.0",
+        "conv2": "features.3",
+        "conv3": "features.6",
+        "conv4": "features.8",
+        "conv5": "features.10",
+        "fc1": "classifier.1",
+        "fc2": "classifier.4",
+        "fc3": "classifier.6",
+    }
     return Family(_table(names), {("fc1",): (6, 6)})
 
 
@@ -74,8 +89,7 @@ def _vgg(model: nn.Module) -> Family:
 
 def _resnet_component(component: str) -> str:
     """stem_conv -> conv1, stage2_block1 -> layer2.0, norm3 -> bn3, shortcut_conv -> downsample.0."""
-    fixed = {"stem_conv": "conv1", "stem_norm": "bn1", "shortcut_conv": "downsample.0",
-             "shortcut_norm": "downsample.1"}
+    fixed = {"stem_conv": "conv1", "stem_norm": "bn1", "shortcut_conv": "downsample.0", "shortcut_norm": "downsample.1"}
     if component in fixed:
         return fixed[component]
     if match := re.fullmatch(r"stage(\d+)_block(\d+)", component):
@@ -88,14 +102,26 @@ def _resnet(model: nn.Module) -> Family:
 
 
 def _googlenet(model: nn.Module) -> Family:
-    names = {"norm": "bn", "b1": "branch1", "b2_reduce": "branch2.0", "b2_conv": "branch2.1",
-             "b3_reduce": "branch3.0", "b3_conv": "branch3.1", "b4_proj": "branch4.1",
-             "aux_4a": "aux1", "aux_4d": "aux2"}
+    names = {
+        "norm": "bn",
+        "b1": "branch1",
+        "b2_reduce": "branch2.0",
+        "b2_conv": "branch2.1",
+        "b3_reduce": "branch3.0",
+        "b3_conv": "branch3.1",
+        "b4_proj": "branch4.1",
+        "aux_4a": "aux1",
+        "aux_4d": "aux2",
+    }
     return Family(_table(names), {("aux_4a", "fc1"): (4, 4), ("aux_4d", "fc1"): (4, 4)})
 
 
 FAMILIES: dict[str, Callable[[nn.Module], Family]] = {
-    "alexnet": _alexnet, "googlenet": _googlenet, "resnet18": _resnet, "resnet34": _resnet, "resnet50": _resnet,
+    "alexnet": _alexnet,
+    "googlenet": _googlenet,
+    "resnet18": _resnet,
+    "resnet34": _resnet,
+    "resnet50": _resnet,
     **{f"vgg{depth}{suffix}": _vgg for depth in (11, 13, 16, 19) for suffix in ("", "_bn")},
 }
 
@@ -124,8 +150,7 @@ def _torch_key(family: Family, path: Path) -> str:
     return ".".join([*(family.rename(m) for m in modules), LEAF_NAMES[(collection, leaf)]])
 
 
-def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_classes: int = 1000,
-                          **options) -> dict:
+def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_classes: int = 1000, **options) -> dict:
     """Flax variables {"params": ..., "batch_stats": ...} for `models.create(name, num_classes, **options)`.
 
     Args:
@@ -147,22 +172,26 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     leaves = traverse_util.flatten_dict(dict(shapes))
     keys = {path: _torch_key(family, path) for path in leaves}
     _check(name, state_dict, keys, leaves)
-    flat = {path: jnp.asarray(_to_flax(np.asarray(state_dict[key]), family.flattened.get(path[1:-1])),
-                              leaves[path].dtype) for path, key in keys.items()}
+    flat = {
+        path: jnp.asarray(_to_flax(np.asarray(state_dict[key]), family.flattened.get(path[1:-1])), leaves[path].dtype)
+        for path, key in keys.items()
+    }
     return traverse_util.unflatten_dict(flat)
 
 
 def _check(name: str, state_dict: Mapping[str, Any], keys: Mapping[Path, str], leaves: Mapping[Path, Any]) -> None:
     """Raise one ValueError listing every missing, unexpected and mis-shaped tensor."""
     wanted = set(keys.values())
-    problems = [f"missing {key!r} (for cnn_jax {'/'.join(path)})" for path, key in keys.items()
-                if key not in state_dict]
-    problems += [f"unexpected {key!r}" for key in state_dict
-                 if key not in wanted and not key.endswith(IGNORED_SUFFIX)]
+    problems = [
+        f"missing {key!r} (for cnn_jax {'/'.join(path)})" for path, key in keys.items() if key not in state_dict
+    ]
+    problems += [f"unexpected {key!r}" for key in state_dict if key not in wanted and not key.endswith(IGNORED_SUFFIX)]
     for path, key in keys.items():
         expected = _torch_shape(leaves[path].shape)
         if key in state_dict and tuple(np.shape(state_dict[key])) != expected:
-            problems.append(f"{key!r} has shape {tuple(np.shape(state_dict[key]))}, expected {expected} "
-                            f"(for cnn_jax {'/'.join(path)})")
+            problems.append(
+                f"{key!r} has shape {tuple(np.shape(state_dict[key]))}, expected {expected} "
+                f"(for cnn_jax {'/'.join(path)})"
+            )
     if problems:
         raise ValueError(f"state_dict does not fit {name!r} with these options:\n  " + "\n  ".join(problems))

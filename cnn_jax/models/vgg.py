@@ -10,6 +10,7 @@ The ImageNet models compute torchvision's function; `models.from_torch_state_dic
 (the first dense layer's rows permuted: cnn_jax flattens the 7x7x512 map in NHWC order, torchvision
 in NCHW order).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ CONFIGS = {
 
 class VGG(nn.Module):
     num_classes: int
-    config: Sequence[int | str] = CONFIGS[16]   # output channels per 3x3 convolution, "M" for a 2x2 max-pool
+    config: Sequence[int | str] = CONFIGS[16]  # output channels per 3x3 convolution, "M" for a 2x2 max-pool
     head: str = "imagenet"
     dropout: float = 0.5
     layers: Layers = Layers()

@@ -1,9 +1,33 @@
 """Flax linen modules: thin wrappers that create parameters and call cnn_jax.ops."""
+
 from cnn_jax.nn.conv import CONV_KINDS, Conv, ConvSpec, ConvTranspose, LocalConv, TiledConv
 from cnn_jax.nn.norm import BatchNorm, LocalResponseNorm
-from cnn_jax.nn.pool import (AdaptiveAvgPool, AdaptiveMaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, LpPool,
-                             MaxPool, TrainableSubsampling)
+from cnn_jax.nn.pool import (
+    AdaptiveAvgPool,
+    AdaptiveMaxPool,
+    AvgPool,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    LpPool,
+    MaxPool,
+    TrainableSubsampling,
+)
 
-__all__ = ["Conv", "ConvTranspose", "TiledConv", "LocalConv", "ConvSpec", "CONV_KINDS", "BatchNorm", "LocalResponseNorm",
-           "MaxPool", "AvgPool", "LpPool", "GlobalAvgPool", "GlobalMaxPool", "AdaptiveAvgPool", "AdaptiveMaxPool",
-           "TrainableSubsampling"]
+__all__ = [
+    "Conv",
+    "ConvTranspose",
+    "TiledConv",
+    "LocalConv",
+    "ConvSpec",
+    "CONV_KINDS",
+    "BatchNorm",
+    "LocalResponseNorm",
+    "MaxPool",
+    "AvgPool",
+    "LpPool",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
+    "TrainableSubsampling",
+]

@@ -4,6 +4,7 @@ Constructor arguments follow flax.linen.Conv. Parameters: "kernel" and "bias".
 Bias sharing follows the variant: per channel (Conv), per tile phase (TiledConv),
 per output position (LocalConv).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,16 +46,18 @@ def spatial_axes(x: jax.Array, size: IntOrSeq, name: str) -> int:
     if not isinstance(size, int):
         ndim = len(size)
         if x.ndim < ndim + 1:
-            raise ValueError(f"x has shape {tuple(x.shape)}, too few axes for {name}={tuple(size)}: expected "
-                             f"(*batch, {ndim} spatial axes, C)")
+            raise ValueError(
+                f"x has shape {tuple(x.shape)}, too few axes for {name}={tuple(size)}: expected "
+                f"(*batch, {ndim} spatial axes, C)"
+            )
         return ndim
     return 1 if x.ndim == 2 else spatial_ndim(x.shape, "x")
 
 
 def with_one_batch_axis(layer, x: jax.Array, ndim: int) -> jax.Array:
     """layer(x) with x's leading batch axes (none, one or several) merged into one and restored after."""
-    batch_shape = x.shape[:x.ndim - ndim - 1]
-    y = layer(x.reshape(-1, *x.shape[len(batch_shape):]))
+    batch_shape = x.shape[: x.ndim - ndim - 1]
+    y = layer(x.reshape(-1, *x.shape[len(batch_shape) :]))
     return y.reshape(*batch_shape, *y.shape[1:])
 
 
@@ -63,6 +66,7 @@ class _ConvBase(nn.Module):
     `kernel_size`, any number of leading batch axes, none included (flax merges them the same way);
     with an int, the rank gives the spatial axes (one batch axis; rank 2 is an unbatched 1-D input).
     `mask` multiplies the kernel (same shape as the kernel, in this layer's layout)."""
+
     features: int
     kernel_size: IntOrSeq
     strides: IntOrSeq = 1
@@ -84,8 +88,9 @@ class _ConvBase(nn.Module):
     def _in_group(self, channels: int) -> int:
         """Channels per group of the input, once the group count is checked."""
         if channels % self.feature_group_count:
-            raise ValueError(f"feature_group_count={self.feature_group_count} does not divide the {channels} "
-                             "input channels")
+            raise ValueError(
+                f"feature_group_count={self.feature_group_count} does not divide the {channels} input channels"
+            )
         return channels // self.feature_group_count
 
     def _kernel(self, shape: tuple[int, ...], default_init: Initializer) -> jax.Array:
@@ -100,6 +105,7 @@ class _ConvBase(nn.Module):
 class _ForwardConv(_ConvBase):
     """The forward convolutions (not ConvTranspose): they also take flax's `input_dilation`, input_dilation - 1
     zeros between neighbouring inputs (lax's lhs_dilation)."""
+
     input_dilation: IntOrSeq = 1
 
     def _geometry(self, x: jax.Array):
@@ -116,18 +122,28 @@ class Conv(_ForwardConv):
     `flip=True` makes it a true convolution instead of a cross-correlation. `input_dilation`
     spaces the inputs (lax's lhs_dilation), as flax.linen.Conv.
     """
+
     flip: bool = False
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
         kernel_size = as_tuple(self.kernel_size, spatial_ndim(x.shape, "x"), "kernel_size")
-        kernel = self._kernel((*kernel_size, self._in_group(x.shape[-1]), self.features),
-                              nn.initializers.lecun_normal())
+        kernel = self._kernel(
+            (*kernel_size, self._in_group(x.shape[-1]), self.features), nn.initializers.lecun_normal()
+        )
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = ops.conv(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
-                     groups=self.feature_group_count, flip=self.flip, input_dilation=self.input_dilation,
-                     precision=self.precision)
+        y = ops.conv(
+            x,
+            kernel,
+            stride=self.strides,
+            padding=self.padding,
+            dilation=self.kernel_dilation,
+            groups=self.feature_group_count,
+            flip=self.flip,
+            input_dilation=self.input_dilation,
+            precision=self.precision,
+        )
         return y if bias is None else y + bias
 
 
@@ -137,6 +153,7 @@ class TiledConv(_ForwardConv):
     kernel (*tile, *kernel_size, C_in / feature_group_count, features), bias (*tile, features):
     one per tile phase.
     """
+
     tile: IntOrSeq = 2
     fit_tile: bool = False  # shrink the tile to the output size along axes where the output is smaller
 
@@ -146,13 +163,22 @@ class TiledConv(_ForwardConv):
         tile = as_tuple(self.tile, ndim, "tile")
         if self.fit_tile:
             tile = tuple(min(t, o) for t, o in zip(tile, geo.out_sizes))
-        kernel = self._kernel((*tile, *kernel_size, self._in_group(x.shape[-1]), self.features),
-                              _unshared_kernel_init(ndim))
+        kernel = self._kernel(
+            (*tile, *kernel_size, self._in_group(x.shape[-1]), self.features), _unshared_kernel_init(ndim)
+        )
         bias = self.param("bias", self.bias_init, (*tile, self.features), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = ops.tiled_conv(x, kernel, tile=tile, stride=self.strides, padding=self.padding,
-                           dilation=self.kernel_dilation, groups=self.feature_group_count,
-                           input_dilation=self.input_dilation, precision=self.precision)
+        y = ops.tiled_conv(
+            x,
+            kernel,
+            tile=tile,
+            stride=self.strides,
+            padding=self.padding,
+            dilation=self.kernel_dilation,
+            groups=self.feature_group_count,
+            input_dilation=self.input_dilation,
+            precision=self.precision,
+        )
         if bias is None:
             return y
         reps = [-(-o // t) for o, t in zip(geo.out_sizes, tile)]
@@ -171,14 +197,25 @@ class LocalConv(_ForwardConv):
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
         ndim, kernel_size, geo = self._geometry(x)
-        kernel = self._kernel((*geo.out_sizes, *kernel_size, self._in_group(x.shape[-1]), self.features),
-                              _unshared_kernel_init(ndim))
-        bias = (self.param("bias", self.bias_init, (*geo.out_sizes, self.features), self.param_dtype)
-                if self.use_bias else None)
+        kernel = self._kernel(
+            (*geo.out_sizes, *kernel_size, self._in_group(x.shape[-1]), self.features), _unshared_kernel_init(ndim)
+        )
+        bias = (
+            self.param("bias", self.bias_init, (*geo.out_sizes, self.features), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = ops.local_conv(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
-                           groups=self.feature_group_count, input_dilation=self.input_dilation,
-                           precision=self.precision)
+        y = ops.local_conv(
+            x,
+            kernel,
+            stride=self.strides,
+            padding=self.padding,
+            dilation=self.kernel_dilation,
+            groups=self.feature_group_count,
+            input_dilation=self.input_dilation,
+            precision=self.precision,
+        )
         return y if bias is None else y + bias
 
 
@@ -190,6 +227,7 @@ class ConvTranspose(_ConvBase):
     CIRCULAR and REFLECT). kernel (*kernel_size, features / feature_group_count, C_in): the forward
     convolution's kernel, as flax.linen.ConvTranspose with transpose_kernel=True.
     """
+
     input_size: Sequence[int] | None = None
 
     @nn.compact
@@ -199,12 +237,21 @@ class ConvTranspose(_ConvBase):
         groups = self.feature_group_count
         if self.features % groups:
             raise ValueError(f"feature_group_count={groups} does not divide features={self.features}")
-        kernel = self._kernel((*kernel_size, self.features // groups, x.shape[-1]),
-                              nn.initializers.lecun_normal(in_axis=-1, out_axis=-2))
+        kernel = self._kernel(
+            (*kernel_size, self.features // groups, x.shape[-1]), nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
+        )
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = ops.conv_transpose(x, kernel, stride=self.strides, padding=self.padding, dilation=self.kernel_dilation,
-                               groups=groups, input_size=self.input_size, precision=self.precision)
+        y = ops.conv_transpose(
+            x,
+            kernel,
+            stride=self.strides,
+            padding=self.padding,
+            dilation=self.kernel_dilation,
+            groups=groups,
+            input_size=self.input_size,
+            precision=self.precision,
+        )
         return y if bias is None else y + bias
 
 
@@ -221,6 +268,7 @@ class ConvSpec:
     dilation: the kernel dilation of layers that do not set their own.
     flip: true convolution instead of cross-correlation (standard only).
     """
+
     kind: str = "standard"
     tile: IntOrSeq = 2
     dilation: IntOrSeq = 1
@@ -232,12 +280,27 @@ class ConvSpec:
         if self.flip and self.kind != "standard":
             raise ValueError(f"ConvSpec flip=True is only defined for kind='standard', not {self.kind!r}")
 
-    def make(self, features: int, kernel_size: IntOrSeq, *, strides: IntOrSeq = 1, padding: PaddingLike = "SAME",
-             kernel_dilation: IntOrSeq | None = None, feature_group_count: int = 1, **kwargs) -> nn.Module:
+    def make(
+        self,
+        features: int,
+        kernel_size: IntOrSeq,
+        *,
+        strides: IntOrSeq = 1,
+        padding: PaddingLike = "SAME",
+        kernel_dilation: IntOrSeq | None = None,
+        feature_group_count: int = 1,
+        **kwargs,
+    ) -> nn.Module:
         """Build the module of this kind; every kind takes `feature_group_count`."""
-        common = dict(features=features, kernel_size=kernel_size, strides=strides, padding=padding,
-                      kernel_dilation=self.dilation if kernel_dilation is None else kernel_dilation,
-                      feature_group_count=feature_group_count, **kwargs)
+        common = dict(
+            features=features,
+            kernel_size=kernel_size,
+            strides=strides,
+            padding=padding,
+            kernel_dilation=self.dilation if kernel_dilation is None else kernel_dilation,
+            feature_group_count=feature_group_count,
+            **kwargs,
+        )
         if self.kind == "standard":
             return Conv(flip=self.flip, **common)
         if self.kind == "tiled":

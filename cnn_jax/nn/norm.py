@@ -1,4 +1,5 @@
 """Normalisation modules over cnn_jax.ops.norm."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,6 +18,7 @@ class BatchNorm(nn.Module):
     devices on `axis_name`, or per virtual batch of `virtual_batch_size` examples) and
     updates the running averages (call with mutable=["batch_stats"]).
     """
+
     use_running_average: bool | None = None
     momentum: float = 0.9
     epsilon: float = 1e-5
@@ -29,8 +31,7 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        use_running_average = nn.merge_param("use_running_average", self.use_running_average,
-                                             use_running_average)
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
         features = (x.shape[-1],)
         scale = self.param("scale", nn.initializers.ones_init(), features, self.param_dtype) if self.use_scale else None
         bias = self.param("bias", nn.initializers.zeros_init(), features, self.param_dtype) if self.use_bias else None
@@ -41,10 +42,17 @@ class BatchNorm(nn.Module):
             return ops.batch_norm(x, mean.value, var.value, scale, bias, epsilon=self.epsilon).astype(dtype)
         # ops.batch_stats accumulates in at least float32, whatever the compute dtype.
         y, new_mean, new_var = ops.batch_norm_train(
-            x, scale, bias, mean.value, var.value, momentum=self.momentum,
-            epsilon=self.epsilon, virtual_batch_size=self.virtual_batch_size,
+            x,
+            scale,
+            bias,
+            mean.value,
+            var.value,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            virtual_batch_size=self.virtual_batch_size,
             # init usually runs outside pmap/shard_map, where the axis is unbound
-            axis_name=None if self.is_initializing() else self.axis_name)
+            axis_name=None if self.is_initializing() else self.axis_name,
+        )
         if not self.is_initializing():
             mean.value, var.value = new_mean, new_var
         return y.astype(dtype)
@@ -52,6 +60,7 @@ class BatchNorm(nn.Module):
 
 class LocalResponseNorm(nn.Module):
     """AlexNet's local response normalisation across channels (no parameters)."""
+
     size: int = 5
     k: float = 2.0
     alpha: float = 1e-4

@@ -4,6 +4,7 @@ Inputs are (*batch, *spatial, C): with a sequence `window` (`output_size` for ad
 number of leading batch axes, none included, as flax.linen's pooling; with an int, the rank gives the
 spatial axes (one batch axis; rank 2 is an unbatched 1-D input). The stride defaults to the window.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,14 +22,18 @@ IntOrSeq = int | Sequence[int]
 
 class MaxPool(nn.Module):
     """ops.max_pool as a layer: x (*batch, *spatial, C) -> (*batch, *out, C)."""
+
     window: IntOrSeq
     strides: IntOrSeq | None = None
     padding: PaddingLike = "VALID"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return with_one_batch_axis(lambda x: ops.max_pool(x, self.window, self.strides, self.padding), x,
-                                       spatial_axes(x, self.window, "window"))
+            return with_one_batch_axis(
+                lambda x: ops.max_pool(x, self.window, self.strides, self.padding),
+                x,
+                spatial_axes(x, self.window, "window"),
+            )
 
 
 class AvgPool(nn.Module):
@@ -51,8 +56,11 @@ class LpPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return with_one_batch_axis(lambda x: ops.lp_pool(x, self.window, self.strides, self.padding, self.p), x,
-                                       spatial_axes(x, self.window, "window"))
+            return with_one_batch_axis(
+                lambda x: ops.lp_pool(x, self.window, self.strides, self.padding, self.p),
+                x,
+                spatial_axes(x, self.window, "window"),
+            )
 
 
 class GlobalAvgPool(nn.Module):
@@ -70,6 +78,7 @@ class GlobalMaxPool(nn.Module):
 class TrainableSubsampling(nn.Module):
     """LeNet-5's subsampling (LeCun et al. 1998): the sum of each window times a trainable
     coefficient plus a trainable bias, per channel: params "coefficient", "bias" (C,)."""
+
     window: IntOrSeq = 2
 
     @nn.compact
@@ -87,8 +96,11 @@ class AdaptiveAvgPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return with_one_batch_axis(lambda x: ops.adaptive_avg_pool(x, self.output_size), x,
-                                       spatial_axes(x, self.output_size, "output_size"))
+            return with_one_batch_axis(
+                lambda x: ops.adaptive_avg_pool(x, self.output_size),
+                x,
+                spatial_axes(x, self.output_size, "output_size"),
+            )
 
 
 class AdaptiveMaxPool(nn.Module):
@@ -96,5 +108,8 @@ class AdaptiveMaxPool(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
-            return with_one_batch_axis(lambda x: ops.adaptive_max_pool(x, self.output_size), x,
-                                       spatial_axes(x, self.output_size, "output_size"))
+            return with_one_batch_axis(
+                lambda x: ops.adaptive_max_pool(x, self.output_size),
+                x,
+                spatial_axes(x, self.output_size, "output_size"),
+            )

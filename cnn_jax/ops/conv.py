@@ -1,4 +1,5 @@
 """Convolution in 1, 2 and 3 spatial dimensions, channels-last (NWC/NHWC/NDHWC, kernels WIO/HWIO/DHWIO)."""
+
 from __future__ import annotations
 
 import functools
@@ -9,8 +10,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnn_jax.ops.shapes import (ConvGeometry, PaddingLike, array_pad_mode, as_tuple, conv_geometry,
-                                effective_kernel_size, resolve_padding, spatial_ndim)
+from cnn_jax.ops.shapes import (
+    ConvGeometry,
+    PaddingLike,
+    array_pad_mode,
+    as_tuple,
+    conv_geometry,
+    effective_kernel_size,
+    resolve_padding,
+    spatial_ndim,
+)
 
 _DIMENSION_NUMBERS = {
     1: ("NWC", "WIO", "NWC"),
@@ -31,14 +40,23 @@ def check_channels(x_shape: Sequence[int], w_shape: Sequence[int], groups: int, 
     if c_in % groups:
         raise ValueError(f"groups={groups} does not divide the {c_in} input channels of x")
     if c_w * groups != c_in:
-        raise ValueError(f"channel mismatch: x has {c_in} channels but w (shape {tuple(w_shape)}, layout {layout}) "
-                         f"expects {c_w} per group x groups={groups} = {c_w * groups}")
+        raise ValueError(
+            f"channel mismatch: x has {c_in} channels but w (shape {tuple(w_shape)}, layout {layout}) "
+            f"expects {c_w} per group x groups={groups} = {c_w * groups}"
+        )
     if c_out % groups:
         raise ValueError(f"groups={groups} does not divide the {c_out} output channels of w")
 
 
-def conv_check(x_shape: Sequence[int], w_shape: Sequence[int], stride, padding, dilation,
-               groups: int = 1, input_dilation: int | Sequence[int] = 1) -> ConvGeometry:
+def conv_check(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    stride,
+    padding,
+    dilation,
+    groups: int = 1,
+    input_dilation: int | Sequence[int] = 1,
+) -> ConvGeometry:
     """Validate conv arguments (shapes only, no tracing) and return the geometry.
 
     With `input_dilation`, the geometry is that of the dilated input, (n-1)*input_dilation + 1 per axis.
@@ -46,19 +64,23 @@ def conv_check(x_shape: Sequence[int], w_shape: Sequence[int], stride, padding, 
     ndim = spatial_ndim(x_shape, "x")
     layout = dimension_numbers(ndim)[1]
     if len(w_shape) != ndim + 2:
-        raise ValueError(f"w has shape {tuple(w_shape)}; for x of rank {len(x_shape)} it must have rank "
-                         f"{ndim + 2} ({layout})")
+        raise ValueError(
+            f"w has shape {tuple(w_shape)}; for x of rank {len(x_shape)} it must have rank {ndim + 2} ({layout})"
+        )
     check_channels(x_shape, w_shape, groups, layout)
-    return conv_geometry(dilated_sizes(x_shape[1:-1], padding, input_dilation), w_shape[:ndim], stride, padding,
-                         dilation)
+    return conv_geometry(
+        dilated_sizes(x_shape[1:-1], padding, input_dilation), w_shape[:ndim], stride, padding, dilation
+    )
 
 
 def dilated_sizes(sizes: Sequence[int], padding: PaddingLike, input_dilation: int | Sequence[int]) -> list[int]:
     """Spatial sizes after `input_dilation` - 1 zeros go between neighbouring inputs: (n-1)*d + 1 per axis."""
     input_dilation = as_tuple(input_dilation, len(sizes), "input_dilation")
     if array_pad_mode(padding) and max(input_dilation) > 1:
-        raise ValueError(f"padding={padding!r} with input_dilation={input_dilation}: padding with input values "
-                         "is defined for undilated inputs only; dilate and pad explicitly (jnp.pad) instead")
+        raise ValueError(
+            f"padding={padding!r} with input_dilation={input_dilation}: padding with input values "
+            "is defined for undilated inputs only; dilate and pad explicitly (jnp.pad) instead"
+        )
     return [(n - 1) * d + 1 for n, d in zip(sizes, input_dilation)]
 
 
@@ -89,9 +111,17 @@ class _Lowering(NamedTuple):
 
 
 def _xla_conv(x, w, stride, pads, cfg: _Lowering) -> jax.Array:
-    return lax.conv_general_dilated(x, w, stride, pads, lhs_dilation=cfg.input_dilation, rhs_dilation=cfg.dilation,
-                                    dimension_numbers=dimension_numbers(len(stride)),
-                                    feature_group_count=cfg.groups, precision=cfg.precision)
+    return lax.conv_general_dilated(
+        x,
+        w,
+        stride,
+        pads,
+        lhs_dilation=cfg.input_dilation,
+        rhs_dilation=cfg.dilation,
+        dimension_numbers=dimension_numbers(len(stride)),
+        feature_group_count=cfg.groups,
+        precision=cfg.precision,
+    )
 
 
 def _padded_then_sliced(x, w, cfg: _Lowering) -> jax.Array:
@@ -144,8 +174,9 @@ def _strided_kernel_exceeds_input(sizes: Sequence[int], geo: ConvGeometry) -> bo
     return any(s > 1 for s in geo.stride) and any(n < e for n, e in zip(sizes, spans))
 
 
-def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision,
-                  input_dilation: tuple[int, ...]) -> jax.Array:
+def _lowered_conv(
+    x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, precision, input_dilation: tuple[int, ...]
+) -> jax.Array:
     """XLA's own convolution, except on XLA:CPU where `_cpu_conv` differs from it.
 
     The choice is made when the program is lowered for a platform (`lax.platform_dependent`), not
@@ -161,9 +192,18 @@ def _lowered_conv(x: jax.Array, w: jax.Array, geo: ConvGeometry, groups: int, pr
     return lax.platform_dependent(x, w, cpu=functools.partial(_cpu_conv, geo=geo, cfg=cfg), default=plain)
 
 
-def conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",
-         dilation: int | Sequence[int] = 1, groups: int = 1, flip: bool = False,
-         input_dilation: int | Sequence[int] = 1, precision: lax.PrecisionLike = None) -> jax.Array:
+def conv(
+    x: jax.Array,
+    w: jax.Array,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    flip: bool = False,
+    input_dilation: int | Sequence[int] = 1,
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
     """Convolution of x (N, *spatial, C_in) with w (*kernel, C_in/groups, C_out) -> (N, *out, C_out).
 
     Cross-correlation by default, as in every deep-learning library:
@@ -186,10 +226,18 @@ def conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding
     return _lowered_conv(x, w, geo, groups, precision, as_tuple(input_dilation, ndim, "input_dilation"))
 
 
-def conv_transpose(y: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1,
-                   padding: PaddingLike = "VALID", dilation: int | Sequence[int] = 1, groups: int = 1,
-                   flip: bool = False, input_size: Sequence[int] | None = None,
-                   precision: lax.PrecisionLike = None) -> jax.Array:
+def conv_transpose(
+    y: jax.Array,
+    w: jax.Array,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    flip: bool = False,
+    input_size: Sequence[int] | None = None,
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
     """Transpose (adjoint) of `conv` in its input: y (N, *out, C_out) -> (N, *input_size, C_in).
 
     `w` is the kernel of the forward convolution (*kernel, C_in/groups, C_out), and all
@@ -208,18 +256,23 @@ def conv_transpose(y: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 
     if len(w.shape) != ndim + 2:
         raise ValueError(f"w has shape {tuple(w.shape)}; for y of rank {y.ndim} it must have rank {ndim + 2}")
     if y.shape[-1] != w.shape[-1]:
-        raise ValueError(f"channel mismatch: y has {y.shape[-1]} channels but w (shape {tuple(w.shape)}) "
-                         f"has {w.shape[-1]} output channels")
+        raise ValueError(
+            f"channel mismatch: y has {y.shape[-1]} channels but w (shape {tuple(w.shape)}) "
+            f"has {w.shape[-1]} output channels"
+        )
     out_sizes = y.shape[1:-1]
     if input_size is None:
         input_size = _smallest_input_size(out_sizes, w.shape[:ndim], stride, padding, dilation)
     x_shape = (y.shape[0], *as_tuple(tuple(input_size), ndim, "input_size"), w.shape[-2] * groups)
     geo = conv_check(x_shape, w.shape, stride, padding, dilation, groups)
     if geo.out_sizes != tuple(out_sizes):
-        raise ValueError(f"input_size={tuple(input_size)} gives conv output {geo.out_sizes}, "
-                         f"not the spatial size {tuple(out_sizes)} of y")
-    forward = lambda x: conv(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                             flip=flip, precision=precision)
+        raise ValueError(
+            f"input_size={tuple(input_size)} gives conv output {geo.out_sizes}, "
+            f"not the spatial size {tuple(out_sizes)} of y"
+        )
+    forward = lambda x: conv(
+        x, w, stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip, precision=precision
+    )
     (x,) = jax.linear_transpose(forward, jax.ShapeDtypeStruct(x_shape, y.dtype))(y)
     return x
 
@@ -231,9 +284,12 @@ def _smallest_input_size(out_sizes, kernel, stride, padding, dilation) -> tuple[
         return tuple(o * s for o, s in zip(out_sizes, stride))
     # Other paddings do not depend on the input size, so any size resolves them.
     pads = resolve_padding(padding, [1] * ndim, kernel, stride, dilation)
-    sizes = tuple((o - 1) * s + effective_kernel_size(k, d) - lo - hi
-                  for o, k, s, d, (lo, hi) in zip(out_sizes, kernel, stride, dilation, pads))
+    sizes = tuple(
+        (o - 1) * s + effective_kernel_size(k, d) - lo - hi
+        for o, k, s, d, (lo, hi) in zip(out_sizes, kernel, stride, dilation, pads)
+    )
     if min(sizes) < 1:
-        raise ValueError(f"no input size gives output {tuple(out_sizes)} with kernel {tuple(kernel)} "
-                         f"and padding {padding!r}")
+        raise ValueError(
+            f"no input size gives output {tuple(out_sizes)} with kernel {tuple(kernel)} and padding {padding!r}"
+        )
     return sizes

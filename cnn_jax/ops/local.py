@@ -17,6 +17,7 @@ a space-to-depth rearrangement before the slicing, one strided convolution per p
 and summing per-tap products instead of building the patch tensor, which XLA keeps
 alive for the backward pass anyway (docs/performance.md).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -37,11 +38,12 @@ _LAYOUT = "(*positions_or_tile, *kernel, C_in/groups, C_out)"
 def _phase_check(x_shape, w_shape, stride, padding, dilation, groups, input_dilation) -> tuple[int, ConvGeometry]:
     ndim = spatial_ndim(x_shape, "x")
     if len(w_shape) != 2 * ndim + 2:
-        raise ValueError(f"w has shape {tuple(w_shape)}; for x of rank {len(x_shape)} it must have rank "
-                         f"{2 * ndim + 2}: {_LAYOUT}")
+        raise ValueError(
+            f"w has shape {tuple(w_shape)}; for x of rank {len(x_shape)} it must have rank {2 * ndim + 2}: {_LAYOUT}"
+        )
     check_channels(x_shape, w_shape, groups, _LAYOUT)
     sizes = dilated_sizes(x_shape[1:-1], padding, input_dilation)
-    return ndim, conv_geometry(sizes, w_shape[ndim:2 * ndim], stride, padding, dilation)
+    return ndim, conv_geometry(sizes, w_shape[ndim : 2 * ndim], stride, padding, dilation)
 
 
 def _prepared_input(x, geo: ConvGeometry, padding, input_dilation) -> tuple[jax.Array, ConvGeometry]:
@@ -49,9 +51,18 @@ def _prepared_input(x, geo: ConvGeometry, padding, input_dilation) -> tuple[jax.
     return pad_with_input_values(dilate_input(x, input_dilation), geo, padding)
 
 
-def tiled_conv(x: jax.Array, w: jax.Array, *, tile: int | Sequence[int], stride: int | Sequence[int] = 1,
-               padding: PaddingLike = "VALID", dilation: int | Sequence[int] = 1, groups: int = 1,
-               input_dilation: int | Sequence[int] = 1, precision: lax.PrecisionLike = None) -> jax.Array:
+def tiled_conv(
+    x: jax.Array,
+    w: jax.Array,
+    *,
+    tile: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    input_dilation: int | Sequence[int] = 1,
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
     """Tiled convolution: x (N, *spatial, C_in), w (*tile, *kernel, C_in/groups, C_out) -> (N, *out, C_out).
 
     Output position (i, j) uses kernel w[i % t_h, j % t_w]. tile=1 is `conv`; tile equal
@@ -62,20 +73,32 @@ def tiled_conv(x: jax.Array, w: jax.Array, *, tile: int | Sequence[int], stride:
     ndim, geo = _phase_check(x.shape, w.shape, stride, padding, dilation, groups, input_dilation)
     tile = as_tuple(tile, ndim, "tile")
     if tuple(w.shape[:ndim]) != tile:
-        raise ValueError(f"w has shape {tuple(w.shape)}, whose leading axes {tuple(w.shape[:ndim])} must equal "
-                         f"tile={tile}: w is (*tile, *kernel, C_in, C_out)")
+        raise ValueError(
+            f"w has shape {tuple(w.shape)}, whose leading axes {tuple(w.shape[:ndim])} must equal "
+            f"tile={tile}: w is (*tile, *kernel, C_in, C_out)"
+        )
     for axis, (t, o) in enumerate(zip(tile, geo.out_sizes)):
         if t > o:
-            raise ValueError(f"tile={tile} exceeds the output size {geo.out_sizes} along spatial axis {axis} "
-                             f"({t} > {o}): phases >= {o} would never be used. Use tile <= {o}; "
-                             "tile equal to the output size is local_conv")
+            raise ValueError(
+                f"tile={tile} exceeds the output size {geo.out_sizes} along spatial axis {axis} "
+                f"({t} > {o}): phases >= {o} would never be used. Use tile <= {o}; "
+                "tile equal to the output size is local_conv"
+            )
     x, geo = _prepared_input(x, geo, padding, input_dilation)
     return _tiled_lowering(x, w, tile, geo, groups, precision)
 
 
-def local_conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, padding: PaddingLike = "VALID",
-               dilation: int | Sequence[int] = 1, groups: int = 1, input_dilation: int | Sequence[int] = 1,
-               precision: lax.PrecisionLike = None) -> jax.Array:
+def local_conv(
+    x: jax.Array,
+    w: jax.Array,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    input_dilation: int | Sequence[int] = 1,
+    precision: lax.PrecisionLike = None,
+) -> jax.Array:
     """Locally connected layer: x (N, *spatial, C_in), w (*out, *kernel, C_in/groups, C_out) -> (N, *out, C_out).
 
         y[n, i, o] = sum_{a, c} x_pad[n, i*s + a*d, g(o)*C_in/groups + c] * w[i, a, c, o]
@@ -84,8 +107,10 @@ def local_conv(x: jax.Array, w: jax.Array, *, stride: int | Sequence[int] = 1, p
     """
     ndim, geo = _phase_check(x.shape, w.shape, stride, padding, dilation, groups, input_dilation)
     if tuple(w.shape[:ndim]) != geo.out_sizes:
-        raise ValueError(f"w has shape {tuple(w.shape)}; local_conv needs one kernel per output position, "
-                         f"so its leading axes must be the output size {geo.out_sizes}")
+        raise ValueError(
+            f"w has shape {tuple(w.shape)}; local_conv needs one kernel per output position, "
+            f"so its leading axes must be the output size {geo.out_sizes}"
+        )
     x, geo = _prepared_input(x, geo, padding, input_dilation)
     return _phase_conv(x, w, geo.out_sizes, geo, groups, precision)
 
@@ -103,14 +128,20 @@ def _tiled_lowering(x, w, tile, geo: ConvGeometry, groups: int, precision) -> ja
     macs = x.shape[0] * math.prod(geo.out_sizes) * math.prod(geo.kernel) * w.shape[-2] * w.shape[-1]
     if max(tile) > _CUDA_PER_PHASE_MAX_TILE or macs < _CUDA_PER_PHASE_MIN_MACS:
         return _phase_conv(x, w, tile, geo, groups, precision)
-    return lax.platform_dependent(x, w, cuda=lambda x, w: _per_phase_conv(x, w, tile, geo, groups, precision),
-                                  default=lambda x, w: _phase_conv(x, w, tile, geo, groups, precision))
+    return lax.platform_dependent(
+        x,
+        w,
+        cuda=lambda x, w: _per_phase_conv(x, w, tile, geo, groups, precision),
+        default=lambda x, w: _phase_conv(x, w, tile, geo, groups, precision),
+    )
 
 
 def _pad_to_periods(x, geo: ConvGeometry, padded_out) -> jax.Array:
     """x padded so that `padded_out` outputs (whole tile periods) fit; rows no output reads are cropped."""
-    config = [(0, 0, 0)] + [(lo, (o - 1) * s + (k - 1) * d + 1 - n - lo, 0) for (lo, _), o, s, k, d, n
-                            in zip(geo.padding, padded_out, geo.stride, geo.kernel, geo.dilation, x.shape[1:-1])]
+    config = [(0, 0, 0)] + [
+        (lo, (o - 1) * s + (k - 1) * d + 1 - n - lo, 0)
+        for (lo, _), o, s, k, d, n in zip(geo.padding, padded_out, geo.stride, geo.kernel, geo.dilation, x.shape[1:-1])
+    ]
     return lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)])
 
 
@@ -127,8 +158,14 @@ def _per_phase_conv(x, w, tile, geo: ConvGeometry, groups: int, precision) -> ja
     phases = []
     for phase in itertools.product(*map(range, tile)):
         shifted = lax.slice(xp, (0, *(r * s for r, s in zip(phase, geo.stride)), 0), xp.shape)
-        y = conv(shifted, w[phase], stride=[t * s for t, s in zip(tile, geo.stride)], dilation=geo.dilation,
-                 groups=groups, precision=precision)
+        y = conv(
+            shifted,
+            w[phase],
+            stride=[t * s for t, s in zip(tile, geo.stride)],
+            dilation=geo.dilation,
+            groups=groups,
+            precision=precision,
+        )
         phases.append(y[(slice(None), *(slice(0, q) for q in blocks))])
     y = jnp.stack(phases).reshape(*tile, x.shape[0], *blocks, w.shape[-1])
     # (*tile, N, *blocks, C_out) -> (N, q_0, r_0, q_1, r_1, ..., C_out): position q*t + r, r fastest.
@@ -141,27 +178,39 @@ def _phase_conv(x, w, tile, geo: ConvGeometry, groups: int, precision) -> jax.Ar
     ndim = len(tile)
     blocks = [ceil(o / t) for o, t in zip(geo.out_sizes, tile)]
     padded_out = [q * t for q, t in zip(blocks, tile)]  # whole tile periods; the excess is cropped at the end
-    xp = _pad_to_periods(x, geo, padded_out)   # every tap's strided slice then has padded_out entries
+    xp = _pad_to_periods(x, geo, padded_out)  # every tap's strided slice then has padded_out entries
     taps = math.prod(geo.kernel)
     # im2col: (N, *padded_out, prod(kernel) * C_in), taps major as in w's (*kernel, C_in) axes.
-    patches = jnp.concatenate([
-        lax.slice(xp, (0, *(a * d for a, d in zip(tap, geo.dilation)), 0),
-                  (xp.shape[0], *((a * d) + (o - 1) * s + 1 for a, d, o, s in zip(tap, geo.dilation, padded_out,
-                                                                                 geo.stride)), xp.shape[-1]),
-                  (1, *geo.stride, 1))
-        for tap in itertools.product(*map(range, geo.kernel))], axis=-1)
+    patches = jnp.concatenate(
+        [
+            lax.slice(
+                xp,
+                (0, *(a * d for a, d in zip(tap, geo.dilation)), 0),
+                (
+                    xp.shape[0],
+                    *((a * d) + (o - 1) * s + 1 for a, d, o, s in zip(tap, geo.dilation, padded_out, geo.stride)),
+                    xp.shape[-1],
+                ),
+                (1, *geo.stride, 1),
+            )
+            for tap in itertools.product(*map(range, geo.kernel))
+        ],
+        axis=-1,
+    )
     # Position i = q*t + r -> (q, r); phase axes r lead as the batch axes of one matmul per phase.
     patches = patches.reshape(x.shape[0], *itertools.chain(*zip(blocks, tile)), patches.shape[-1])
-    patches = patches.transpose(*(2 + 2 * i for i in range(ndim)), 0, *(1 + 2 * i for i in range(ndim)),
-                                2 * ndim + 1)
+    patches = patches.transpose(*(2 + 2 * i for i in range(ndim)), 0, *(1 + 2 * i for i in range(ndim)), 2 * ndim + 1)
     # Split channels into (tap, group, channel in group) and the kernel's outputs into (group, output in group):
     # one matmul per (phase, group), contracting taps and the group's channels.
     patches = patches.reshape(*patches.shape[:-1], taps, groups, -1)
     kernel = w.reshape(*tile, taps, w.shape[-2], groups, -1)
     phase_axes = tuple(range(ndim))
-    y = lax.dot_general(patches, kernel, (((2 * ndim + 1, 2 * ndim + 3), (ndim, ndim + 1)),
-                                          (phase_axes + (2 * ndim + 2,), phase_axes + (ndim + 2,))),
-                        precision=precision)
+    y = lax.dot_general(
+        patches,
+        kernel,
+        (((2 * ndim + 1, 2 * ndim + 3), (ndim, ndim + 1)), (phase_axes + (2 * ndim + 2,), phase_axes + (ndim + 2,))),
+        precision=precision,
+    )
     # (*tile, groups, N, *blocks, C_out/groups) -> (*tile, N, *blocks, C_out)
     y = jnp.moveaxis(y, ndim, -2).reshape(*tile, x.shape[0], *blocks, w.shape[-1])
     # (*tile, N, *blocks, C_out) -> (N, *padded_out, C_out), cropped to the output size.

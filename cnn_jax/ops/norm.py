@@ -2,6 +2,7 @@
 
 Statistics are per channel, over every other axis of channels-last activations.
 """
+
 from __future__ import annotations
 
 import jax
@@ -10,8 +11,9 @@ import numpy as np
 from jax import lax
 
 
-def batch_stats(x: jax.Array, *, axis_name: str | None = None,
-                virtual_batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+def batch_stats(
+    x: jax.Array, *, axis_name: str | None = None, virtual_batch_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Per-channel mean and biased variance of x (N, ..., C) -> ((C,), (C,)).
 
     One pass over x: E[x] and E[x^2] are reduced together, accumulated in float32 (float64
@@ -27,10 +29,12 @@ def batch_stats(x: jax.Array, *, axis_name: str | None = None,
     """
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
     if virtual_batch_size is not None:
-        if not (isinstance(virtual_batch_size, int) and virtual_batch_size > 0
-                and x.shape[0] % virtual_batch_size == 0):
-            raise ValueError(f"virtual_batch_size={virtual_batch_size!r} must be a positive int dividing the "
-                             f"batch size {x.shape[0]}")
+        if not (
+            isinstance(virtual_batch_size, int) and virtual_batch_size > 0 and x.shape[0] % virtual_batch_size == 0
+        ):
+            raise ValueError(
+                f"virtual_batch_size={virtual_batch_size!r} must be a positive int dividing the batch size {x.shape[0]}"
+            )
         x, axes = x.reshape(x.shape[0] // virtual_batch_size, -1, x.shape[-1]), 1
     else:
         axes = tuple(range(x.ndim - 1))
@@ -41,8 +45,15 @@ def batch_stats(x: jax.Array, *, axis_name: str | None = None,
     return mean, jnp.maximum(mean_of_squares - jnp.square(mean), 0)
 
 
-def batch_norm(x: jax.Array, mean: jax.Array, var: jax.Array, scale: jax.Array | None = None,
-               bias: jax.Array | None = None, *, epsilon: float = 1e-5) -> jax.Array:
+def batch_norm(
+    x: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    scale: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    *,
+    epsilon: float = 1e-5,
+) -> jax.Array:
     """(x - mean) / sqrt(var + epsilon) * scale + bias, per channel (last axis of x).
 
     mean and var are (C,), or (G, C) for G virtual batches of x's leading axis.
@@ -62,10 +73,18 @@ def batch_norm(x: jax.Array, mean: jax.Array, var: jax.Array, scale: jax.Array |
     return x * factor + offset
 
 
-def batch_norm_train(x: jax.Array, scale: jax.Array | None, bias: jax.Array | None, running_mean: jax.Array,
-                     running_var: jax.Array, *, momentum: float = 0.9, epsilon: float = 1e-5,
-                     axis_name: str | None = None, virtual_batch_size: int | None = None
-                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def batch_norm_train(
+    x: jax.Array,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    running_mean: jax.Array,
+    running_var: jax.Array,
+    *,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+    axis_name: str | None = None,
+    virtual_batch_size: int | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode batch norm: normalise with batch statistics and update the running averages.
 
     Returns (y, new_running_mean, new_running_var) with new = momentum * old + (1 - momentum) * batch
@@ -86,8 +105,9 @@ def batch_norm_train(x: jax.Array, scale: jax.Array | None, bias: jax.Array | No
     return y, new_mean, new_var
 
 
-def local_response_norm(x: jax.Array, *, size: int = 5, k: float = 2.0, alpha: float = 1e-4,
-                        beta: float = 0.75) -> jax.Array:
+def local_response_norm(
+    x: jax.Array, *, size: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75
+) -> jax.Array:
     """Local response normalisation across channels (Krizhevsky et al. 2012, sec. 3.3):
 
         b_c = a_c / (k + alpha * sum_{|j - c| <= size // 2} a_j^2) ** beta
@@ -99,6 +119,7 @@ def local_response_norm(x: jax.Array, *, size: int = 5, k: float = 2.0, alpha: f
     half = size // 2
     window = (1,) * (x.ndim - 1) + (size,)
     # A concrete (NumPy) initial value lets JAX recognise the windowed sum, which has a gradient rule.
-    sum_sq = lax.reduce_window(x * x, np.zeros((), x.dtype), lax.add, window, (1,) * x.ndim,
-                               ((0, 0),) * (x.ndim - 1) + ((half, half),))
+    sum_sq = lax.reduce_window(
+        x * x, np.zeros((), x.dtype), lax.add, window, (1,) * x.ndim, ((0, 0),) * (x.ndim - 1) + ((half, half),)
+    )
     return x / (k + alpha * sum_sq) ** beta

@@ -5,6 +5,7 @@ stride defaults to the window, the usual pooling convention (PyTorch, Keras; fla
 defaults to 1). Zero-style padding is the reduction's identity (-inf for max, 0 for
 sums); "CIRCULAR" and "REFLECT" pad with input values, so every window is all real inputs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -27,13 +28,21 @@ def _pool_geometry(x_shape, window: IntOrSeq, stride, padding) -> ConvGeometry:
     geo = conv_geometry(x_shape[1:-1], window, window if stride is None else stride, padding)
     for axis, (k, pads) in enumerate(zip(window, geo.padding)):
         if max(pads) >= k and not array_pad_mode(padding):
-            raise ValueError(f"padding={padding!r} pads spatial axis {axis} by {pads} with a window of {k}: "
-                             f"some windows would hold only padding. Pad at most {k - 1} per side")
+            raise ValueError(
+                f"padding={padding!r} pads spatial axis {axis} by {pads} with a window of {k}: "
+                f"some windows would hold only padding. Pad at most {k - 1} per side"
+            )
     return geo
 
 
-def pool(x: jax.Array, init, reduce_fn: Callable[[jax.Array, jax.Array], jax.Array], window: IntOrSeq,
-         stride: IntOrSeq | None = None, padding: PaddingLike = "VALID") -> jax.Array:
+def pool(
+    x: jax.Array,
+    init,
+    reduce_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    window: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: PaddingLike = "VALID",
+) -> jax.Array:
     """Fold `reduce_fn` over each window of x (N, *spatial, C), starting from `init` -> (N, *out, C).
 
     The generic form of the named pools (flax.linen.pooling.pool, with the stride defaulting to
@@ -48,24 +57,32 @@ def pool(x: jax.Array, init, reduce_fn: Callable[[jax.Array, jax.Array], jax.Arr
     x, geo = pad_with_input_values(x, geo, padding)
     # A concrete (NumPy) initial value lets JAX recognise max/min/add windows, which have gradient rules.
     init = init if isinstance(init, jax.Array) else np.asarray(init, x.dtype)
-    return lax.reduce_window(x, init, reduce_fn, (1, *geo.kernel, 1), (1, *geo.stride, 1),
-                             ((0, 0), *geo.padding, (0, 0)))
+    return lax.reduce_window(
+        x, init, reduce_fn, (1, *geo.kernel, 1), (1, *geo.stride, 1), ((0, 0), *geo.padding, (0, 0))
+    )
 
 
-def max_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
-             padding: PaddingLike = "VALID") -> jax.Array:
+def max_pool(
+    x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None, padding: PaddingLike = "VALID"
+) -> jax.Array:
     """Maximum over each window; padded positions are -inf, so they never win."""
     return pool(x, -jnp.inf, lax.max, window, stride, padding)
 
 
-def min_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
-             padding: PaddingLike = "VALID") -> jax.Array:
+def min_pool(
+    x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None, padding: PaddingLike = "VALID"
+) -> jax.Array:
     """Minimum over each window; padded positions are +inf, so they never win."""
     return pool(x, jnp.inf, lax.min, window, stride, padding)
 
 
-def avg_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
-             padding: PaddingLike = "VALID", count_include_pad: bool = True) -> jax.Array:
+def avg_pool(
+    x: jax.Array,
+    window: IntOrSeq,
+    stride: IntOrSeq | None = None,
+    padding: PaddingLike = "VALID",
+    count_include_pad: bool = True,
+) -> jax.Array:
     """Mean over each window. With count_include_pad=False, windows that overlap the padding
     divide by the number of real inputs they hold (PyTorch's count_include_pad=False)."""
     total = pool(x, 0, lax.add, window, stride, padding)
@@ -75,8 +92,9 @@ def avg_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
     return total / count
 
 
-def lp_pool(x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None,
-            padding: PaddingLike = "VALID", p: float = 2.0) -> jax.Array:
+def lp_pool(
+    x: jax.Array, window: IntOrSeq, stride: IntOrSeq | None = None, padding: PaddingLike = "VALID", p: float = 2.0
+) -> jax.Array:
     """(sum over the window of |x|^p)^(1/p). p=2 is L2 pooling (Sermanet et al. 2012); large p tends
     to max pooling of |x|. The gradient is 0, not NaN, for an all-zero window."""
     if not p > 0:
@@ -104,12 +122,16 @@ def _adaptive_pool(x: jax.Array, output_size: IntOrSeq, reduce) -> jax.Array:
     # The regions are a product of per-axis intervals, so max and mean reduce one axis at a time.
     for axis, (n, m) in enumerate(zip(x.shape[1:-1], output_size), start=1):
         if n % m == 0:
-            x = reduce(x.reshape(*x.shape[:axis], m, n // m, *x.shape[axis + 1:]), axis=axis + 1)
+            x = reduce(x.reshape(*x.shape[:axis], m, n // m, *x.shape[axis + 1 :]), axis=axis + 1)
         elif m % n == 0:  # every cell reads one input, each input m/n times: a repeat
             x = jnp.repeat(x, m // n, axis=axis)
         else:  # cell i reads [floor(i*n/m), ceil((i+1)*n/m)), as PyTorch's adaptive pooling
-            cells = [reduce(lax.slice_in_dim(x, floor(i * n / m), ceil((i + 1) * n / m), axis=axis),
-                            axis=axis, keepdims=True) for i in range(m)]
+            cells = [
+                reduce(
+                    lax.slice_in_dim(x, floor(i * n / m), ceil((i + 1) * n / m), axis=axis), axis=axis, keepdims=True
+                )
+                for i in range(m)
+            ]
             x = jnp.concatenate(cells, axis=axis)
     return x
 

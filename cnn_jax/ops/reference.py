@@ -4,6 +4,7 @@ Written for reading, not speed: explicit loops over output positions, and im2col
 (a convolution as one matrix product W_row @ X_col). Layouts as in cnn_jax.ops:
 x (N, *spatial, C), conv kernels (*kernel, C_in/groups, C_out).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -32,8 +33,9 @@ def dilate(x: np.ndarray, input_dilation) -> np.ndarray:
 
 def window(xp: np.ndarray, pos, geo: ConvGeometry) -> np.ndarray:
     """The input window (N, *kernel, C) that output position `pos` reads from padded input xp."""
-    index = tuple(slice(i * s, i * s + d * (k - 1) + 1, d)
-                  for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel))
+    index = tuple(
+        slice(i * s, i * s + d * (k - 1) + 1, d) for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel)
+    )
     return xp[(slice(None), *index)]
 
 
@@ -53,9 +55,10 @@ def conv(x, w, stride=1, padding="VALID", dilation=1, groups=1, flip=False, inpu
     for pos in itertools.product(*map(range, geo.out_sizes)):
         patch = window(xp, pos, geo)
         for g in range(groups):
-            p = patch[..., g * cin_g:(g + 1) * cin_g].reshape(x.shape[0], -1)
-            y[(slice(None), *pos, slice(g * cout_g, (g + 1) * cout_g))] = \
-                p @ w[..., g * cout_g:(g + 1) * cout_g].reshape(-1, cout_g)
+            p = patch[..., g * cin_g : (g + 1) * cin_g].reshape(x.shape[0], -1)
+            y[(slice(None), *pos, slice(g * cout_g, (g + 1) * cout_g))] = p @ w[
+                ..., g * cout_g : (g + 1) * cout_g
+            ].reshape(-1, cout_g)
     return y
 
 
@@ -63,8 +66,7 @@ def im2col(x: np.ndarray, kernel, stride=1, padding="VALID", dilation=1) -> np.n
     """X_col (prod(kernel)*C, N*positions): one column per output position, one row per (tap, channel)."""
     geo = conv_geometry(x.shape[1:-1], kernel, stride, padding, dilation)
     xp = pad(x, geo.padding)
-    columns = [window(xp, pos, geo).reshape(x.shape[0], -1)
-               for pos in itertools.product(*map(range, geo.out_sizes))]
+    columns = [window(xp, pos, geo).reshape(x.shape[0], -1) for pos in itertools.product(*map(range, geo.out_sizes))]
     # columns[p][n] -> column n*positions + p
     return np.stack(columns, axis=1).reshape(-1, np.prod(geo.kernel) * x.shape[-1]).T
 
@@ -86,8 +88,9 @@ def conv_transpose(y, w, input_size, stride=1, padding="VALID", dilation=1) -> n
     xp = np.zeros((y.shape[0], *(n + lo + hi for n, (lo, hi) in zip(input_size, geo.padding)), w.shape[-2]))
     for pos in itertools.product(*map(range, geo.out_sizes)):
         contribution = np.einsum("no,...co->n...c", y[(slice(None), *pos)], w)
-        index = tuple(slice(i * s, i * s + d * (k - 1) + 1, d)
-                      for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel))
+        index = tuple(
+            slice(i * s, i * s + d * (k - 1) + 1, d) for i, s, d, k in zip(pos, geo.stride, geo.dilation, geo.kernel)
+        )
         xp[(slice(None), *index)] += contribution
     for axis, (n, (lo, hi)) in enumerate(zip(input_size, geo.padding), start=1):
         xp = _unpad(xp, axis, n, lo, hi, array_pad_mode(padding))
@@ -96,9 +99,8 @@ def conv_transpose(y, w, input_size, stride=1, padding="VALID", dilation=1) -> n
 
 def _unpad(xp: np.ndarray, axis: int, n: int, lo: int, hi: int, mode: str | None) -> np.ndarray:
     """Adjoint of padding one axis: the source index of each padded position, from np.pad of the indices."""
-    source = np.pad(np.arange(n), (lo, hi), mode=mode) if mode else np.pad(np.arange(n), (lo, hi),
-                                                                           constant_values=-1)
-    x = np.zeros((*xp.shape[:axis], n, *xp.shape[axis + 1:]))
+    source = np.pad(np.arange(n), (lo, hi), mode=mode) if mode else np.pad(np.arange(n), (lo, hi), constant_values=-1)
+    x = np.zeros((*xp.shape[:axis], n, *xp.shape[axis + 1 :]))
     for p, i in enumerate(source):
         if i >= 0:
             np.moveaxis(x, axis, 0)[i] += np.moveaxis(xp, axis, 0)[p]
@@ -109,7 +111,7 @@ def tiled_conv(x, w, tile, stride=1, padding="VALID", dilation=1, groups=1) -> n
     """Output position i uses its own kernel w[i mod tile] (w: (*tile, *kernel, C_in/groups, C_out))."""
     ndim = x.ndim - 2
     tile = (tile,) * ndim if isinstance(tile, int) else tuple(tile)
-    geo = conv_geometry(x.shape[1:-1], w.shape[ndim:2 * ndim], stride, padding, dilation)
+    geo = conv_geometry(x.shape[1:-1], w.shape[ndim : 2 * ndim], stride, padding, dilation)
     xp = pad(x, geo.padding, mode=array_pad_mode(padding))
     cin_g, cout_g = w.shape[-2], w.shape[-1] // groups
     y = np.zeros((x.shape[0], *geo.out_sizes, w.shape[-1]))
@@ -117,15 +119,16 @@ def tiled_conv(x, w, tile, stride=1, padding="VALID", dilation=1, groups=1) -> n
         kernel = w[tuple(i % t for i, t in zip(pos, tile))]
         patch = window(xp, pos, geo)
         for g in range(groups):
-            p = patch[..., g * cin_g:(g + 1) * cin_g].reshape(x.shape[0], -1)
-            y[(slice(None), *pos, slice(g * cout_g, (g + 1) * cout_g))] = \
-                p @ kernel[..., g * cout_g:(g + 1) * cout_g].reshape(-1, cout_g)
+            p = patch[..., g * cin_g : (g + 1) * cin_g].reshape(x.shape[0], -1)
+            y[(slice(None), *pos, slice(g * cout_g, (g + 1) * cout_g))] = p @ kernel[
+                ..., g * cout_g : (g + 1) * cout_g
+            ].reshape(-1, cout_g)
     return y
 
 
 def local_conv(x, w, stride=1, padding="VALID", dilation=1, groups=1) -> np.ndarray:
     """Every output position has its own kernel: w (*out_sizes, *kernel, C_in/groups, C_out)."""
-    return tiled_conv(x, w, w.shape[:x.ndim - 2], stride, padding, dilation, groups)
+    return tiled_conv(x, w, w.shape[: x.ndim - 2], stride, padding, dilation, groups)
 
 
 def _pool(x, reduce, window_shape, stride, padding, fill):
@@ -140,11 +143,13 @@ def _pool(x, reduce, window_shape, stride, padding, fill):
 
 def pool(x, init, reduce_fn, window_shape, stride=None, padding="VALID") -> np.ndarray:
     """Fold reduce_fn over each window, starting from init; padding is init (or input values)."""
+
     def fold(p, *_):
         out = np.full((p.shape[0], p.shape[2]), init, dtype=np.float64)
         for k in range(p.shape[1]):
             out = reduce_fn(out, p[:, k])
         return out
+
     return _pool(x, fold, window_shape, stride, padding, init)
 
 
@@ -155,12 +160,14 @@ def max_pool(x, window_shape, stride=None, padding="VALID") -> np.ndarray:
 
 def avg_pool(x, window_shape, stride=None, padding="VALID", count_include_pad=True) -> np.ndarray:
     """Mean over each window, dividing by the window size or by the number of real inputs in it."""
+
     def mean(p, pos, geo):
         if count_include_pad:
             return p.mean(axis=1)
         inside = np.ones((1, *x.shape[1:-1], 1))
         count = window(pad(inside, geo.padding, mode=array_pad_mode(padding)), pos, geo).sum()
         return p.sum(axis=1) / count
+
     return _pool(x, mean, window_shape, stride, padding, 0.0)
 
 
@@ -175,8 +182,9 @@ def adaptive_pool(x, output_size, reduce) -> np.ndarray:
     output_size = (output_size,) * ndim if isinstance(output_size, int) else tuple(output_size)
     y = np.zeros((x.shape[0], *output_size, x.shape[-1]))
     for pos in itertools.product(*map(range, output_size)):
-        index = tuple(slice(floor(i * n / m), ceil((i + 1) * n / m))
-                      for i, n, m in zip(pos, x.shape[1:-1], output_size))
+        index = tuple(
+            slice(floor(i * n / m), ceil((i + 1) * n / m)) for i, n, m in zip(pos, x.shape[1:-1], output_size)
+        )
         region = x[(slice(None), *index)].reshape(x.shape[0], -1, x.shape[-1])
         y[(slice(None), *pos)] = reduce(region, axis=1)
     return y

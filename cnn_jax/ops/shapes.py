@@ -10,6 +10,7 @@ Padding modes "CIRCULAR" (periodic) and "REFLECT" pad with values of the input i
 zeros, by ((span-1)//2, span//2) per axis as flax.linen.Conv does (span = d*(k-1)+1); at stride 1
 that is the geometry of "SAME". The ops apply them as an explicit `jnp.pad` before the op.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,12 +54,15 @@ def _mode_padding(mode: str, n: int, kernel: int, stride: int, dilation: int, nd
         return (span - 1, 0)
     if mode in ARRAY_PAD_MODES:  # flax's split: an even span puts the extra row after
         return ((span - 1) // 2, span // 2)
-    raise ValueError(f"padding={mode!r}: unknown mode; valid modes are {', '.join(PADDING_MODES)}, "
-                     "an int, or one (lo, hi) pair per spatial axis")
+    raise ValueError(
+        f"padding={mode!r}: unknown mode; valid modes are {', '.join(PADDING_MODES)}, "
+        "an int, or one (lo, hi) pair per spatial axis"
+    )
 
 
-def resolve_padding(padding: PaddingLike, in_sizes: Sequence[int], kernel: Sequence[int],
-                    stride: Sequence[int], dilation: Sequence[int]) -> tuple[Pair, ...]:
+def resolve_padding(
+    padding: PaddingLike, in_sizes: Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> tuple[Pair, ...]:
     """Explicit (lo, hi) padding per spatial axis.
 
     `padding` is a mode ("VALID", "SAME", "FULL", "CAUSAL" for 1-D, "CIRCULAR", "REFLECT"),
@@ -68,20 +72,23 @@ def resolve_padding(padding: PaddingLike, in_sizes: Sequence[int], kernel: Seque
     ndim = len(in_sizes)
     if isinstance(padding, str):
         mode = padding.upper()
-        return tuple(_mode_padding(mode, n, k, s, d, ndim)
-                     for n, k, s, d in zip(in_sizes, kernel, stride, dilation))
+        return tuple(_mode_padding(mode, n, k, s, d, ndim) for n, k, s, d in zip(in_sizes, kernel, stride, dilation))
     if _is_int(padding):
         pairs = [(padding, padding)] * ndim
     else:
         if not isinstance(padding, Sequence):
-            raise ValueError(f"padding={padding!r}: expected a mode string, an int, one int per spatial axis "
-                             "or one (lo, hi) pair of ints per spatial axis")
+            raise ValueError(
+                f"padding={padding!r}: expected a mode string, an int, one int per spatial axis "
+                "or one (lo, hi) pair of ints per spatial axis"
+            )
         if len(padding) != ndim:
             raise ValueError(f"padding={padding!r}: expected {ndim} entries (one per spatial axis)")
         pairs = [_padding_pair(padding, i, e) for i, e in enumerate(padding)]
     if not all(lo >= 0 and hi >= 0 for lo, hi in pairs):
-        raise ValueError(f"padding={padding!r}: padding amounts must be non-negative ints, "
-                         "given as an int, one int per axis, or one (lo, hi) pair per axis")
+        raise ValueError(
+            f"padding={padding!r}: padding amounts must be non-negative ints, "
+            "given as an int, one int per axis, or one (lo, hi) pair per axis"
+        )
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
 
 
@@ -103,26 +110,28 @@ def array_pad_mode(padding: PaddingLike) -> str | None:
     return ARRAY_PAD_MODES.get(padding.upper()) if isinstance(padding, str) else None
 
 
-def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int | Pair | str = 0,
-                     dilation: int = 1) -> int:
+def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int | Pair | str = 0, dilation: int = 1) -> int:
     """Output length along one axis: floor((n + p_lo + p_hi - d(k-1) - 1)/s) + 1.
 
     `padding` is an int (each side), a (lo, hi) pair, or a mode string.
     Raises ValueError if the dilated kernel does not fit in the padded input.
     """
-    ((lo, hi),) = resolve_padding(padding if isinstance(padding, str) else [padding],
-                                  [n], [kernel], [stride], [dilation])
+    ((lo, hi),) = resolve_padding(
+        padding if isinstance(padding, str) else [padding], [n], [kernel], [stride], [dilation]
+    )
     out = (n + lo + hi - effective_kernel_size(kernel, dilation)) // stride + 1
     if out < 1:
         raise ValueError(
             f"kernel size {kernel} with dilation {dilation} spans {effective_kernel_size(kernel, dilation)}, "
             f"larger than the padded input {n} + {lo} + {hi} = {n + lo + hi}; the output size would be {out}. "
-            "Use a smaller kernel or dilation, more padding, or a larger input")
+            "Use a smaller kernel or dilation, more padding, or a larger input"
+        )
     return out
 
 
 class ConvGeometry(NamedTuple):
     """Validated per-axis geometry of a convolution-like op."""
+
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
@@ -130,8 +139,13 @@ class ConvGeometry(NamedTuple):
     out_sizes: tuple[int, ...]
 
 
-def conv_geometry(in_sizes: Sequence[int], kernel: Sequence[int], stride: int | Sequence[int] = 1,
-                  padding: PaddingLike = "VALID", dilation: int | Sequence[int] = 1) -> ConvGeometry:
+def conv_geometry(
+    in_sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: int | Sequence[int] = 1,
+    padding: PaddingLike = "VALID",
+    dilation: int | Sequence[int] = 1,
+) -> ConvGeometry:
     """Validate stride/dilation/padding for spatial sizes `in_sizes` and a kernel, and derive output sizes."""
     ndim = len(in_sizes)
     kernel = as_tuple(tuple(kernel), ndim, "kernel size")
@@ -150,25 +164,27 @@ def conv_geometry(in_sizes: Sequence[int], kernel: Sequence[int], stride: int | 
 def spatial_ndim(shape: Sequence[int], name: str = "x") -> int:
     """Number of spatial axes of a channels-last activation (NWC, NHWC or NDHWC)."""
     if len(shape) not in (3, 4, 5):
-        raise ValueError(f"{name} has shape {tuple(shape)} (rank {len(shape)}); expected rank 3, 4 or 5: "
-                         "NWC, NHWC or NDHWC")
+        raise ValueError(
+            f"{name} has shape {tuple(shape)} (rank {len(shape)}); expected rank 3, 4 or 5: NWC, NHWC or NDHWC"
+        )
     return len(shape) - 2
 
 
-def conv_macs(out_sizes: Sequence[int], kernel: Sequence[int], in_channels: int, out_channels: int,
-              groups: int = 1) -> int:
+def conv_macs(
+    out_sizes: Sequence[int], kernel: Sequence[int], in_channels: int, out_channels: int, groups: int = 1
+) -> int:
     """Multiply-adds of one convolution per example: positions * prod(kernel) * c_in/groups * c_out."""
     return prod(out_sizes) * prod(kernel) * (in_channels // groups) * out_channels
 
 
-def conv_params(kernel: Sequence[int], in_channels: int, out_channels: int, groups: int = 1,
-                bias: bool = True) -> int:
+def conv_params(kernel: Sequence[int], in_channels: int, out_channels: int, groups: int = 1, bias: bool = True) -> int:
     """Trainable parameters of a standard convolution: K filters of F x F x D/groups, plus K biases."""
     return prod(kernel) * (in_channels // groups) * out_channels + (out_channels if bias else 0)
 
 
 class Layer(NamedTuple):
     """One convolution or pooling layer along one axis, for receptive-field arithmetic."""
+
     kernel: int
     stride: int = 1
     padding: int | Pair | str = 0
@@ -180,6 +196,7 @@ class ReceptiveField(NamedTuple):
 
     Output unit u sees input indices span(u) = [u*stride - padding, u*stride - padding + size - 1].
     """
+
     size: int
     stride: int
     padding: int
@@ -205,8 +222,10 @@ def receptive_field(layers: Sequence[Layer | tuple], input_size: int | None = No
         for field, value in (("kernel", k), ("stride", s), ("dilation", d)):
             as_tuple(value, 1, f"layers[{i}].{field}")
         if isinstance(p, str) and p.upper() == "SAME" and s > 1 and n is None:
-            raise ValueError(f"layers[{i}] has padding='SAME' with stride {s}: its padding depends on the "
-                             "input size, so pass input_size")
+            raise ValueError(
+                f"layers[{i}] has padding='SAME' with stride {s}: its padding depends on the "
+                "input size, so pass input_size"
+            )
         ((lo, hi),) = resolve_padding(p if isinstance(p, str) else [p], [n or 1], [k], [s], [d])
         if n is not None:
             n = conv_output_size(n, k, s, (lo, hi), d)

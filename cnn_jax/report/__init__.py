@@ -1,9 +1,24 @@
 """Study directories -> paper-style tables (Markdown, LaTeX) and figures. Reads only run directories."""
+
 from cnn_jax.report.figures import learning_curves
 from cnn_jax.report.published import REFERENCES, SOURCES, find_reference
 from cnn_jax.report.runs import Run, load_runs, varying_fields
 from cnn_jax.report.tables import Row, aggregate, mean_std, to_latex, to_markdown
 from cnn_jax.report.write import write_comparison, write_report
 
-__all__ = ["learning_curves", "REFERENCES", "SOURCES", "find_reference", "Run", "load_runs", "varying_fields",
-           "Row", "aggregate", "mean_std", "to_latex", "to_markdown", "write_comparison", "write_report"]
+__all__ = [
+    "learning_curves",
+    "REFERENCES",
+    "SOURCES",
+    "find_reference",
+    "Run",
+    "load_runs",
+    "varying_fields",
+    "Row",
+    "aggregate",
+    "mean_std",
+    "to_latex",
+    "to_markdown",
+    "write_comparison",
+    "write_report",
+]

@@ -1,4 +1,5 @@
 """Figures: learning curves per configuration (mean over seeds), effective receptive fields."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -17,8 +18,10 @@ def _label(run: Run, factors: Sequence[str] | Callable[[Run], dict]) -> str:
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -30,8 +33,9 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
-def learning_curves(runs: list[Run], factors: Sequence[str] | Callable[[Run], dict], path: str | Path,
-                    metric: str = "test/accuracy") -> Path:
+def learning_curves(
+    runs: list[Run], factors: Sequence[str] | Callable[[Run], dict], path: str | Path, metric: str = "test/accuracy"
+) -> Path:
     """Plot `metric` against step, one line per configuration (mean over its seeds, band = min..max)."""
     plt = _pyplot()
     curves: dict[str, dict[int, list[float]]] = {}
@@ -61,9 +65,11 @@ def erf_heatmaps(erfs: dict[str, EffectiveReceptiveField], path: str | Path, col
     plt = _pyplot()
     from matplotlib.colors import PowerNorm
     from matplotlib.patches import Rectangle
+
     rows = -(-len(erfs) // columns)
-    fig, axes = plt.subplots(rows, min(columns, len(erfs)), figsize=(3 * min(columns, len(erfs)), 3.2 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows, min(columns, len(erfs)), figsize=(3 * min(columns, len(erfs)), 3.2 * rows), squeeze=False
+    )
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, (title, erf) in zip(axes.flat, erfs.items()):
@@ -74,8 +80,9 @@ def erf_heatmaps(erfs: dict[str, EffectiveReceptiveField], path: str | Path, col
     return _save(fig, path)
 
 
-def erf_growth(depths: Sequence[int], stds: dict[str, Sequence[float]], fields: Sequence[int],
-               path: str | Path) -> Path:
+def erf_growth(
+    depths: Sequence[int], stds: dict[str, Sequence[float]], fields: Sequence[int], path: str | Path
+) -> Path:
     """ERF standard deviation against depth (log-log) per network, with the theoretical field size and
     a sqrt(depth) guide through the first point of the first network."""
     plt = _pyplot()

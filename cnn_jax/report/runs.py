@@ -1,4 +1,5 @@
 """Read a study directory: every run directory below it (one holding config.json), nothing else."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ from cnn_jax.train.config import flatten
 @dataclasses.dataclass(frozen=True)
 class Run:
     """One run directory: its flattened config, final.json (None while unfinished) and metrics records."""
+
     path: Path
     config: dict
     final: dict | None
@@ -25,9 +27,12 @@ class Run:
 
 def load_run(path: Path) -> Run:
     final_path, metrics_path = path / "final.json", path / "metrics.jsonl"
-    return Run(path, flatten(json.loads((path / "config.json").read_text())),
-               json.loads(final_path.read_text()) if final_path.exists() else None,
-               [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else [])
+    return Run(
+        path,
+        flatten(json.loads((path / "config.json").read_text())),
+        json.loads(final_path.read_text()) if final_path.exists() else None,
+        [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else [],
+    )
 
 
 def load_runs(study_dir: str | Path) -> list[Run]:

@@ -1,4 +1,5 @@
 """Runs -> one row per configuration (mean ± std over seeds) -> Markdown and LaTeX (booktabs) tables."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,9 @@ SHIFTED = "test/accuracy@shift="  # final.json keys of the translation test, e.g
 @dataclasses.dataclass(frozen=True)
 class Row:
     """Finished runs of one configuration. accuracy in percent; std is the sample std (n-1), nan for n=1."""
-    label: dict            # the study's factor values for this row
-    n: int                 # number of seeds
+
+    label: dict  # the study's factor values for this row
+    n: int  # number of seeds
     mean: float
     std: float
     params: int | None
@@ -60,11 +62,20 @@ def aggregate(runs: list[Run], factors: Sequence[str] | Callable[[Run], dict]) -
         speeds = [r.final["images_per_s"] for r in members if r.final.get("images_per_s")]
         ref = find_reference(members[0].config)
         shifts = [k for k in members[0].final if k.startswith(SHIFTED) and all(k in r.final for r in members)]
-        rows.append(Row(label(members[0]), len(members), mean, std,
-                        members[0].final.get("params"), members[0].final.get("macs"),
-                        sum(speeds) / len(speeds) if speeds else None,
-                        ref.accuracy if ref else None, ref.source if ref else None,
-                        {int(k[len(SHIFTED):]): mean_std([100 * r.final[k] for r in members]) for k in shifts}))
+        rows.append(
+            Row(
+                label(members[0]),
+                len(members),
+                mean,
+                std,
+                members[0].final.get("params"),
+                members[0].final.get("macs"),
+                sum(speeds) / len(speeds) if speeds else None,
+                ref.accuracy if ref else None,
+                ref.source if ref else None,
+                {int(k[len(SHIFTED) :]): mean_std([100 * r.final[k] for r in members]) for k in shifts},
+            )
+        )
     return rows
 
 
@@ -85,9 +96,14 @@ def _value(value) -> str:
 def _cells(row: Row, pm: str, shifts: list[int]) -> list[str]:
     """Numeric cells (no characters that need escaping in LaTeX besides `pm` itself)."""
     shifted = [_accuracy(*row.shifted[s], pm) if s in row.shifted else "" for s in shifts]
-    return [_accuracy(row.mean, row.std, pm), *shifted, str(row.n), f"{row.params:,}" if row.params is not None else "",
-            f"{row.macs:,}" if row.macs is not None else "",
-            f"{row.images_per_s:,.0f}" if row.images_per_s else ""]
+    return [
+        _accuracy(row.mean, row.std, pm),
+        *shifted,
+        str(row.n),
+        f"{row.params:,}" if row.params is not None else "",
+        f"{row.macs:,}" if row.macs is not None else "",
+        f"{row.images_per_s:,.0f}" if row.images_per_s else "",
+    ]
 
 
 def _sources(rows: list[Row]) -> list[str]:
@@ -102,10 +118,23 @@ def _table(rows: list[Row], pm: str, mark: Callable[[int], str]) -> tuple[list[s
     """Header, cells, footnotes and column alignment of the results table."""
     factors = list(rows[0].label) if rows else []
     sources, shifts = _sources(rows), _shifts(rows)
-    header = [*factors, "test accuracy (%)", *(f"shifted {s}px (%)" for s in shifts), "seeds", "params",
-              "MACs/example", "train images/s", "published", "verdict"]
-    cells = [[_value(v) for v in row.label.values()] + _cells(row, pm, shifts)
-             + [_published(row, sources, mark), row.verdict] for row in rows]
+    header = [
+        *factors,
+        "test accuracy (%)",
+        *(f"shifted {s}px (%)" for s in shifts),
+        "seeds",
+        "params",
+        "MACs/example",
+        "train images/s",
+        "published",
+        "verdict",
+    ]
+    cells = [
+        [_value(v) for v in row.label.values()]
+        + _cells(row, pm, shifts)
+        + [_published(row, sources, mark), row.verdict]
+        for row in rows
+    ]
     align = "l" * len(factors) + "r" * (len(header) - len(factors) - 1) + "l"
     return header, cells, [SOURCES[s] for s in sources], align
 
@@ -132,6 +161,7 @@ def to_latex(rows: list[Row], caption: str = "") -> str:
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """One line of an ours-vs-published table; values already formatted."""
+
     quantity: str
     ours: str
     published: str
@@ -139,25 +169,46 @@ class Comparison:
     verdict: str
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], title: str = "",
-                   footnotes: Sequence[str] = (), align: str = "") -> str:
+def markdown_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    title: str = "",
+    footnotes: Sequence[str] = (),
+    align: str = "",
+) -> str:
     """A Markdown table of preformatted cells. align: one "l" or "r" per column (default: first left)."""
     align = align or "l" + "r" * (len(header) - 1)
-    lines = [f"**{title}**\n" if title else "", "| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"]
+    lines = [
+        f"**{title}**\n" if title else "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|",
+    ]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     lines += [""] + [f"[^{i}]: {note}" for i, note in enumerate(footnotes, 1)]
     return "\n".join(lines).strip() + "\n"
 
 
-def latex_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str = "",
-                footnotes: Sequence[str] = (), align: str = "") -> str:
+def latex_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    caption: str = "",
+    footnotes: Sequence[str] = (),
+    align: str = "",
+) -> str:
     """The same as LaTeX (booktabs). Cells are escaped, and "±" becomes $\\pm$."""
+
     def cell(text: str) -> str:
         return _tex(text).replace("±", r"$\pm$")
+
     align = align or "l" + "r" * (len(header) - 1)
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + align + "}",
-             r"\toprule", " & ".join(map(cell, header)) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{" + align + "}",
+        r"\toprule",
+        " & ".join(map(cell, header)) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(map(cell, cells)) + r" \\" for cells in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + _tex(note) + "}" for i, note in enumerate(footnotes, 1)]

@@ -1,4 +1,5 @@
 """A study directory -> results.md, results.tex and learning_curves.png."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,12 +7,23 @@ from pathlib import Path
 
 from cnn_jax.report.figures import learning_curves
 from cnn_jax.report.runs import Run, load_runs, varying_fields
-from cnn_jax.report.tables import (Comparison, Row, aggregate, comparison_latex, comparison_markdown, to_latex,
-                                   to_markdown)
+from cnn_jax.report.tables import (
+    Comparison,
+    Row,
+    aggregate,
+    comparison_latex,
+    comparison_markdown,
+    to_latex,
+    to_markdown,
+)
 
 
-def write_report(study_dir: str | Path, factors: list[str] | Callable[[Run], dict] | None = None,
-                 title: str = "", order: Callable[[Row], object] | None = None) -> str:
+def write_report(
+    study_dir: str | Path,
+    factors: list[str] | Callable[[Run], dict] | None = None,
+    title: str = "",
+    order: Callable[[Row], object] | None = None,
+) -> str:
     """Write results.md, results.tex and learning_curves.png into `study_dir`; return the Markdown.
 
     factors: config fields to group by (default: those that vary between runs), or a function from a

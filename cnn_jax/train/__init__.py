@@ -1,4 +1,5 @@
 """Training engine: one per-device step under shard_map or pmap, the loop, checkpoints and metrics."""
+
 from cnn_jax.train import distributed
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.config import validate
@@ -6,5 +7,14 @@ from cnn_jax.train.loop import NonFiniteLossError, build_model, train_and_evalua
 from cnn_jax.train.metrics import read_metrics
 from cnn_jax.train.state import TrainState, create_state
 
-__all__ = ["distributed", "Checkpoints", "validate", "NonFiniteLossError", "build_model", "train_and_evaluate", "read_metrics",
-           "TrainState", "create_state"]
+__all__ = [
+    "distributed",
+    "Checkpoints",
+    "validate",
+    "NonFiniteLossError",
+    "build_model",
+    "train_and_evaluate",
+    "read_metrics",
+    "TrainState",
+    "create_state",
+]

@@ -1,4 +1,5 @@
 """Orbax checkpoints of the train state: atomic (written to a temporary directory, then renamed), last k kept."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,8 @@ class Checkpoints:
     def __init__(self, directory: str | Path, keep: int):
         self._manager = ocp.CheckpointManager(
             Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False),
+        )
 
     @property
     def latest_step(self) -> int | None:
@@ -27,8 +29,9 @@ class Checkpoints:
 
     def restore(self, template, step: int | None = None):
         """The state saved at `step` (default: latest), with the structure and dtypes of `template`."""
-        return self._manager.restore(self.latest_step if step is None else step,
-                                     args=ocp.args.StandardRestore(template))
+        return self._manager.restore(
+            self.latest_step if step is None else step, args=ocp.args.StandardRestore(template)
+        )
 
     def close(self) -> None:
         self._manager.close()

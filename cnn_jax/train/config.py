@@ -1,4 +1,5 @@
 """The choices a training config may take, checked before any data is loaded or anything is traced."""
+
 from __future__ import annotations
 
 import ml_collections
@@ -52,22 +53,40 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _choice("train.parallel", config.train.parallel, PARALLEL)
     _choice("train.dtype", config.train.dtype, DTYPES)
     _choice("train.data_placement", config.train.data_placement, PLACEMENTS)
-    for field in ("optimizer.learning_rate", "train.batch_size", "train.eval_batch_size", "train.num_epochs",
-                  "train.log_every_steps", "train.keep_checkpoints", "train.steps_per_dispatch"):
+    for field in (
+        "optimizer.learning_rate",
+        "train.batch_size",
+        "train.eval_batch_size",
+        "train.num_epochs",
+        "train.log_every_steps",
+        "train.keep_checkpoints",
+        "train.steps_per_dispatch",
+    ):
         _positive(field, _get(config, field))
-    for field in ("optimizer.weight_decay", "optimizer.warmup_steps", "optimizer.clip_norm", "optimizer.momentum",
-                  "train.num_steps",                   "train.checkpoint_every_steps", "dataset.augment.crop_padding"):
+    for field in (
+        "optimizer.weight_decay",
+        "optimizer.warmup_steps",
+        "optimizer.clip_norm",
+        "optimizer.momentum",
+        "train.num_steps",
+        "train.checkpoint_every_steps",
+        "dataset.augment.crop_padding",
+    ):
         _positive(field, _get(config, field), allow_zero=True)
     if not 0 <= config.train.label_smoothing < 1:
         raise ValueError(f"config.train.label_smoothing={config.train.label_smoothing!r} must be in [0, 1)")
     if config.dataset.augment.flip and not DATASETS[config.dataset.name].flip:
-        raise ValueError(f"config.dataset.augment.flip=True: a horizontal flip changes the label of "
-                         f"{config.dataset.name!r} examples; flip is valid for "
-                         f"{', '.join(n for n, d in DATASETS.items() if d.flip)}")
+        raise ValueError(
+            f"config.dataset.augment.flip=True: a horizontal flip changes the label of "
+            f"{config.dataset.name!r} examples; flip is valid for "
+            f"{', '.join(n for n, d in DATASETS.items() if d.flip)}"
+        )
     for field in ("batch_size", "eval_batch_size"):
         batch = config.train[field]
         if batch % device_count:
-            raise ValueError(f"config.train.{field}={batch} is not divisible by the {device_count} devices; "
-                             f"use a multiple of {device_count}")
+            raise ValueError(
+                f"config.train.{field}={batch} is not divisible by the {device_count} devices; "
+                f"use a multiple of {device_count}"
+            )
         if batch % process_count:
             raise ValueError(f"config.train.{field}={batch} is not divisible by the {process_count} processes")

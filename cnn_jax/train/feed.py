@@ -9,6 +9,7 @@ from one of two places, chosen once per split (`train.data_placement`):
 Either way the rows are those of `cnn_jax.data.train_batch_indices`, so batches, augmentation and
 results do not depend on the placement or on K.
 """
+
 from __future__ import annotations
 
 import collections
@@ -53,7 +54,7 @@ class TrainRows:
             raise ValueError(f"steps {start}..{start + count - 1} cross the end of epoch {epoch}")
         if epoch != self._epoch:
             self._epoch, self._order = epoch, epoch_order(self._n, self._seed, epoch)
-        rows = self._order[within * self._batch:(within + count) * self._batch].reshape(count, self._batch)
+        rows = self._order[within * self._batch : (within + count) * self._batch].reshape(count, self._batch)
         return process_rows(rows, jax.process_index(), jax.process_count()).astype(np.int32)
 
 
@@ -62,7 +63,7 @@ def eval_rows(num_examples: int, global_batch: int, batches_per_dispatch: int) -
     batches = eval_batches(num_examples, global_batch)
     chunks = []
     for i in range(0, len(batches), batches_per_dispatch):
-        rows, mask = (np.stack(a) for a in zip(*batches[i:i + batches_per_dispatch]))
+        rows, mask = (np.stack(a) for a in zip(*batches[i : i + batches_per_dispatch]))
         local = [process_rows(a, jax.process_index(), jax.process_count()) for a in (rows, mask)]
         chunks.append((local[0].astype(np.int32), local[1]))
     return chunks

@@ -9,6 +9,7 @@ checkpoint), before any checkpoint of the bad state is written.
 Steps run `train.steps_per_dispatch` at a time in one compiled program, fed from splits held on the
 devices where they fit (`train/feed.py`); a dispatch never crosses an epoch end or a checkpoint step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,8 +38,7 @@ from cnn_jax.train.parallel import RUNNERS
 from cnn_jax.train.state import create_state
 from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
 
-
-FINAL_FILE = "final.json"   # written once, when the run is finished
+FINAL_FILE = "final.json"  # written once, when the run is finished
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,15 +48,26 @@ class NonFiniteLossError(RuntimeError):
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
     """The registry model named by config.model, with its ConvSpec, dtype and BatchNorm synced over AXIS."""
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else None
-    return models.create(config.model.name, num_classes=num_classes, conv=ConvSpec(**config.model.conv.to_dict()),
-                         dtype=dtype, norm_axis_name=AXIS, **config.model.options.to_dict())
+    return models.create(
+        config.model.name,
+        num_classes=num_classes,
+        conv=ConvSpec(**config.model.conv.to_dict()),
+        dtype=dtype,
+        norm_axis_name=AXIS,
+        **config.model.options.to_dict(),
+    )
 
 
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
     d = config.dataset
-    return load_dataset(d.name, data_dir=d.data_dir or None, download_dir=d.download_dir or None,
-                        permute_positions=d.permute_positions, permutation_seed=d.permutation_seed,
-                        test_shift=d.test_shift)
+    return load_dataset(
+        d.name,
+        data_dir=d.data_dir or None,
+        download_dir=d.download_dir or None,
+        permute_positions=d.permute_positions,
+        permutation_seed=d.permutation_seed,
+        test_shift=d.test_shift,
+    )
 
 
 class _Preemption:
@@ -75,6 +86,7 @@ class _Preemption:
         if jax.process_count() == 1:
             return self.requested
         from jax.experimental import multihost_utils
+
         return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
 
     def restore(self) -> None:
@@ -99,7 +111,7 @@ class _TrainMetrics:
     losses are checked for NaN/inf as they arrive."""
 
     def __init__(self, runner, first_step: int):
-        self._runner, self._first = runner, first_step   # steps are counted from 1: `first` is done next
+        self._runner, self._first = runner, first_step  # steps are counted from 1: `first` is done next
         self._on_device, self._host = [], {}
 
     def add(self, metrics) -> None:
@@ -118,7 +130,8 @@ class _TrainMetrics:
                 f"training loss is {loss} at step {step}; stopped. The last good checkpoint is step "
                 f"{checkpoints.latest_step} in {workdir / 'checkpoints'} (intact). Lower "
                 f"config.optimizer.learning_rate, add warmup (config.optimizer.warmup_steps) or clipping "
-                f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it.")
+                f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it."
+            )
 
     def take_mean(self, through: int) -> dict[str, float]:
         """Means over the fetched steps up to step `through`, which are then dropped."""
@@ -139,25 +152,33 @@ def _check_same_config(config: ml_collections.ConfigDict, workdir: Path) -> None
         return
     saved = flatten(json.loads(saved_path.read_text()))
     current = flatten(json.loads(config.to_json()))
-    changed = [f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current))
-               if k not in _LOCATION_FIELDS and saved.get(k) != current.get(k)]
+    changed = [
+        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if k not in _LOCATION_FIELDS and saved.get(k) != current.get(k)
+    ]
     if changed:
-        raise ValueError(f"{workdir} holds checkpoints of a run with another config ({'; '.join(changed)}); "
-                         f"rerun with the same settings to resume, or use a new --workdir")
+        raise ValueError(
+            f"{workdir} holds checkpoints of a run with another config ({'; '.join(changed)}); "
+            f"rerun with the same settings to resume, or use a new --workdir"
+        )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
-                       devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, devices: Sequence[jax.Device] | None = None
+) -> dict[str, float]:
     """Train config.model on config.dataset on `devices` (default: all); return the final test metrics
     ({} when stopped by SIGTERM)."""
     if "://" in str(workdir):  # Path() would quietly turn gs://b/run into the local directory gs:/b/run
-        raise ValueError(f"workdir {workdir!s} is a URL; it must be a filesystem path every process can write "
-                         f"(for a bucket, mount it, e.g. with gcsfuse, and pass the mount point)")
+        raise ValueError(
+            f"workdir {workdir!s} is a URL; it must be a filesystem path every process can write "
+            f"(for a bucket, mount it, e.g. with gcsfuse, and pass the mount point)"
+        )
     workdir = Path(workdir)
     devices = list(devices or jax.devices())
     validate(config, device_count=len(devices), process_count=jax.process_count())
     leader = jax.process_index() == 0
-    if (workdir / FINAL_FILE).exists():   # finished: its files stay as they are
+    if (workdir / FINAL_FILE).exists():  # finished: its files stay as they are
         _check_same_config(config, workdir)
         logging.info("%s is a finished run (%s); nothing to do", workdir, FINAL_FILE)
         return {k: v for k, v in json.loads((workdir / FINAL_FILE).read_text()).items() if k.startswith("test/")}
@@ -166,10 +187,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     per_epoch = steps_per_epoch(len(data.train), config.train.batch_size)
     total_steps = config.train.num_steps or per_epoch * config.train.num_epochs
     tx = make_optimizer(config.optimizer, total_steps)
-    inputs = InputSpec(tuple(data.mean.tolist()), tuple(data.std.tolist()), data.scale,
-                       config.dataset.augment.crop_padding, config.dataset.augment.flip)
-    train_step = make_train_step(model, tx, inputs, num_classes=data.info.num_classes,
-                                 label_smoothing=config.train.label_smoothing, seed=config.seed)
+    inputs = InputSpec(
+        tuple(data.mean.tolist()),
+        tuple(data.std.tolist()),
+        data.scale,
+        config.dataset.augment.crop_padding,
+        config.dataset.augment.flip,
+    )
+    train_step = make_train_step(
+        model,
+        tx,
+        inputs,
+        num_classes=data.info.num_classes,
+        label_smoothing=config.train.label_smoothing,
+        seed=config.seed,
+    )
     eval_step = make_eval_step(model, inputs, num_classes=data.info.num_classes)
     runner = RUNNERS[config.train.parallel](train_step, eval_step, devices)
     schedule = make_schedule(config.optimizer, total_steps)
@@ -194,8 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
     train_feed, test_feed = (Feed(runner, split, resident=on_device) for split in (data.train, data.test))
     eval_batch = config.train.eval_batch_size
     # Resident: the whole test split in one dispatch. Streamed: about as many examples as a train dispatch.
-    eval_dispatch = (len(data.test) if on_device else
-                     max(1, config.train.steps_per_dispatch * config.train.batch_size // eval_batch))
+    eval_dispatch = (
+        len(data.test) if on_device else max(1, config.train.steps_per_dispatch * config.train.batch_size // eval_batch)
+    )
     plan = dispatch_plan(start, total_steps, config.train.steps_per_dispatch, (per_epoch, checkpoint_every))
     rows = TrainRows(len(data.train), config.train.batch_size, config.seed)
     progress = Progress(total_steps, start, config.train.batch_size, enabled=leader)
@@ -214,8 +247,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
                 steps_per_s, throughput, _ = progress.rates(done)
                 for step in log_steps:
                     means = pending.take_mean(step)
-                    writer.write(step, epoch=step / per_epoch, learning_rate=float(schedule(step - 1)),
-                                 steps_per_s=steps_per_s, images_per_s=throughput, **means)
+                    writer.write(
+                        step,
+                        epoch=step / per_epoch,
+                        learning_rate=float(schedule(step - 1)),
+                        steps_per_s=steps_per_s,
+                        images_per_s=throughput,
+                        **means,
+                    )
                 progress.update(done, loss=means["train/loss"], accuracy=means["train/accuracy"])
             if (done % per_epoch == 0 and done // per_epoch % eval_every_epochs == 0) or done == total_steps:
                 final = evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
@@ -232,15 +271,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path,
         logging.info("final test accuracy %.4f, loss %.4f", final["test/accuracy"], final["test/loss"])
         for shift in config.dataset.eval_shifts:
             with _phase(f"evaluation at shift {shift}"):
-                shifted = Feed(runner, Split(shift_width(data.test.inputs, shift), data.test.labels),
-                               resident=on_device)
-                final[f"test/accuracy@shift={shift}"] = evaluate(runner, state, shifted, eval_batch,
-                                                                 eval_dispatch)["test/accuracy"]
+                shifted = Feed(
+                    runner, Split(shift_width(data.test.inputs, shift), data.test.labels), resident=on_device
+                )
+                final[f"test/accuracy@shift={shift}"] = evaluate(runner, state, shifted, eval_batch, eval_dispatch)[
+                    "test/accuracy"
+                ]
         if leader:
             with _phase("model summary"):
                 summary = summarize(model, data.input_shape)
-            record = {"step": total_steps, **final, "params": summary.params, "macs": summary.macs,
-                      "images_per_s": throughput}
+            record = {
+                "step": total_steps,
+                **final,
+                "params": summary.params,
+                "macs": summary.macs,
+                "images_per_s": throughput,
+            }
             (workdir / FINAL_FILE).write_text(json.dumps(record) + "\n")
         return final
     finally:

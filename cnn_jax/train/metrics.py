@@ -1,4 +1,5 @@
 """Where a run's numbers go: metrics.jsonl and TensorBoard events in the workdir (process 0 only), and progress."""
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ class MetricWriter:
         self._tb = None
         if enabled:
             from tensorboardX import SummaryWriter
+
             self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), flush_secs=30)
 
     def truncate_after(self, step: int) -> None:
@@ -71,8 +73,10 @@ class Progress:
 
     def update(self, step: int, **shown: float) -> None:
         steps_per_s, images_per_s, eta = self.rates(step)
-        line = (f"step {step}/{self._total} {100 * step / self._total:5.1f}% | {steps_per_s:.2f} steps/s "
-                f"{images_per_s:.0f} img/s | ETA {eta:.0f}s | " + " ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        line = (
+            f"step {step}/{self._total} {100 * step / self._total:5.1f}% | {steps_per_s:.2f} steps/s "
+            f"{images_per_s:.0f} img/s | ETA {eta:.0f}s | " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+        )
         if self._enabled:
             sys.stderr.write("\r" + line[:160].ljust(160))
             sys.stderr.flush()

@@ -1,4 +1,5 @@
 """Optimizer and learning-rate schedule from `config.optimizer` (optax)."""
+
 from __future__ import annotations
 
 import ml_collections
@@ -18,7 +19,8 @@ def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.
         main = optax.cosine_decay_schedule(lr, rest)
     else:
         main = optax.piecewise_constant_schedule(
-            lr, {int(b * total_steps) - warmup: config.decay_factor for b in config.decay_boundaries})
+            lr, {int(b * total_steps) - warmup: config.decay_factor for b in config.decay_boundaries}
+        )
     if not warmup:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])

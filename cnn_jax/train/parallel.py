@@ -11,6 +11,7 @@ outputs stacked along a last axis K)`, for a dispatch of K steps (see `step.stac
 - resident=True: the whole split replicated on every device once (`put_split`), then per dispatch only
   row indices (K, batch) of it (`put_stacked`), gathered on the device.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,11 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from cnn_jax.train.step import AXIS, as_stateful, scan_steps, stack_length, step_of_stack
 
-TRAIN_ARGS, EVAL_ARGS = 2, 3   # per-step batch arguments: (x, labels) and (x, labels, mask)
+TRAIN_ARGS, EVAL_ARGS = 2, 3  # per-step batch arguments: (x, labels) and (x, labels, mask)
 
 
 def _steps_one_dispatch_each(devices: Sequence[jax.Device]) -> bool:
@@ -39,8 +41,9 @@ def _steps_one_dispatch_each(devices: Sequence[jax.Device]) -> bool:
     return devices[0].platform == "cpu"
 
 
-def _multi_step(compile_: Callable, step: Callable, resident: bool, one_dispatch_each: bool,
-                put_index: Callable[[int], jax.Array]) -> Callable:
+def _multi_step(
+    compile_: Callable, step: Callable, resident: bool, one_dispatch_each: bool, put_index: Callable[[int], jax.Array]
+) -> Callable:
     """`(state, *args) -> (state, outputs stacked (..., K))` from a per-device `step`; `compile_(fn, with_k)`
     compiles a per-device fn of (state, *args) or, with_k, of (state, *args, k), k from `put_index`."""
     if not one_dispatch_each:
@@ -72,8 +75,10 @@ class ShardMapRunner:
         def compile_(fn, data_specs, donate):
             # check_vma=False keeps pmap's autodiff semantics: gradients stay per-device until the step's own
             # pmean. With it on, JAX would psum the gradient of the replicated params itself.
-            return jax.jit(jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), *data_specs), out_specs=(P(), P()),
-                                         check_vma=False), donate_argnums=0 if donate else ())
+            return jax.jit(
+                jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), *data_specs), out_specs=(P(), P()), check_vma=False),
+                donate_argnums=0 if donate else (),
+            )
 
         def stacked_specs(resident, count, with_k):
             stacked = P(None, AXIS)
@@ -84,10 +89,22 @@ class ShardMapRunner:
         put_index = functools.cache(lambda k: self.put_split(np.int32(k))[0])
         self.train_step = compile_(train_step, (P(AXIS),) * TRAIN_ARGS, True)
         each = _steps_one_dispatch_each(devices)
-        self.train_steps = {r: _multi_step(lambda fn, k, r=r: compile_(fn, stacked_specs(r, TRAIN_ARGS, k), True),
-                                           train_step, r, each, put_index) for r in (False, True)}
-        self.eval_steps = {r: _multi_step(lambda fn, k, r=r: compile_(fn, stacked_specs(r, EVAL_ARGS, k), False),
-                                          as_stateful(eval_step), r, each, put_index) for r in (False, True)}
+        self.train_steps = {
+            r: _multi_step(
+                lambda fn, k, r=r: compile_(fn, stacked_specs(r, TRAIN_ARGS, k), True), train_step, r, each, put_index
+            )
+            for r in (False, True)
+        }
+        self.eval_steps = {
+            r: _multi_step(
+                lambda fn, k, r=r: compile_(fn, stacked_specs(r, EVAL_ARGS, k), False),
+                as_stateful(eval_step),
+                r,
+                each,
+                put_index,
+            )
+            for r in (False, True)
+        }
 
     def put_state(self, state):
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._replicated, np.asarray(x)), state)
@@ -119,8 +136,9 @@ class PmapRunner:
         self._devices = list(devices or jax.local_devices())
 
         def compile_(fn, in_axes, donate):
-            return jax.pmap(fn, axis_name=AXIS, in_axes=(0, *in_axes), donate_argnums=0 if donate else (),
-                            devices=self._devices)
+            return jax.pmap(
+                fn, axis_name=AXIS, in_axes=(0, *in_axes), donate_argnums=0 if donate else (), devices=self._devices
+            )
 
         def stacked_axes(resident, count, with_k):
             # put_stacked gives (K, devices, batch/devices, ...): mapped over axis 1. Resident splits carry a
@@ -131,10 +149,22 @@ class PmapRunner:
         put_index = functools.cache(lambda k: self.put_split(np.int32(k))[0])
         self.train_step = compile_(train_step, (0,) * TRAIN_ARGS, True)
         each = _steps_one_dispatch_each(self._devices)
-        self.train_steps = {r: _multi_step(lambda fn, k, r=r: compile_(fn, stacked_axes(r, TRAIN_ARGS, k), True),
-                                           train_step, r, each, put_index) for r in (False, True)}
-        self.eval_steps = {r: _multi_step(lambda fn, k, r=r: compile_(fn, stacked_axes(r, EVAL_ARGS, k), False),
-                                          as_stateful(eval_step), r, each, put_index) for r in (False, True)}
+        self.train_steps = {
+            r: _multi_step(
+                lambda fn, k, r=r: compile_(fn, stacked_axes(r, TRAIN_ARGS, k), True), train_step, r, each, put_index
+            )
+            for r in (False, True)
+        }
+        self.eval_steps = {
+            r: _multi_step(
+                lambda fn, k, r=r: compile_(fn, stacked_axes(r, EVAL_ARGS, k), False),
+                as_stateful(eval_step),
+                r,
+                each,
+                put_index,
+            )
+            for r in (False, True)
+        }
 
     def put_state(self, state):
         return jax_utils.replicate(state, self._devices)

@@ -4,6 +4,7 @@ The same functions run under `jax.pmap` and under `jax.jit(jax.shard_map(...))` 
 each device sees its slice of the global batch, and gradients, metrics and BatchNorm statistics are
 averaged over AXIS, so the update equals the single-device update on the global batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ AXIS = "batch"
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """How stored examples become model inputs on device: normalisation statistics and augmentation."""
+
     mean: tuple[float, ...]
     std: tuple[float, ...]
     scale: float
@@ -45,8 +47,15 @@ def _global_indices(local_batch: int) -> jax.Array:
     return jax.lax.axis_index(AXIS) * local_batch + jnp.arange(local_batch)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, inputs: InputSpec, *, num_classes: int,
-                    label_smoothing: float, seed: int) -> Callable:
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    inputs: InputSpec,
+    *,
+    num_classes: int,
+    label_smoothing: float,
+    seed: int,
+) -> Callable:
     """Per-device `train_step(state, x, labels) -> (state, metrics)`; x holds this device's stored examples."""
     base_key = jax.random.key(seed)
 
@@ -59,31 +68,47 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, inputs: 
         dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(AXIS))
 
         def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x, train=True,
-                                          mutable=["batch_stats"], rngs={"dropout": dropout_key})
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": dropout_key},
+            )
             loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
             return loss, (logits, updates.get("batch_stats", state.batch_stats))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state)
-        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-                   "grad_norm": optax.tree.norm(grads)}
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+            "grad_norm": optax.tree.norm(grads),
+        }
         return new_state, jax.lax.pmean(metrics, AXIS)
 
     return train_step
 
 
 def make_eval_step(model: nn.Module, inputs: InputSpec, *, num_classes: int) -> Callable:
-    """Per-device `eval_step(state, x, labels, mask) -> sums` of correct predictions, loss and examples (mask 0: padding)."""
+    """Per-device `eval_step(state, x, labels, mask) -> sums` of correct predictions, loss and examples
+    (mask 0: padding)."""
+
     def eval_step(state: TrainState, x: jax.Array, labels: jax.Array, mask: jax.Array):
-        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, inputs(x, None),
-                             train=False)
+        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, inputs(x, None), train=False)
         loss = cross_entropy(logits, labels, num_classes, 0.0)
-        sums = {"correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask), "loss": jnp.sum(loss * mask),
-                "count": jnp.sum(mask)}
+        sums = {
+            "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * mask),
+            "loss": jnp.sum(loss * mask),
+            "count": jnp.sum(mask),
+        }
         return jax.lax.psum(sums, AXIS)
 
     return eval_step
@@ -109,6 +134,7 @@ def stack_length(resident: bool, args: tuple) -> int:
 
 def step_of_stack(step: Callable, resident: bool) -> Callable:
     """Per-device `(state, *args, k) -> step(state, *step k's batch)`: one step of a dispatch."""
+
     def one(state, *args_and_k):
         *args, k = args_and_k
         return step(state, *stacked_batch(resident, tuple(args), k))
@@ -119,9 +145,13 @@ def step_of_stack(step: Callable, resident: bool) -> Callable:
 def scan_steps(step: Callable, resident: bool) -> Callable:
     """Per-device `(state, *args) -> (state, outputs stacked (K, ...))`: the K steps of a dispatch in one
     compiled program (`lax.scan`), so a small model is not bound by one dispatch per step."""
+
     def run(state, *args):
-        return jax.lax.scan(lambda carry, k: step(carry, *stacked_batch(resident, args, k)), state,
-                            jnp.arange(stack_length(resident, args)))
+        return jax.lax.scan(
+            lambda carry, k: step(carry, *stacked_batch(resident, args, k)),
+            state,
+            jnp.arange(stack_length(resident, args)),
+        )
 
     return run
 

@@ -6,6 +6,7 @@ Training as in the paper's reference code: Adam, learning rate 1e-2, batch 100, 
 Expected: about 94% test accuracy (the paper's CNN: 94%); with --config.dataset.permute_positions=True
 about 56%. Takes about a minute on 2 CPU cores.
 """
+
 from experiments.configs import base
 
 

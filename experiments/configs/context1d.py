@@ -9,6 +9,7 @@ The receptive-field study (experiments/receptive_fields.py) trains it with the d
 (1,1,1,1), (2,2,2,2), (1,2,4,8) and (1,2,5,9); its README table has the accuracies. Adam 3e-3, batch 100,
 4000 steps: under a minute on 2 CPU cores.
 """
+
 from experiments.configs import base
 
 DATASETS = ("long_range_xor", "mnist1d")

@@ -8,6 +8,7 @@ the fixed RBF units.
 
 Published: 0.95% test error without distortions (99.05% accuracy). Ours: see README (study reproduce).
 """
+
 from experiments.configs import base
 
 

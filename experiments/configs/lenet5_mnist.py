@@ -6,6 +6,7 @@
 Expected: 99.19% test accuracy after 10 epochs, about 3 minutes on 2 CPU cores (measured; see README).
 Swap the convolution with --config.model.conv.kind=tiled --config.model.conv.tile=2 (or kind=local).
 """
+
 from experiments.configs import base
 
 
@@ -13,7 +14,7 @@ def get_config():
     c = base.get_config()
     c.dataset.name = "mnist"
     c.model.name = "lenet5"
-    c.model.options.pool = "max"   # max | avg | l2 | strided | none (experiments/pooling.py compares them)
+    c.model.options.pool = "max"  # max | avg | l2 | strided | none (experiments/pooling.py compares them)
     c.optimizer.learning_rate = 0.05
     c.optimizer.weight_decay = 5e-4
     c.train.num_epochs = 10

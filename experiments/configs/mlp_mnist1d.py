@@ -6,6 +6,7 @@
 Expected: about 68% test accuracy for the MLP and 32% for logistic regression (the paper's values).
 Training as for the CNN (configs/cnn1d_mnist1d.py).
 """
+
 import ml_collections
 
 from experiments.configs import cnn1d_mnist1d

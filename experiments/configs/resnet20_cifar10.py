@@ -5,6 +5,7 @@
 Needs the CIFAR-10 download (network, or cifar-10-binary.tar.gz under <download_dir>/cifar10/) and
 accelerator time: 182 epochs are hours on a GPU. Expected: 91.25% test accuracy (8.75% error, He et al.).
 """
+
 from experiments.configs import base
 
 

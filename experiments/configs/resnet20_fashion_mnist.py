@@ -5,6 +5,7 @@
 
 Expected: not measured here yet (30 epochs are about 3 hours on 2 CPU cores).
 """
+
 from ml_collections import config_dict
 
 from experiments.configs import base
@@ -16,7 +17,7 @@ def get_config():
     c.dataset.augment.crop_padding = 2
     c.dataset.augment.flip = True
     c.model.name = "resnet20"
-    c.model.options.norm = "batch"   # batch | none | lrn
+    c.model.options.norm = "batch"  # batch | none | lrn
     c.model.options.virtual_batch_size = config_dict.placeholder(int)  # ghost BatchNorm over groups of this size
     c.optimizer.learning_rate = 0.1
     c.optimizer.nesterov = True
