@@ -26,11 +26,8 @@ import jax
 import numpy as np
 
 from cnn_jax.train import read_metrics, train_and_evaluate
-from cnn_jax.train.loop import build_model, load_data
-from cnn_jax.train.optim import make_optimizer
-from cnn_jax.train.parallel import RUNNERS
+from cnn_jax.train.loop import build_runner, load_data
 from cnn_jax.train.state import create_state
-from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = [("device", 16), ("device", 64), ("device", 1), ("host", 16), ("host", 1)]
@@ -46,26 +43,7 @@ def load_config(path: str):
 def bare_step_images_per_s(config, seconds: float = 3.0, repeats: int = 5) -> float:
     """Median images/s of the loop's own step on one resident batch, no host work between steps."""
     data = load_data(config)
-    model = build_model(config, data.info.num_classes)
-    tx = make_optimizer(config.optimizer, 10**6)
-    inputs = InputSpec(
-        tuple(data.mean.tolist()),
-        tuple(data.std.tolist()),
-        data.scale,
-        config.dataset.augment.crop_padding,
-        config.dataset.augment.flip,
-    )
-    step = make_train_step(
-        model,
-        tx,
-        inputs,
-        num_classes=data.info.num_classes,
-        label_smoothing=config.train.label_smoothing,
-        seed=config.seed,
-    )
-    runner = RUNNERS[config.train.parallel](
-        step, make_eval_step(model, inputs, num_classes=data.info.num_classes), jax.devices()
-    )
+    model, tx, runner = build_runner(config, data, 10**6, jax.devices())
     batch = runner.put_batch(data.train.inputs[: config.train.batch_size], data.train.labels[: config.train.batch_size])
     state = runner.put_state(jax.device_get(create_state(model, tx, data.input_shape, config.seed)))
     for _ in range(3):

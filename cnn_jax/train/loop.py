@@ -58,6 +58,26 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
     )
 
 
+def build_runner(config: ml_collections.ConfigDict, data: Dataset, total_steps: int, devices: Sequence[jax.Device]):
+    """(model, optimizer, runner): the train and eval steps of config on `data`, compiled for `devices`."""
+    model = build_model(config, data.info.num_classes)
+    tx = make_optimizer(config.optimizer, total_steps)
+    augment = config.dataset.augment
+    inputs = InputSpec(
+        tuple(data.mean.tolist()), tuple(data.std.tolist()), data.scale, augment.crop_padding, augment.flip
+    )
+    train_step = make_train_step(
+        model,
+        tx,
+        inputs,
+        num_classes=data.info.num_classes,
+        label_smoothing=config.train.label_smoothing,
+        seed=config.seed,
+    )
+    eval_step = make_eval_step(model, inputs, num_classes=data.info.num_classes)
+    return model, tx, RUNNERS[config.train.parallel](train_step, eval_step, devices)
+
+
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
     d = config.dataset
     return load_dataset(
@@ -183,27 +203,9 @@ def train_and_evaluate(
         logging.info("%s is a finished run (%s); nothing to do", workdir, FINAL_FILE)
         return {k: v for k, v in json.loads((workdir / FINAL_FILE).read_text()).items() if k.startswith("test/")}
     data = load_data(config)
-    model = build_model(config, data.info.num_classes)
     per_epoch = steps_per_epoch(len(data.train), config.train.batch_size)
     total_steps = config.train.num_steps or per_epoch * config.train.num_epochs
-    tx = make_optimizer(config.optimizer, total_steps)
-    inputs = InputSpec(
-        tuple(data.mean.tolist()),
-        tuple(data.std.tolist()),
-        data.scale,
-        config.dataset.augment.crop_padding,
-        config.dataset.augment.flip,
-    )
-    train_step = make_train_step(
-        model,
-        tx,
-        inputs,
-        num_classes=data.info.num_classes,
-        label_smoothing=config.train.label_smoothing,
-        seed=config.seed,
-    )
-    eval_step = make_eval_step(model, inputs, num_classes=data.info.num_classes)
-    runner = RUNNERS[config.train.parallel](train_step, eval_step, devices)
+    model, tx, runner = build_runner(config, data, total_steps, devices)
     schedule = make_schedule(config.optimizer, total_steps)
 
     workdir.mkdir(parents=True, exist_ok=True)

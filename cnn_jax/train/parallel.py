@@ -61,6 +61,20 @@ def _multi_step(
     return run
 
 
+def _multi_step_forms(compile_, data_args, train_step, eval_step, devices, put_index) -> tuple[dict, dict]:
+    """The runner's `train_steps` and `eval_steps`, keyed by resident; `compile_(fn, data_args(resident, count,
+    with_k), donate)` compiles a per-device fn for the runner's wrapper (shard_map specs or pmap axes)."""
+    each = _steps_one_dispatch_each(devices)
+
+    def forms(step, count, donate):
+        return {
+            r: _multi_step(lambda fn, k, r=r: compile_(fn, data_args(r, count, k), donate), step, r, each, put_index)
+            for r in (False, True)
+        }
+
+    return forms(train_step, TRAIN_ARGS, True), forms(as_stateful(eval_step), EVAL_ARGS, False)
+
+
 class ShardMapRunner:
     """Global arrays over Mesh(devices, ("batch",)), all devices by default; the state replicated, batches
     split along their batch axis."""
@@ -88,23 +102,9 @@ class ShardMapRunner:
         # Step indices placed once: converting a NumPy scalar on every call costs as much as a small step.
         put_index = functools.cache(lambda k: self.put_split(np.int32(k))[0])
         self.train_step = compile_(train_step, (P(AXIS),) * TRAIN_ARGS, True)
-        each = _steps_one_dispatch_each(devices)
-        self.train_steps = {
-            r: _multi_step(
-                lambda fn, k, r=r: compile_(fn, stacked_specs(r, TRAIN_ARGS, k), True), train_step, r, each, put_index
-            )
-            for r in (False, True)
-        }
-        self.eval_steps = {
-            r: _multi_step(
-                lambda fn, k, r=r: compile_(fn, stacked_specs(r, EVAL_ARGS, k), False),
-                as_stateful(eval_step),
-                r,
-                each,
-                put_index,
-            )
-            for r in (False, True)
-        }
+        self.train_steps, self.eval_steps = _multi_step_forms(
+            compile_, stacked_specs, train_step, eval_step, devices, put_index
+        )
 
     def put_state(self, state):
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self._replicated, np.asarray(x)), state)
@@ -148,23 +148,9 @@ class PmapRunner:
 
         put_index = functools.cache(lambda k: self.put_split(np.int32(k))[0])
         self.train_step = compile_(train_step, (0,) * TRAIN_ARGS, True)
-        each = _steps_one_dispatch_each(self._devices)
-        self.train_steps = {
-            r: _multi_step(
-                lambda fn, k, r=r: compile_(fn, stacked_axes(r, TRAIN_ARGS, k), True), train_step, r, each, put_index
-            )
-            for r in (False, True)
-        }
-        self.eval_steps = {
-            r: _multi_step(
-                lambda fn, k, r=r: compile_(fn, stacked_axes(r, EVAL_ARGS, k), False),
-                as_stateful(eval_step),
-                r,
-                each,
-                put_index,
-            )
-            for r in (False, True)
-        }
+        self.train_steps, self.eval_steps = _multi_step_forms(
+            compile_, stacked_axes, train_step, eval_step, self._devices, put_index
+        )
 
     def put_state(self, state):
         return jax_utils.replicate(state, self._devices)
