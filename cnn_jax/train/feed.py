@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -94,15 +94,15 @@ class Feed:
             return (*self._placed, *self.runner.put_stacked(rows, *rest))
         return self.runner.put_stacked(self.split.inputs[rows], self.split.labels[rows], *rest)
 
-    def __call__(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Iterator[tuple]:
+    def __call__(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Generator[tuple, None, None]:
         """For each (rows, *per-example arrays) of a dispatch, the arguments after `state` of the runner's
         `train_steps[resident]` / `eval_steps[resident]`."""
         if self.resident:
-            return map(self._place, chunks)
+            return (self._place(chunk) for chunk in chunks)
         return prefetched(self._place, chunks, self._depth)
 
 
-def prefetched(fn: Callable, items: Iterable, depth: int) -> Iterator:
+def prefetched(fn: Callable, items: Iterable, depth: int) -> Generator:
     """fn(item) for each item, computed in a background thread up to `depth` items ahead of the consumer."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = collections.deque()

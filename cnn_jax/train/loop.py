@@ -236,8 +236,9 @@ def train_and_evaluate(
     progress = Progress(total_steps, start, config.train.batch_size, enabled=leader)
     preemption = _Preemption()
     pending, final, throughput = _TrainMetrics(runner, start + 1), None, None
+    batches = train_feed((rows(*chunk),) for chunk in plan)
     try:
-        for (first, count), args in zip(plan, train_feed((rows(*chunk),) for chunk in plan)):
+        for (first, count), args in zip(plan, batches):
             state, metrics = runner.train_steps[on_device](state, *args)
             pending.add(metrics)
             done = first + count
@@ -292,6 +293,7 @@ def train_and_evaluate(
             (workdir / FINAL_FILE).write_text(json.dumps(record) + "\n")
         return final
     finally:
+        batches.close()  # a stop before the end leaves prefetched batches (and their thread) behind
         progress.close()
         preemption.restore()
         writer.close()
