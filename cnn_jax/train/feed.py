@@ -19,7 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 import jax
 import numpy as np
 
-from cnn_jax.data import Split, epoch_order, eval_batches, process_rows
+from cnn_jax.data import Split, epoch_order, eval_batches, process_rows, steps_per_epoch
 
 PLACEMENTS = ("auto", "device", "host")
 # Without a reported device memory size (XLA:CPU reports none), splits up to this size are resident.
@@ -44,7 +44,7 @@ class TrainRows:
 
     def __init__(self, num_examples: int, global_batch: int, seed: int):
         self._n, self._batch, self._seed = num_examples, global_batch, seed
-        self._per_epoch = num_examples // global_batch
+        self._per_epoch = steps_per_epoch(num_examples, global_batch)
         self._epoch, self._order = None, None
 
     def __call__(self, start: int, count: int) -> np.ndarray:
