@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 # jax and torch share one GPU in this process: allocate on demand instead of taking 75% of it up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # run as a script: benchmarks.* and experiments.* import from the repository root
+sys.path.insert(0, REPO)  # run as a script: benchmarks.* imports from the repository root
 
 import flax  # noqa: E402
 import jax  # noqa: E402
@@ -51,12 +51,12 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from benchmarks import flax_nets, torch_nets  # noqa: E402
+from cnn_jax.train.config import default_config  # noqa: E402
 from cnn_jax.train.loop import build_model  # noqa: E402
 from cnn_jax.train.optim import make_optimizer  # noqa: E402
 from cnn_jax.train.parallel import ShardMapRunner  # noqa: E402
 from cnn_jax.train.state import create_state  # noqa: E402
 from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step  # noqa: E402
-from experiments.configs import base  # noqa: E402
 
 LR, MOMENTUM = 0.1, 0.9
 MEAN, STD, SCALE = 127.5, 64.0, 1 / 255  # normalisation of the uint8 inputs, as InputSpec applies it
@@ -99,7 +99,7 @@ def param_count(tree) -> int:
 
 
 def ours(case: Case, x: np.ndarray, y: np.ndarray) -> Bench:
-    c = base.get_config()
+    c = default_config()
     c.model.name, c.train.dtype = case.model, case.dtype
     c.optimizer.schedule, c.optimizer.learning_rate = "constant", LR
     model = build_model(c, case.classes)

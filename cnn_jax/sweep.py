@@ -21,11 +21,18 @@ from cnn_jax import config_check
 
 @dataclasses.dataclass(frozen=True)
 class Point:
-    """One configuration of a study: a config file (path[:arg]) plus flag overrides."""
+    """One configuration of a study: a config file (path[:arg]) plus overrides (FIELD, VALUE). A value is
+    typed (True, 2, 0.025, (2, 4)) or a string as a command line gives it ("(2,4)"); both reach the run as
+    its --config.FIELD flag."""
 
     name: str
     config: str
-    overrides: tuple[tuple[str, str], ...] = ()
+    overrides: tuple[tuple[str, object], ...] = ()
+
+
+def flag_value(value: object) -> str:
+    """An override as ml_collections parses it from --config.FIELD=VALUE: strings as given, others by repr."""
+    return value if isinstance(value, str) else repr(value)
 
 
 def _pair(text: str, flag: str) -> tuple[str, str]:
@@ -56,11 +63,11 @@ def run_command(point: Point, seed: int, workdir: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "experiments.train",
+        "cnn_jax.train",
         f"--config={point.config}",
         f"--workdir={workdir}",
         f"--config.seed={seed}",
-        *(f"--config.{field}={value}" for field, value in point.overrides),
+        *(f"--config.{field}={flag_value(value)}" for field, value in point.overrides),
     ]
 
 
@@ -70,10 +77,10 @@ def check_fields(points: Sequence[Point]) -> None:
         config_check.check_fields(config, (f for p in points if p.config == config for f, _ in p.overrides))
 
 
-Run = tuple[Point, int, Path]
+Job = tuple[Point, int, Path]  # a grid point, its seed and its run directory
 
 
-def sweep_runs(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path) -> list[Run]:
+def sweep_runs(points: Sequence[Point], seeds: Sequence[int], study_dir: str | Path) -> list[Job]:
     """Every (point, seed, run directory) of the grid, in grid order; overrides checked against the configs."""
     names = [p.name for p in points]
     if len(set(names)) != len(names):
@@ -82,7 +89,7 @@ def sweep_runs(points: Sequence[Point], seeds: Sequence[int], study_dir: str | P
     return [(point, seed, Path(study_dir) / point.name / f"seed{seed}") for point in points for seed in seeds]
 
 
-def pending(runs: Sequence[Run]) -> list[Run]:
+def pending(runs: Sequence[Job]) -> list[Job]:
     """The runs that have not finished (no final.json)."""
     return [r for r in runs if not (r[2] / "final.json").exists()]
 

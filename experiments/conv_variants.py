@@ -15,84 +15,93 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
 
 from cnn_jax.sweep import Point
-from experiments.study import define_flags, run_and_report
+from experiments.study import Study, config, run_and_report, run_cli
 
 IMAGE_DATASETS = ("mnist", "fashion_mnist")
-STUDY = define_flags("studies/conv_variants")
-_PART = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
-_VARIANTS = flags.DEFINE_list("variants", None, "only these variants (default: all)")
-_BACKBONES = flags.DEFINE_list("backbones", ["lenet", "resnet"], "part images: backbones, of lenet, resnet")
-_DATASETS = flags.DEFINE_list("datasets", list(IMAGE_DATASETS), "part images: datasets")
-
-CNN1D, MLP = "experiments/configs/cnn1d_mnist1d.py", "experiments/configs/mlp_mnist1d.py"
-CONV_KINDS = {
-    "cnn": (),
-    "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", "2")),
-    "tiled4": (("model.conv.kind", "tiled"), ("model.conv.tile", "4")),
+SHIFTS = (2, 4)
+LADDER = {  # the weight-sharing ladder: convolution settings by rung
+    "cnn": (("model.conv.kind", "standard"),),
+    "tiled2": (("model.conv.kind", "tiled"), ("model.conv.tile", 2)),
+    "tiled4": (("model.conv.kind", "tiled"), ("model.conv.tile", 4)),
     "local": (("model.conv.kind", "local"),),
 }
 MNIST1D_VARIANTS = {
-    "logreg": (f"{MLP}:logreg", ()),
-    "mlp": (MLP, ()),
-    **{name: (CNN1D, overrides) for name, overrides in CONV_KINDS.items()},
+    "logreg": (config("mlp_mnist1d", "logreg"), ()),
+    "mlp": (config("mlp_mnist1d"), ()),
+    **{name: (config("cnn1d_mnist1d"), overrides) for name, overrides in LADDER.items()},
 }
-BACKBONES = {"lenet": "experiments/configs/lenet5_mnist.py", "resnet": "experiments/configs/resnet8_images.py"}
+BACKBONES = {"lenet": config("lenet5_mnist"), "resnet": config("resnet8_images")}
+BACKBONE_MODELS = {"lenet5": "lenet", "resnet8": "resnet"}  # a run's model.name -> its backbone
 
 
-def mnist1d_points(variants: list[str] | None, fixed: tuple = ()) -> list[Point]:
-    points = []
-    for name, (config, overrides) in MNIST1D_VARIANTS.items():
-        if variants and name not in variants:
-            continue
-        for data, shuffled in (("normal", False), ("shuffled", True)):
-            points.append(
-                Point(f"{name}__{data}", config, fixed + overrides + (("dataset.permute_positions", str(shuffled)),))
-            )
-    return points
+def mnist1d_points(variants: Sequence[str] | None = None) -> list[Point]:
+    """Each variant on MNIST-1D as generated and with its positions shuffled."""
+    return [
+        Point(f"{name}__{data}", config_file, overrides + (("dataset.permute_positions", shuffled),))
+        for name, (config_file, overrides) in MNIST1D_VARIANTS.items()
+        if not variants or name in variants
+        for data, shuffled in (("normal", False), ("shuffled", True))
+    ]
 
 
 def image_points(
-    variants: list[str] | None,
-    fixed: tuple = (),
+    variants: Sequence[str] | None = None,
     backbones: Sequence[str] = tuple(BACKBONES),
     datasets: Sequence[str] = IMAGE_DATASETS,
 ) -> list[Point]:
+    """Each rung of the ladder in each backbone on each dataset, evaluated at the shifts."""
     unknown = sorted(set(backbones) - set(BACKBONES))
     if unknown:
-        raise app.UsageError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
-    points = []
-    for backbone in backbones:
-        config = BACKBONES[backbone]
-        for dataset in datasets:
-            for name, overrides in CONV_KINDS.items():
-                if variants and name not in variants:
-                    continue
-                points.append(
-                    Point(
-                        f"{backbone}-{name}__{dataset}",
-                        config,
-                        fixed + overrides + (("dataset.name", dataset), ("dataset.eval_shifts", "(2,4)")),
-                    )
-                )
-    return points
+        raise ValueError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
+    return [
+        Point(
+            f"{backbone}-{name}__{dataset}",
+            BACKBONES[backbone],
+            overrides + (("dataset.name", dataset), ("dataset.eval_shifts", SHIFTS)),
+        )
+        for backbone in backbones
+        for dataset in datasets
+        for name, overrides in LADDER.items()
+        if not variants or name in variants
+    ]
 
 
-def main(argv):
-    if _PART.value == "mnist1d":
-        points = mnist1d_points(_VARIANTS.value, STUDY.fixed())
+def rung(config: dict) -> str:
+    """The ladder rung of a run's convolution: cnn, tiled<t> or local."""
+    kind = config["model.conv.kind"]
+    return {"standard": "cnn", "tiled": f"tiled{config['model.conv.tile']}"}.get(kind, kind)
+
+
+def mnist1d_label(config: dict) -> dict:
+    if config["model.name"] == "mlp":
+        model = "mlp" if config["model.options.hidden"] else "logreg"
     else:
-        points = image_points(_VARIANTS.value, STUDY.fixed(), _BACKBONES.value, _DATASETS.value)
-    run_and_report(
-        STUDY,
-        points,
-        f"{STUDY.study_dir.value}/{_PART.value}",
-        ("model", "data"),
-        f"Convolution variants ({_PART.value})",
-    )
+        model = rung(config)
+    return {"model": model, "data": "shuffled" if config["dataset.permute_positions"] else "normal"}
+
+
+def image_label(config: dict) -> dict:
+    return {"model": f"{BACKBONE_MODELS[config['model.name']]}-{rung(config)}", "data": config["dataset.name"]}
+
+
+def define_flags():
+    part = flags.DEFINE_enum("part", "mnist1d", ["mnist1d", "images"], "which ladder to run")
+    variants = flags.DEFINE_list("variants", None, "only these variants (default: all)")
+    backbones = flags.DEFINE_list("backbones", list(BACKBONES), "part images: backbones, of lenet, resnet")
+    datasets = flags.DEFINE_list("datasets", list(IMAGE_DATASETS), "part images: datasets")
+
+    def main(study: Study) -> None:
+        if part.value == "mnist1d":
+            grid, label = mnist1d_points(variants.value), mnist1d_label
+        else:
+            grid, label = image_points(variants.value, backbones.value, datasets.value), image_label
+        run_and_report(study, grid, label, f"Convolution variants ({part.value})", study.study_dir / part.value)
+
+    return main
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli("studies/conv_variants", define_flags)

@@ -17,40 +17,38 @@ Writes STUDY_DIR/results.md, results.tex, learning_curves.png.
 
 from __future__ import annotations
 
-from absl import app, flags
+from collections.abc import Sequence
+
+from absl import flags
 
 from cnn_jax.sweep import Point
-from experiments.study import define_flags, run_and_report
+from experiments.study import Study, config, run_and_report, run_cli
 
-STUDY = define_flags("studies/normalization")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["32", "128"], "global batch sizes")
-_GHOST_BATCH = flags.DEFINE_integer("ghost_batch", 16, "virtual batch size of the ghost BatchNorm variant")
-CONFIG = "experiments/configs/resnet20_fashion_mnist.py"
+BATCH_SIZES = (32, 128)
+GHOST_BATCH = 16
 
 
-def norms(ghost_batch: int) -> dict[str, tuple[tuple[str, str], ...]]:
+def norms(ghost_batch: int = GHOST_BATCH) -> dict[str, tuple[tuple[str, object], ...]]:
+    """The normalisation variants by name, as model options."""
     return {
         "none": (("model.options.norm", "none"),),
         "batch": (("model.options.norm", "batch"),),
-        f"ghost{ghost_batch}": (
-            ("model.options.norm", "batch"),
-            ("model.options.virtual_batch_size", str(ghost_batch)),
-        ),
+        f"ghost{ghost_batch}": (("model.options.norm", "batch"), ("model.options.virtual_batch_size", ghost_batch)),
         "lrn": (("model.options.norm", "lrn"),),
     }
 
 
-def points(batch_sizes: list[int], ghost_batch: int, fixed: tuple = ()) -> list[Point]:
+def points(batch_sizes: Sequence[int] = BATCH_SIZES, ghost_batch: int = GHOST_BATCH) -> list[Point]:
+    """Every variant at every batch size (batch outermost); the learning rate scales with the batch."""
     return [
         Point(
             f"{name}__{batch}",
-            CONFIG,
-            fixed
-            + overrides
+            config("resnet20_fashion_mnist"),
+            overrides
             + (
-                ("train.batch_size", str(batch)),
-                ("optimizer.learning_rate", str(0.1 * batch / 128)),
-                ("optimizer.clip_norm", "5.0"),
+                ("train.batch_size", batch),
+                ("optimizer.learning_rate", 0.1 * batch / 128),
+                ("optimizer.clip_norm", 5.0),
             ),
         )
         for batch in batch_sizes
@@ -58,16 +56,22 @@ def points(batch_sizes: list[int], ghost_batch: int, fixed: tuple = ()) -> list[
     ]
 
 
-def main(argv):
-    batch_sizes = [int(b) for b in _BATCH_SIZES.value]
-    run_and_report(
-        STUDY,
-        points(batch_sizes, _GHOST_BATCH.value, STUDY.fixed()),
-        STUDY.study_dir.value,
-        ("norm", "batch"),
-        "Normalisation in ResNet-20 on Fashion-MNIST",
-    )
+def label(config: dict) -> dict:
+    """A run's row: its normalisation (ghost<size> for BatchNorm over virtual batches) and its batch size."""
+    ghost = config.get("model.options.virtual_batch_size")
+    return {"norm": f"ghost{ghost}" if ghost else config["model.options.norm"], "batch": config["train.batch_size"]}
+
+
+def define_flags():
+    batch_sizes = flags.DEFINE_list("batch_sizes", [str(b) for b in BATCH_SIZES], "global batch sizes")
+    ghost_batch = flags.DEFINE_integer("ghost_batch", GHOST_BATCH, "virtual batch size of the ghost BatchNorm variant")
+
+    def main(study: Study) -> None:
+        grid = points([int(b) for b in batch_sizes.value], ghost_batch.value)
+        run_and_report(study, grid, label, "Normalisation in ResNet-20 on Fashion-MNIST")
+
+    return main
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli("studies/normalization", define_flags)

@@ -12,42 +12,48 @@ and puts 1.1M parameters into the first dense layer. Each run takes about 3 minu
 
 from __future__ import annotations
 
-from absl import app, flags
+from collections.abc import Sequence
+
+from absl import flags
 
 from cnn_jax.models.lenet import POOLS
 from cnn_jax.sweep import Point
-from experiments.study import define_flags, run_and_report
+from experiments.study import Study, config, run_and_report, run_cli
 
-STUDY = define_flags("studies/pooling")
-_POOLS = flags.DEFINE_list("pools", list(POOLS), f"downsampling variants, of {', '.join(POOLS)}")
-_DATASETS = flags.DEFINE_list("datasets", ["mnist", "fashion_mnist"], "datasets")
-CONFIG = "experiments/configs/lenet5_mnist.py"
+DATASETS = ("mnist", "fashion_mnist")
+SHIFTS = (2, 4)
 
 
-def points(pools: list[str], datasets: list[str], fixed: tuple = ()) -> list[Point]:
+def points(pools: Sequence[str] = POOLS, datasets: Sequence[str] = DATASETS) -> list[Point]:
+    """One LeNet-5 run per (pool, dataset), datasets outermost."""
     unknown = sorted(set(pools) - set(POOLS))
     if unknown:
-        raise app.UsageError(f"--pools: unknown {unknown}; valid values are {', '.join(POOLS)}")
+        raise ValueError(f"--pools: unknown {unknown}; valid values are {', '.join(POOLS)}")
     return [
         Point(
             f"{pool}__{dataset}",
-            CONFIG,
-            fixed + (("model.options.pool", pool), ("dataset.name", dataset), ("dataset.eval_shifts", "(2,4)")),
+            config("lenet5_mnist"),
+            (("model.options.pool", pool), ("dataset.name", dataset), ("dataset.eval_shifts", SHIFTS)),
         )
         for dataset in datasets
         for pool in pools
     ]
 
 
-def main(argv):
-    run_and_report(
-        STUDY,
-        points(_POOLS.value, _DATASETS.value, STUDY.fixed()),
-        STUDY.study_dir.value,
-        ("pool", "data"),
-        "Downsampling in LeNet-5",
-    )
+def label(config: dict) -> dict:
+    """A run's row: its downsampling and its dataset."""
+    return {"pool": config["model.options.pool"], "data": config["dataset.name"]}
+
+
+def define_flags():
+    pools = flags.DEFINE_list("pools", list(POOLS), f"downsampling variants, of {', '.join(POOLS)}")
+    datasets = flags.DEFINE_list("datasets", list(DATASETS), "datasets")
+
+    def main(study: Study) -> None:
+        run_and_report(study, points(pools.value, datasets.value), label, "Downsampling in LeNet-5")
+
+    return main
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli("studies/pooling", define_flags)

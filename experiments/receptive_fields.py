@@ -18,29 +18,27 @@ report) and prints the tables.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from cnn_jax.report import load_runs, write_report
+from cnn_jax.report import SOURCES, load_runs, write_report
 from cnn_jax.report.figures import erf_growth, erf_heatmaps
+from cnn_jax.report.published import ERF_GROWTH_EXPONENT
 from cnn_jax.report.tables import (
     Comparison,
     aggregate,
     comparison_latex,
     comparison_markdown,
+    format_mean_std,
     latex_table,
     markdown_table,
+    verdict,
 )
 from cnn_jax.sweep import Point
-from experiments.study import define_flags
-
-STUDY = define_flags("studies/receptive_fields")
-_PART = flags.DEFINE_enum("part", "all", ["all", "erf"], "ERF measurements only, or also the trained schedules")
-_DEPTHS = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the plain stacks")
-_SAMPLES = flags.DEFINE_integer("samples", 16, "random inputs per initialisation for each ERF")
-_INITS = flags.DEFINE_integer("inits", 4, "random initialisations averaged for each ERF")
+from experiments.study import Study, config, run_cli
 
 NETWORKS = {
     "uniform, linear": ("linear", "uniform"),
@@ -49,11 +47,17 @@ NETWORKS = {
 }
 SCHEDULES = {"(1,1,1,1)": (1, 1, 1, 1), "(2,2,2,2)": (2, 2, 2, 2), "(1,2,4,8)": (1, 2, 4, 8), "(1,2,5,9)": (1, 2, 5, 9)}
 TASKS = ("long_range_xor", "mnist1d")
-CONFIG = "experiments/configs/context1d.py"
-LUO2016 = "Luo, Li, Urtasun & Zemel, Understanding the Effective Receptive Field in Deep CNNs, NeurIPS 2016"
 
 
-def _erf(depth_or_dilations, activation: str = "relu", kernel_init: str = "lecun_normal"):
+@dataclasses.dataclass(frozen=True)
+class ErfSettings:
+    """How each ERF is estimated: random inputs per initialisation, and initialisations averaged."""
+
+    samples: int = 16
+    inits: int = 4
+
+
+def _erf(depth_or_dilations, settings: ErfSettings, activation: str = "relu", kernel_init: str = "lecun_normal"):
     from cnn_jax import models
     from cnn_jax.analysis import effective_receptive_field
 
@@ -62,12 +66,12 @@ def _erf(depth_or_dilations, activation: str = "relu", kernel_init: str = "lecun
         "context_net", num_classes=1, features=16, dilations=dilations, activation=activation, kernel_init=kernel_init
     )
     side = 2 * sum(dilations) + 17  # the theoretical field plus a margin of 8 on each side
-    return effective_receptive_field(model, (side, side, 1), samples=_SAMPLES.value, inits=_INITS.value)
+    return effective_receptive_field(model, (side, side, 1), samples=settings.samples, inits=settings.inits)
 
 
-def depth_tables(study_dir: Path, depths: list[int]) -> tuple[str, str]:
+def depth_tables(study_dir: Path, depths: list[int], settings: ErfSettings) -> tuple[str, str]:
     """ERF std against depth for each network, the fitted growth exponent against Luo et al.'s 1/2."""
-    erfs = {name: [_erf(d, *settings) for d in depths] for name, settings in NETWORKS.items()}
+    erfs = {name: [_erf(d, settings, *network) for d in depths] for name, network in NETWORKS.items()}
     stds = {name: [e.std[0] for e in values] for name, values in erfs.items()}
     fields = [2 * d + 1 for d in depths]
     header = [
@@ -91,7 +95,7 @@ def depth_tables(study_dir: Path, depths: list[int]) -> tuple[str, str]:
         for i, (d, f) in enumerate(zip(depths, fields))
     ]
     title = "Effective receptive field by depth (3x3 convolutions, 2-D, std in pixels)"
-    markdown, latex = markdown_table(header, rows, title), latex_table(header, rows, title)
+    markdown, latex = markdown_table(header, rows, title=title), latex_table(header, rows, caption=title)
     exponents = [_exponent_row(name, depths, stds[name]) for name in NETWORKS]
     markdown += "\n" + comparison_markdown(exponents, "Growth exponent, least-squares fit on log-log")
     latex += "\n" + comparison_latex(exponents, "Growth exponent, least-squares fit on log-log")
@@ -104,30 +108,40 @@ def depth_tables(study_dir: Path, depths: list[int]) -> tuple[str, str]:
 
 def _exponent_row(name: str, depths: list[int], stds: list[float]) -> Comparison:
     exponent = np.polyfit(np.log(depths), np.log(stds), 1)[0]
-    verdict = "within 0.05" if abs(exponent - 0.5) <= 0.05 else f"off by {exponent - 0.5:+.2f}"
-    return Comparison(f"ERF growth exponent a (std ~ depth^a), {name}", f"{exponent:.3f}", "0.5", LUO2016, verdict)
+    return Comparison(
+        f"ERF growth exponent a (std ~ depth^a), {name}",
+        f"{exponent:.3f}",
+        f"{ERF_GROWTH_EXPONENT:g}",
+        SOURCES["luo2016"],
+        verdict(exponent, ERF_GROWTH_EXPONENT, 0.05, "within 0.05", "+.2f"),
+    )
 
 
-def _point_name(task: str, schedule: str) -> str:
-    return f"{task}__d{schedule.strip('()').replace(',', '-')}"
-
-
-def accuracy_points(fixed: tuple) -> list[Point]:
+def accuracy_points() -> list[Point]:
+    """Each dilation schedule trained on each task (1-D)."""
     return [
-        Point(_point_name(task, name), f"{CONFIG}:{task}", fixed + (("model.options.dilations", name),))
+        Point(
+            f"{task}__d{'-'.join(map(str, dilations))}",
+            config("context1d", task),
+            (("model.options.dilations", dilations),),
+        )
         for task in TASKS
-        for name in SCHEDULES
+        for dilations in SCHEDULES.values()
     ]
 
 
-def schedule_tables(study_dir: Path, accuracy_dir: Path | None) -> tuple[str, str]:
+def label(config: dict) -> dict:
+    """A trained run's row: its task and its dilation schedule."""
+    return {"task": config["dataset.name"], "dilations": tuple(config["model.options.dilations"])}
+
+
+def schedule_tables(study_dir: Path, accuracy_dir: Path | None, settings: ErfSettings) -> tuple[str, str]:
     """Per schedule: theoretical field, ERF std and holes (2-D, random ReLU), test accuracy per task."""
-    erfs = {name: _erf(dilations) for name, dilations in SCHEDULES.items()}
+    erfs = {name: _erf(dilations, settings) for name, dilations in SCHEDULES.items()}
     accuracy = {}
     if accuracy_dir is not None:
-        for row in aggregate(load_runs(accuracy_dir), lambda run: {"point": run.path.parent.name}):
-            std = "" if row.n == 1 else f" ± {row.std:.2f}"
-            accuracy[row.label["point"]] = f"{row.mean:.2f}{std} ({row.n})"
+        for row in aggregate(load_runs(accuracy_dir), lambda run: label(run.config)):
+            accuracy[row.label["task"], row.label["dilations"]] = f"{format_mean_std(row.mean, row.std)} ({row.n})"
     header = [
         "dilations",
         "theoretical RF",
@@ -143,34 +157,39 @@ def schedule_tables(study_dir: Path, accuracy_dir: Path | None) -> tuple[str, st
             f"{erf.std[0]:.2f}",
             str(erf.radius95),
             f"{100 * erf.holes:.1f}",
-            *(accuracy.get(_point_name(task, name), "not run") for task in TASKS),
+            *(accuracy.get((task, SCHEDULES[name]), "not run") for task in TASKS),
         ]
         for name, erf in erfs.items()
     ]
     erf_heatmaps({f"dilations {name}": erf for name, erf in erfs.items()}, study_dir / "erf_dilation_heatmaps.png")
     title = "Dilation schedules: four 3x3 layers, ERF of random ReLU networks (2-D), accuracy of 1-D versions"
-    return markdown_table(header, rows, title), latex_table(header, rows, title)
+    return markdown_table(header, rows, title=title), latex_table(header, rows, caption=title)
 
 
-def main(argv):
-    study_dir = Path(STUDY.study_dir.value)
-    study_dir.mkdir(parents=True, exist_ok=True)
-    accuracy_dir = None
-    if _PART.value == "all":
-        accuracy_dir = study_dir / "accuracy"
-        STUDY.run(accuracy_points(STUDY.fixed()), accuracy_dir)
-        write_report(
-            accuracy_dir,
-            lambda run: {"task": run.config["dataset.name"], "dilations": run.config["model.options.dilations"]},
-            title="Dilation schedules, trained",
-        )
-    depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in _DEPTHS.value])
-    schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir)
-    markdown = depth_md + "\n" + schedule_md
-    (study_dir / "results.md").write_text(markdown)
-    (study_dir / "results.tex").write_text(depth_tex + "\n" + schedule_tex)
-    print(markdown)
+def define_flags():
+    part = flags.DEFINE_enum("part", "all", ["all", "erf"], "ERF measurements only, or also the trained schedules")
+    depths = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the plain stacks")
+    samples = flags.DEFINE_integer("samples", ErfSettings.samples, "random inputs per initialisation for each ERF")
+    inits = flags.DEFINE_integer("inits", ErfSettings.inits, "random initialisations averaged for each ERF")
+
+    def main(study: Study) -> None:
+        study_dir, settings = study.study_dir, ErfSettings(samples.value, inits.value)
+        study_dir.mkdir(parents=True, exist_ok=True)
+        accuracy_dir = None
+        if part.value == "all":
+            accuracy_dir = study_dir / "accuracy"
+            study.run(accuracy_points(), accuracy_dir)
+            write_report(accuracy_dir, lambda run: label(run.config), title="Dilation schedules, trained")
+        depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in depths.value], settings)
+        schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir, settings)
+        markdown = depth_md + "\n" + schedule_md
+        (study_dir / "results.md").write_text(markdown)
+        (study_dir / "results.tex").write_text(depth_tex + "\n" + schedule_tex)
+        print(markdown)
+        print(f"wrote {study_dir}/results.md, results.tex and erf_*.png")
+
+    return main
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_cli("studies/receptive_fields", define_flags)

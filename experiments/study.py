@@ -1,65 +1,87 @@
-"""What every study CLI shares: its flags, the overrides they add to each run, and run-then-report.
+"""What every study command shares: its flags, the config files, and run-then-report.
 
-A study names each grid point "<value>__<value>..." after its row label; `run_and_report` runs the
-points (skipping finished runs), then writes and prints the table with the rows in grid order.
+A study module defines its grid as data (typed `Point`s over the config files here) and a row label read
+off each run's config; its flags are defined only when it runs as a command (`run_cli`), so any number of
+study modules import side by side, and every path resolves relative to this package, so a study runs from
+any directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from absl import flags
+from absl import app, flags
 
 from cnn_jax.report import write_report
+from cnn_jax.report.runs import load_run
 from cnn_jax.sweep import Point, parse_overrides, run_sweep
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def config(name: str, arg: str = "") -> str:
+    """experiments/configs/NAME.py (with :ARG), as an absolute path: the same file from any directory."""
+    return f"{CONFIGS / name}.py" + (f":{arg}" if arg else "")
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyFlags:
-    study_dir: flags.FlagHolder
-    seeds: flags.FlagHolder
-    parallel: flags.FlagHolder
-    overrides: flags.FlagHolder
-    download_dir: flags.FlagHolder
+class Study:
+    """The common settings of a study command: where its runs go, seeds, processes at once, and the
+    overrides (`--set`, `--download_dir`) every run gets."""
 
-    def fixed(self) -> tuple[tuple[str, str], ...]:
-        """The --set overrides, plus the download directory when one is given."""
-        fixed = parse_overrides(self.overrides.value)
-        return fixed + ((("dataset.download_dir", self.download_dir.value),) if self.download_dir.value else ())
+    study_dir: Path
+    seeds: tuple[int, ...] = (0, 1, 2)
+    parallel: int = 1
+    fixed: tuple[tuple[str, object], ...] = ()
 
-    def run(self, points: Sequence[Point], study_dir: str | Path) -> None:
-        run_sweep(points, [int(s) for s in self.seeds.value], study_dir, parallel=self.parallel.value)
+    def run(self, points: Sequence[Point], study_dir: str | Path | None = None) -> None:
+        """Run every point once per seed (finished runs are skipped) into `study_dir` (default: its own)."""
+        points = [dataclasses.replace(p, overrides=self.fixed + p.overrides) for p in points]
+        run_sweep(points, self.seeds, study_dir or self.study_dir, parallel=self.parallel)
 
 
-def define_flags(study_dir: str) -> StudyFlags:
-    """Define the common study flags (call once, at import time of the study's module)."""
-    return StudyFlags(
+def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]]) -> None:
+    """Run a study as a command: define the common flags and the study's own (`define_flags` defines them
+    and returns the study's main), then parse and run it."""
+    holders = (
         flags.DEFINE_string("study_dir", study_dir, "where the runs and the report go"),
         flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds per configuration"),
         flags.DEFINE_integer("parallel", 1, "training processes at once"),
         flags.DEFINE_multi_string("set", [], "FIELD=VALUE for every run, e.g. train.num_steps=20"),
         flags.DEFINE_string("download_dir", "", "raw dataset files (<dir>/<dataset>/<file>)"),
     )
+    main = define_flags()
+
+    def run(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        directory, seeds, parallel, overrides, download_dir = (h.value for h in holders)
+        fixed = parse_overrides(overrides) + ((("dataset.download_dir", download_dir),) if download_dir else ())
+        try:
+            main(Study(Path(directory), tuple(int(s) for s in seeds), parallel, fixed))
+        except ValueError as err:  # a bad grid value or override: the message alone
+            sys.exit(f"error: {err}")
+
+    app.run(run)
 
 
 def run_and_report(
-    study: StudyFlags, points: Sequence[Point], study_dir: str | Path, columns: Sequence[str], title: str
+    study: Study, points: Sequence[Point], label: Callable[[dict], dict], title: str, study_dir: Path | None = None
 ) -> str:
-    """Run the points, then write results.md/.tex/learning_curves.png with one row per point, labelled by
-    splitting its name at "__" into `columns`, in the points' order; return the Markdown. Runs already in
-    the study directory from other points are reported too, after these."""
+    """Run the points, then write results.md/.tex/learning_curves.png with one row per configuration,
+    labelled by `label` (a run's flattened config -> {column: value}), in grid order; print and return the
+    Markdown. Runs already in the study directory from other grids are reported too, after these."""
+    study_dir = study_dir or study.study_dir
     study.run(points, study_dir)
-    names = [p.name for p in points]
+    grid = [label(load_run(study_dir / p.name / f"seed{study.seeds[0]}").config) for p in points]
 
-    def label(run) -> dict:
-        return dict(zip(columns, run.path.parent.name.split("__")))
+    def order(row) -> tuple:
+        return (grid.index(row.label) if row.label in grid else len(grid), repr(row.label))
 
-    def order(row) -> tuple:  # grid order; rows of earlier invocations with other points go last
-        name = "__".join(map(str, row.label.values()))
-        return (names.index(name) if name in names else len(names), name)
-
-    markdown = write_report(study_dir, label, title=title, order=order)
+    markdown = write_report(study_dir, lambda run: label(run.config), title=title, order=order)
     print(markdown)
+    print(f"wrote {study_dir}/results.md, results.tex and learning_curves.png")
     return markdown

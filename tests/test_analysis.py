@@ -10,6 +10,7 @@ from cnn_jax import analysis, models
 from cnn_jax import nn as cnn
 from cnn_jax.nn import ConvSpec
 from cnn_jax.report.figures import erf_heatmaps
+from cnn_jax.report.published import CONTEXT_MODULE_FIELD, RECEPTIVE_FIELDS
 
 KEY = jax.random.PRNGKey(0)
 
@@ -17,9 +18,10 @@ KEY = jax.random.PRNGKey(0)
 @pytest.mark.parametrize(
     "name, shape, size",
     [
-        ("alexnet", (224, 224, 3), 195),  # Araujo et al. 2019, Table: AlexNet pool5
-        ("vgg16", (224, 224, 3), 212),  # Araujo et al. 2019: VGG-16 pool5
-        ("context_net", (80, 80, 3), 67),  # Yu & Koltun 2016, Table 1: basic context module
+        ("alexnet", (224, 224, 3), RECEPTIVE_FIELDS["alexnet"]),
+        ("vgg16", (224, 224, 3), RECEPTIVE_FIELDS["vgg16"]),
+        ("resnet50", (224, 224, 3), RECEPTIVE_FIELDS["resnet50"]),
+        ("context_net", (80, 80, 3), CONTEXT_MODULE_FIELD),
     ],
 )
 def test_published_receptive_fields(name, shape, size):
@@ -30,7 +32,7 @@ def test_published_receptive_fields(name, shape, size):
 @pytest.mark.parametrize(
     "name, field",
     [
-        ("resnet50", (427, 32, 213)),  # Araujo et al. 2019: 427 (v1.5)
+        ("resnet50", (RECEPTIVE_FIELDS["resnet50"], 32, 213)),
         ("resnet18", (435, 32, 217)),
     ],
 )
@@ -102,6 +104,7 @@ def test_summary_rows_and_totals(kind):
     assert rows["fc1"].macs == 400 * 120
     assert summary.params == sum(p.size for p in jax.tree.leaves(model.init(KEY, jnp.zeros((1, 28, 28, 1)))))
     assert summary.macs == sum(r.macs for r in summary.rows)
+    assert analysis.params_and_macs(model, (28, 28, 1)) == (summary.params, summary.macs)  # what final.json records
     assert [(f.size, f.stride) for f in rows["MaxPool_1"].field] == [(16, 4), (16, 4)]
     assert "Total:" in summary.to_markdown()
 
@@ -120,7 +123,7 @@ def test_summary_cli():
         [
             sys.executable,
             "-m",
-            "cnn_jax.summary",
+            "cnn_jax.analysis",
             "--model=lenet5",
             "--input=28,28,1",
             "--num_classes=10",
@@ -132,7 +135,7 @@ def test_summary_cli():
         check=True,
     )
     assert "| conv2 | TiledConv | 10x10x16 | 9,664 | 240,000 | 14x14 | 2x2 | 2x2 |" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "cnn_jax.summary", "--conv=dilated"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "cnn_jax.analysis", "--conv=dilated"], capture_output=True, text=True)
     assert bad.returncode != 0 and "value should be one of <standard|tiled|local>" in bad.stderr
 
 

@@ -9,11 +9,11 @@ import pytest
 from helpers import flat
 
 from cnn_jax import models
+from cnn_jax.train.config import default_config
 from cnn_jax.train.optim import make_optimizer
 from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
 from cnn_jax.train.state import create_state
 from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
-from experiments.configs import base
 
 # Small settings where the architecture has them; dropout off (its masks are drawn per device). VGG's ImageNet
 # head (7x7x512 -> 4096 dense layers, 100M+ parameters) is swapped for the CIFAR head: BatchNorm is in the
@@ -75,7 +75,7 @@ def test_every_family_with_batchnorm_is_covered():
 def test_step_is_the_same_on_1_2_and_8_devices_under_both_runners(x64, name):
     size = 32 if name in IMAGENET_RESNETS else SIZES[_family(name)]
     model = models.create(name, num_classes=4, norm_axis_name=AXIS, **_options(name))
-    c = base.get_config().optimizer
+    c = default_config().optimizer
     tx = make_optimizer(c, 100)
     inputs = InputSpec((0.5,) * 3, (0.25,) * 3, 1.0)
     rng = np.random.default_rng(0)

@@ -1,9 +1,16 @@
-"""Each study CLI end to end on a tiny grid (a few steps per run): the pipeline from flags to table."""
+"""The studies: their grids and row labels in one process (every study module imported side by side),
+one study run from another directory, and each study command end to end on a tiny grid (long tier)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from cnn_jax.config_tree import flatten
+from cnn_jax.report.published import PARAMETER_COUNTS
+from experiments import conv_variants, normalization, pooling, receptive_fields, reproduce
+from experiments.study import Study, config, run_and_report
 
 REPO = Path(__file__).resolve().parents[1]
 # The tests' 8 host devices are inherited by the runs: batches of 80 (or 16, 32) divide among them.
@@ -18,6 +25,68 @@ def run_study(module: str, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def run_config(point) -> dict:
+    """The flattened config a point's run records in its config.json."""
+    from cnn_jax.config_check import load_config
+
+    c = load_config(point.config)
+    for field, value in point.overrides:
+        c.update_from_flattened_dict({field: value})
+    return flatten(c.to_dict())
+
+
+def test_grids_are_typed_and_label_their_runs_from_the_configs():
+    grids = {
+        "mnist1d": (conv_variants.mnist1d_points(), conv_variants.mnist1d_label),
+        "images": (conv_variants.image_points(), conv_variants.image_label),
+        "pooling": (pooling.points(), pooling.label),
+        "normalization": (normalization.points(), normalization.label),
+        "reproduce": (reproduce.trained_points(), reproduce.label),
+        "receptive_fields": (receptive_fields.accuracy_points(), receptive_fields.label),
+    }
+    for name, (points, label) in grids.items():
+        labels = [label(run_config(p)) for p in points]
+        assert len({repr(row) for row in labels}) == len(points), name  # one row per grid point
+        assert all(Path(p.config.partition(":")[0]).is_absolute() for p in points)  # the same file from anywhere
+    assert [p.name for p in normalization.points([32, 128], 16)] == [
+        f"{norm}__{batch}" for batch in (32, 128) for norm in ("none", "batch", "ghost16", "lrn")
+    ]
+    grid = {p.name: dict(p.overrides) for p in normalization.points([32, 128], 16)}
+    assert grid["ghost16__32"]["model.options.virtual_batch_size"] == 16
+    assert grid["none__32"]["optimizer.learning_rate"] == 0.025  # linear scaling, 0.1 at batch 128
+    assert normalization.label(run_config(normalization.points([32], 16)[2])) == {"norm": "ghost16", "batch": 32}
+    images = {p.name: dict(p.overrides) for p in conv_variants.image_points(None, ["resnet"], ["fashion_mnist"])}
+    assert list(images) == [f"resnet-{v}__fashion_mnist" for v in ("cnn", "tiled2", "tiled4", "local")]
+    assert images["resnet-tiled4__fashion_mnist"]["model.conv.tile"] == 4
+    assert all(o["dataset.eval_shifts"] == (2, 4) for o in images.values())
+    assert run_config(conv_variants.image_points(["cnn"], ["resnet"], ["mnist"])[0])["model.name"] == "resnet8"
+    assert conv_variants.mnist1d_label(run_config(conv_variants.mnist1d_points(["logreg"])[1])) == {
+        "model": "logreg",
+        "data": "shuffled",
+    }
+    assert reproduce.label(run_config(reproduce.trained_points()[-1])) == {"run": "cnn on mnist1d_shuffled"}
+    with pytest.raises(ValueError, match=r"--pools: unknown \['maxx'\]; valid values are max, avg"):
+        pooling.points(["maxx"])
+
+
+def test_study_runs_from_another_directory(tfds_dir, download_dir, tmp_path, monkeypatch):
+    """Config paths resolve relative to the package: a study started elsewhere finds its config files."""
+    monkeypatch.chdir(tmp_path)
+    fixed = (
+        ("train.num_steps", 3),
+        ("train.batch_size", 80),
+        ("dataset.data_dir", tfds_dir),
+        ("dataset.download_dir", download_dir),
+    )
+    study = Study(Path("study"), seeds=(0,), parallel=2, fixed=fixed)
+    table = run_and_report(study, pooling.points(["avg", "max"], ["mnist"]), pooling.label, "Two pools")
+    rows = [line.split(" |")[:2] for line in table.splitlines() if line.startswith("| avg") or line.startswith("| max")]
+    assert rows == [["| avg", " mnist"], ["| max", " mnist"]]  # grid order, labels read off the configs
+    assert (tmp_path / "study" / "max__mnist" / "seed0" / "final.json").exists()
+    assert config("lenet5_mnist") == str(REPO / "experiments" / "configs" / "lenet5_mnist.py")
+
+
+@pytest.mark.slow
 def test_conv_variants_study(tfds_dir, tmp_path):
     result = run_study(
         "conv_variants",
@@ -38,22 +107,7 @@ def test_conv_variants_study(tfds_dir, tmp_path):
     assert "94[^1]" in table and "56[^1]" in table
 
 
-def test_conv_variants_image_grid():
-    # A fresh interpreter: each study module defines the shared study flags at import.
-    code = (
-        "import json; from experiments.conv_variants import image_points; "
-        "print(json.dumps({p.name: dict(p.overrides) for p in "
-        "image_points(None, backbones=['resnet'], datasets=['fashion_mnist'])}))"
-    )
-    grid = json.loads(
-        subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    )
-    assert list(grid) == [f"resnet-{v}__fashion_mnist" for v in ("cnn", "tiled2", "tiled4", "local")]
-    assert grid["resnet-tiled4__fashion_mnist"]["model.conv.tile"] == "4"
-    assert grid["resnet-local__fashion_mnist"]["model.conv.kind"] == "local"
-    assert all(o["dataset.name"] == "fashion_mnist" and o["dataset.eval_shifts"] == "(2,4)" for o in grid.values())
-
-
+@pytest.mark.slow
 def test_reproduce_study(tfds_dir, download_dir, tmp_path):
     result = run_study(
         "reproduce",
@@ -64,7 +118,8 @@ def test_reproduce_study(tfds_dir, download_dir, tmp_path):
     )
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout and (tmp_path / "results.tex").exists()
-    assert "| alexnet parameters | 61,100,840 | 61,100,840[^1] | exact |" in table
+    alexnet = f"{PARAMETER_COUNTS['alexnet'].count:,}"
+    assert f"| alexnet parameters | {alexnet} | {alexnet}[^1] | exact |" in table
     assert "| resnet50 receptive field (last spatial map) | 427 | 427[^3] | exact |" in table
     assert "| resnet110 parameters | 1,727,962 | 1,700,000[^2] | within rounding |" in table
     for run in ("lenet5_classic on mnist", "cnn on mnist1d", "cnn on mnist1d_shuffled", "logreg on mnist1d"):
@@ -72,6 +127,7 @@ def test_reproduce_study(tfds_dir, download_dir, tmp_path):
     assert "0.95% test error" in table and "off by" in table  # 5 steps are far from the published values
 
 
+@pytest.mark.slow
 def test_receptive_fields_study(tfds_dir, tmp_path):
     result = run_study(
         "receptive_fields",
@@ -94,6 +150,7 @@ def test_receptive_fields_study(tfds_dir, tmp_path):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_pooling_study(tfds_dir, download_dir, tmp_path):
     result = run_study(
         "pooling",
@@ -115,26 +172,7 @@ def test_pooling_study(tfds_dir, download_dir, tmp_path):
     assert "| none | fashion_mnist |" in table and "1,119,626" in table  # no pooling: a 9216 x 120 dense layer
 
 
-def test_normalization_study_grid():
-    from experiments.normalization import points
-
-    grid = {p.name: dict(p.overrides) for p in points([32, 128], 16)}
-    assert list(grid) == [
-        "none__32",
-        "batch__32",
-        "ghost16__32",
-        "lrn__32",
-        "none__128",
-        "batch__128",
-        "ghost16__128",
-        "lrn__128",
-    ]
-    assert grid["ghost16__32"]["model.options.virtual_batch_size"] == "16"
-    assert grid["ghost16__32"]["model.options.norm"] == "batch" and grid["lrn__128"]["model.options.norm"] == "lrn"
-    assert grid["none__32"]["optimizer.learning_rate"] == "0.025"  # linear scaling, 0.1 at batch 128
-    assert grid["batch__128"]["train.batch_size"] == "128"
-
-
+@pytest.mark.slow
 def test_normalization_study(tfds_dir, tmp_path):
     # One batch size (the grid test covers two); 8 devices: per-device batches of 2, ghost batches of 2.
     # MNIST-1D instead of Fashion-MNIST: evaluating ResNet-20 on 1,000 short signals, not 10,000 images.

@@ -13,11 +13,12 @@ import pytest
 from helpers import final_state, flat, train_cli
 
 from cnn_jax.train import Checkpoints, NonFiniteLossError, build_model, read_metrics, train_and_evaluate, validate
+from cnn_jax.train.config import default_config
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
 from cnn_jax.train.state import create_state
 from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step
-from experiments.configs import base, cnn1d_mnist1d
+from experiments.configs import cnn1d_mnist1d
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("steps_per_s", "images_per_s")
@@ -45,7 +46,7 @@ def without_timing(records):
 def test_step_is_exact_for_any_device_count_and_both_wrappers(x64):
     # ResNet with cross-device BatchNorm, augmentation and label smoothing, in float64 so that the
     # only differences left are summation order.
-    c = base.get_config()
+    c = default_config()
     c.model.name, c.model.options.widths, c.model.options.stage_sizes = "resnet20", (4, 8, 8), (1, 1, 1)
     model = build_model(c, 10)
     tx = make_optimizer(c.optimizer, 100)
@@ -224,7 +225,7 @@ def test_a_url_workdir_is_refused_before_anything_is_written():
 
 
 def test_schedules():
-    c = base.get_config().optimizer
+    c = default_config().optimizer
     c.learning_rate, c.warmup_steps = 1.0, 10
     c.schedule = "cosine"
     cosine = make_schedule(c, 110)
@@ -237,7 +238,7 @@ def test_schedules():
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_optimizers_apply_weight_decay_and_clipping(name):
-    c = base.get_config().optimizer
+    c = default_config().optimizer
     c.name, c.schedule, c.learning_rate, c.momentum, c.weight_decay, c.clip_norm = name, "constant", 0.1, 0.0, 0.5, 1.0
     tx = make_optimizer(c, 10)
     params = {"w": jax.numpy.ones(4)}

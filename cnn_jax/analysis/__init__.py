@@ -9,11 +9,12 @@ from cnn_jax.analysis.spatial import (
     last_spatial_map,
     translation_response,
 )
-from cnn_jax.analysis.summary import LayerRow, Summary, compare_conv_variants, summarize
+from cnn_jax.analysis.summary import LayerRow, Summary, compare_conv_variants, params_and_macs, summarize
 
 __all__ = [
     "model_receptive_field",
     "summarize",
+    "params_and_macs",
     "Summary",
     "LayerRow",
     "effective_receptive_field",

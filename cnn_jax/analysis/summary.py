@@ -78,9 +78,9 @@ _LEAVES = (
 )
 
 
-def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
-    """Summary of `model` on one example of shape input_shape (no batch axis), in eval mode."""
-    x = jnp.zeros((1, *input_shape))
+def _layer_calls(model: nn.Module, x: jax.Array) -> tuple[dict, list[tuple[nn.Module, int, tuple, tuple]]]:
+    """The model's abstract variables, and each leaf layer's call in eval mode as (module, multiply-adds per
+    example, input shape, output shape), traced without compiling."""
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
     calls = []
 
@@ -92,33 +92,47 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
 
     with nn.intercept_methods(record):
         jax.eval_shape(lambda v: model.apply(v, x), variables)
-    _, fields = trace_receptive_fields(model, input_shape)
-    params = variables["params"]
+    params = variables.get("params", {})
     rows = []
     for module, in_shape, out_shape in calls:
-        path = "/".join(module.path)
         tree = params
         for name in module.path:
             tree = tree.get(name, {}) if isinstance(tree, dict) else {}
         kernel = tree.get("kernel") if isinstance(tree, dict) else None
-        rows.append(
-            LayerRow(
-                path,
-                type(module).__name__,
-                tuple(out_shape),
-                sum(p.size for p in jax.tree.leaves(tree)),
-                _macs(module, kernel, in_shape, out_shape),
-                fields.get(f"{type(model).__name__}/{path}"),
-            )
+        rows.append((module, tree, _macs(module, kernel, in_shape, out_shape), tuple(out_shape)))
+    return variables, rows
+
+
+def _size(tree) -> int:
+    return sum(p.size for p in jax.tree.leaves(tree))
+
+
+def params_and_macs(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
+    """(parameters, multiply-adds per example) of `model` on inputs of shape input_shape (no batch axis):
+    the totals of `summarize`, traced abstractly, without compiling or tracing receptive fields."""
+    variables, rows = _layer_calls(model, jnp.zeros((1, *input_shape)))
+    return _size(variables.get("params", {})), sum(macs for _, _, macs, _ in rows)
+
+
+def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
+    """Summary of `model` on one example of shape input_shape (no batch axis), in eval mode."""
+    x = jnp.zeros((1, *input_shape))
+    variables, calls = _layer_calls(model, x)
+    _, fields = trace_receptive_fields(model, input_shape)
+    rows = [
+        LayerRow(
+            "/".join(module.path),
+            type(module).__name__,
+            out_shape,
+            _size(tree),
+            macs,
+            fields.get(f"{type(model).__name__}/{'/'.join(module.path)}"),
         )
+        for module, tree, macs, out_shape in calls
+    ]
     flops = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).compile().cost_analysis()
     flops = flops[0] if isinstance(flops, list) else flops
-    return Summary(
-        rows,
-        sum(p.size for p in jax.tree.leaves(params)),
-        sum(r.macs for r in rows),
-        float(flops.get("flops", float("nan"))),
-    )
+    return Summary(rows, _size(variables["params"]), sum(r.macs for r in rows), float(flops.get("flops", float("nan"))))
 
 
 def _macs(module, kernel, in_shape, out_shape) -> int:

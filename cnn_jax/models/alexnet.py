@@ -1,6 +1,6 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton 2012).
 
-`alexnet`: torchvision's single-tower layout (61,100,840 parameters at 1000 classes); `norm="lrn"`
+`alexnet`: torchvision's single-tower layout (its parameter count: cnn_jax/report/published.py); `norm="lrn"`
 adds the paper's local response normalisation after the first two ReLUs (no parameters). Without
 it the model computes torchvision's function; `models.from_torch_state_dict` loads its weights (the
 first dense layer's rows permuted from torchvision's NCHW flatten order to cnn_jax's NHWC).

@@ -6,8 +6,8 @@ Four parallel branches per Inception module: 1x1; 1x1 then 3x3; 1x1 then 5x5; 3x
 `norm="none"` for a network without it, with biases; the 2014 network's local response normalisation
 in the stem is left out), convolutions padded (k - 1) / 2 on every side, and max-pools with PyTorch's
 ceil_mode=True. torchvision's implementation uses a 3x3 kernel in the "5x5" branch: with
-`branch5x5_kernel=3` the parameter count is torchvision's 6,624,904 (1000 classes, no auxiliary
-heads) and `models.from_torch_state_dict("googlenet", ...)` loads its weights.
+`branch5x5_kernel=3` the parameter count is torchvision's (cnn_jax/report/published.py) and
+`models.from_torch_state_dict("googlenet", ...)` loads its weights.
 `aux_heads=True` adds the two auxiliary classifiers (after 4a and 4d) used in training; the model then
 returns (logits, aux1, aux2) when called with train=True. `transform_input=True` is torchvision's
 option of the same name, on for its pretrained weights: it maps inputs normalised with the ImageNet

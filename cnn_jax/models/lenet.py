@@ -43,7 +43,7 @@ def squash(x: jax.Array) -> jax.Array:
 
 @register("lenet5_classic")
 class LeNet5Classic(nn.Module):
-    """LeNet-5 as published: 60,000 trainable parameters before the output layer.
+    """LeNet-5 as published (its trainable parameters before the output layer: report/published.py).
 
     C1 (6@5x5, 156) - S2 (trainable subsampling, 12) - C3 (16@5x5, partial table, 1,516) -
     S4 (32) - C5 (120@5x5 convolution, 48,120) - F6 (84, 10,164) - output. The paper's output

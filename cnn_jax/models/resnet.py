@@ -1,11 +1,12 @@
 """ResNets (He, Zhang, Ren & Sun 2016, "Deep residual learning for image recognition").
 
 CIFAR family (sec. 4.2): depth 6n+2, three stages of n basic blocks with 16/32/64 channels,
-identity shortcuts with zero-padded channels when the shape changes (option A):
-resnet20/32/44/56/110 have 0.27M/0.46M/0.66M/0.85M/1.7M parameters.
+identity shortcuts with zero-padded channels when the shape changes (option A): resnet8/20/32/44/56/110
+(resnet8, one block per stage, is the small backbone of the image studies).
 ImageNet family: torchvision's layout (v1.5: the bottleneck strides in its 3x3 convolution),
-projection shortcuts (option B): resnet18/34/50 have 11,689,512/21,797,672/25,557,032, and compute
-torchvision's function (`models.from_torch_state_dict` loads its weights).
+projection shortcuts (option B): resnet18/34/50, computing torchvision's function
+(`models.from_torch_state_dict` loads its weights). Published parameter counts of both families are in
+cnn_jax/report/published.py, and the tests check them.
 
 Every 3x3 convolution pads 1 on every side (times the dilation of ConvSpec(dilation=...)), as
 torchvision and the common PyTorch CIFAR implementations do; "SAME" would pad a stride-2 layer at an
@@ -115,7 +116,7 @@ class ResNet(nn.Module):
         return layers.dense(self.num_classes, name="fc")(x)
 
 
-for _depth in (20, 32, 44, 56, 110):
+for _depth in (8, 20, 32, 44, 56, 110):  # resnet8: one block per stage, the small images backbone
     register(f"resnet{_depth}", norm="batch", stage_sizes=((_depth - 2) // 6,) * 3)(ResNet)
 
 register("resnet18", norm="batch", stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512), stem="imagenet", shortcut="B")(

@@ -1,10 +1,10 @@
 """VGG (Simonyan & Zisserman 2015, configurations A/B/D/E = vgg11/13/16/19), torchvision's layout.
 
 ImageNet: 3x3 convolutions (padding 1, with bias), 2x2 max-pools, adaptive average pooling to
-7x7, then 4096-4096-classes dense layers with dropout: vgg11/13/16/19 have 132,863,336 /
-133,047,848 / 138,357,544 / 143,667,240 parameters (the _bn variants add BatchNorm after every
-convolution). CIFAR variants (`vgg16_cifar`): the same convolutional stack with BatchNorm, global
-average pooling and one dense layer, as commonly trained on 32x32 images.
+7x7, then 4096-4096-classes dense layers with dropout (the _bn variants add BatchNorm after every
+convolution; torchvision's parameter counts are in cnn_jax/report/published.py). CIFAR variants
+(`vgg16_cifar`): the same convolutional stack with BatchNorm, global average pooling and one dense
+layer, as commonly trained on 32x32 images.
 
 The ImageNet models compute torchvision's function; `models.from_torch_state_dict` loads its weights
 (the first dense layer's rows permuted: cnn_jax flattens the 7x7x512 map in NHWC order, torchvision

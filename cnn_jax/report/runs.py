@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cnn_jax.train.config import flatten
+from cnn_jax.config_tree import flatten
 
 
 @dataclasses.dataclass(frozen=True)

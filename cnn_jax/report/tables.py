@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Sequence
 
 from cnn_jax.report.published import SOURCES, find_reference
@@ -33,9 +34,18 @@ class Row:
         """Within noise when |ours - published| <= max(2 std, 1 point); otherwise by how much."""
         if self.published is None:
             return ""
-        diff = self.mean - self.published
         noise = max(2 * (0.0 if math.isnan(self.std) else self.std), 1.0)
-        return "within noise" if abs(diff) <= noise else f"off by {diff:+.1f}"
+        return verdict(self.mean, self.published, noise, "within noise", "+.1f")
+
+
+def verdict(ours: float, published: float, tolerance: float = 0, within: str = "", digits: str = "+,") -> str:
+    """The verdict column of every ours-vs-published table: for an exact quantity (tolerance 0) "exact" when
+    equal; otherwise `within` when |ours - published| <= tolerance; else "off by" the difference, formatted
+    with `digits`."""
+    diff = ours - published
+    if abs(diff) <= tolerance:
+        return within if tolerance else "exact"
+    return f"off by {diff:{digits}}"
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -83,8 +93,9 @@ def _shifts(rows: list[Row]) -> list[int]:
     return sorted({s for row in rows for s in row.shifted})
 
 
-def _accuracy(mean: float, std: float, pm: str) -> str:
-    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} {pm} {std:.2f}"
+def format_mean_std(mean: float, std: float) -> str:
+    """ "97.12 ± 0.15", or "97.12" for one seed (std nan): every accuracy cell of the reports."""
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
 def _value(value) -> str:
@@ -93,11 +104,10 @@ def _value(value) -> str:
     return str(value)
 
 
-def _cells(row: Row, pm: str, shifts: list[int]) -> list[str]:
-    """Numeric cells (no characters that need escaping in LaTeX besides `pm` itself)."""
-    shifted = [_accuracy(*row.shifted[s], pm) if s in row.shifted else "" for s in shifts]
+def _cells(row: Row, shifts: list[int]) -> list[str]:
+    shifted = [format_mean_std(*row.shifted[s]) if s in row.shifted else "" for s in shifts]
     return [
-        _accuracy(row.mean, row.std, pm),
+        format_mean_std(row.mean, row.std),
         *shifted,
         str(row.n),
         f"{row.params:,}" if row.params is not None else "",
@@ -110,11 +120,11 @@ def _sources(rows: list[Row]) -> list[str]:
     return list(dict.fromkeys(r.source for r in rows if r.source))
 
 
-def _published(row: Row, sources: list[str], mark) -> str:
-    return "" if row.published is None else f"{row.published:g}{mark(sources.index(row.source) + 1)}"
+def _published(row: Row, sources: list[str]) -> str:
+    return "" if row.published is None else f"{row.published:g}[^{sources.index(row.source) + 1}]"
 
 
-def _table(rows: list[Row], pm: str, mark: Callable[[int], str]) -> tuple[list[str], list[list[str]], list[str], str]:
+def _table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str], str]:
     """Header, cells, footnotes and column alignment of the results table."""
     factors = list(rows[0].label) if rows else []
     sources, shifts = _sources(rows), _shifts(rows)
@@ -130,9 +140,7 @@ def _table(rows: list[Row], pm: str, mark: Callable[[int], str]) -> tuple[list[s
         "verdict",
     ]
     cells = [
-        [_value(v) for v in row.label.values()]
-        + _cells(row, pm, shifts)
-        + [_published(row, sources, mark), row.verdict]
+        [_value(v) for v in row.label.values()] + _cells(row, shifts) + [_published(row, sources), row.verdict]
         for row in rows
     ]
     align = "l" * len(factors) + "r" * (len(header) - len(factors) - 1) + "l"
@@ -142,20 +150,38 @@ def _table(rows: list[Row], pm: str, mark: Callable[[int], str]) -> tuple[list[s
 def to_markdown(rows: list[Row], title: str = "") -> str:
     """A Markdown table: factors, accuracy mean ± std over n seeds (and on test inputs shifted by s pixels,
     where the runs measured it), params, MACs, images/s, published, verdict."""
-    header, cells, notes, align = _table(rows, "±", lambda i: f"[^{i}]")
-    return markdown_table(header, cells, title, notes, align)
+    return markdown_table(*_table(rows), title=title)
 
 
-def _tex(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
-        text = text.replace(char, escaped)
-    return text
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",  # unescaped, a non-breaking space
+    "^": r"\textasciicircum{}",  # unescaped, "Missing $ inserted"
+    "±": r"$\pm$",
+}
+
+
+def tex_escape(text: str) -> str:
+    """`text` as LaTeX prints it literally: every character special to LaTeX escaped, in one pass."""
+    return "".join(_TEX.get(char, char) for char in text)
+
+
+def _tex_cell(text: str) -> str:
+    """An escaped cell; a trailing Markdown footnote mark "[^2]" becomes a superscript."""
+    text, mark = re.fullmatch(r"(.*?)((?:\[\^\d+\])?)", text, re.DOTALL).groups()
+    return tex_escape(text) + (f"$^{{{mark[2:-1]}}}$" if mark else "")
 
 
 def to_latex(rows: list[Row], caption: str = "") -> str:
     """The same table as LaTeX (booktabs); sources as footnote marks under the table."""
-    header, cells, notes, align = _table(rows, "±", lambda i: f"$^{{{i}}}$")
-    return latex_table(header, cells, caption, notes, align)
+    return latex_table(*_table(rows), caption=caption)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,11 +198,12 @@ class Comparison:
 def markdown_table(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
-    title: str = "",
     footnotes: Sequence[str] = (),
     align: str = "",
+    title: str = "",
 ) -> str:
-    """A Markdown table of preformatted cells. align: one "l" or "r" per column (default: first left)."""
+    """A Markdown table of preformatted cells; a cell may end in a footnote mark "[^i]" for footnotes[i-1].
+    align: one "l" or "r" per column (default: first left)."""
     align = align or "l" + "r" * (len(header) - 1)
     lines = [
         f"**{title}**\n" if title else "",
@@ -191,41 +218,41 @@ def markdown_table(
 def latex_table(
     header: Sequence[str],
     rows: Sequence[Sequence[str]],
-    caption: str = "",
     footnotes: Sequence[str] = (),
     align: str = "",
+    caption: str = "",
 ) -> str:
-    """The same as LaTeX (booktabs). Cells are escaped, and "±" becomes $\\pm$."""
-
-    def cell(text: str) -> str:
-        return _tex(text).replace("±", r"$\pm$")
-
+    """The same as LaTeX (booktabs): text escaped, footnote marks as superscripts."""
     align = align or "l" + "r" * (len(header) - 1)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\begin{tabular}{" + align + "}",
         r"\toprule",
-        " & ".join(map(cell, header)) + r" \\",
+        " & ".join(map(_tex_cell, header)) + r" \\",
         r"\midrule",
     ]
-    lines += [" & ".join(map(cell, cells)) + r" \\" for cells in rows]
+    lines += [" & ".join(map(_tex_cell, cells)) + r" \\" for cells in rows]
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + _tex(note) + "}" for i, note in enumerate(footnotes, 1)]
+    lines += [
+        r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + tex_escape(note) + "}" for i, note in enumerate(footnotes, 1)
+    ]
     if caption:
-        lines.append(r"\caption{" + _tex(caption) + "}")
+        lines.append(r"\caption{" + tex_escape(caption) + "}")
     return "\n".join(lines + [r"\end{table}"]) + "\n"
+
+
+def _comparison(rows: list[Comparison]) -> tuple[list[str], list[list[str]], list[str], str]:
+    sources = list(dict.fromkeys(r.source for r in rows))
+    cells = [[r.quantity, r.ours, f"{r.published}[^{sources.index(r.source) + 1}]", r.verdict] for r in rows]
+    return ["quantity", "ours", "published", "verdict"], cells, sources, "lrrl"
 
 
 def comparison_markdown(rows: list[Comparison], title: str = "") -> str:
     """quantity | ours | published | verdict, sources as numbered footnotes."""
-    sources = list(dict.fromkeys(r.source for r in rows))
-    cells = [[r.quantity, r.ours, f"{r.published}[^{sources.index(r.source) + 1}]", r.verdict] for r in rows]
-    return markdown_table(["quantity", "ours", "published", "verdict"], cells, title, sources, "lrrl")
+    return markdown_table(*_comparison(rows), title=title)
 
 
 def comparison_latex(rows: list[Comparison], caption: str = "") -> str:
     """The same table as LaTeX (booktabs)."""
-    sources = list(dict.fromkeys(r.source for r in rows))
-    cells = [[r.quantity, r.ours, f"{r.published}$^{{{sources.index(r.source) + 1}}}$", r.verdict] for r in rows]
-    return latex_table(["quantity", "ours", "published", "verdict"], cells, caption, sources, "lrrl")
+    return latex_table(*_comparison(rows), caption=caption)

@@ -2,7 +2,7 @@
 
 from cnn_jax.train import distributed
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.config import validate
+from cnn_jax.train.config import default_config, validate
 from cnn_jax.train.loop import NonFiniteLossError, build_model, train_and_evaluate
 from cnn_jax.train.metrics import read_metrics
 from cnn_jax.train.state import TrainState, create_state
@@ -10,6 +10,7 @@ from cnn_jax.train.state import TrainState, create_state
 __all__ = [
     "distributed",
     "Checkpoints",
+    "default_config",
     "validate",
     "NonFiniteLossError",
     "build_model",

@@ -26,11 +26,12 @@ import numpy as np
 from absl import logging
 
 from cnn_jax import models
-from cnn_jax.analysis import summarize
+from cnn_jax.analysis import params_and_macs
+from cnn_jax.config_tree import flatten
 from cnn_jax.data import Dataset, Split, load_dataset, shift_width, steps_per_epoch
 from cnn_jax.nn import ConvSpec
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.config import flatten, validate
+from cnn_jax.train.config import validate
 from cnn_jax.train.feed import Feed, TrainRows, dispatch_plan, eval_rows, resident
 from cnn_jax.train.metrics import MetricWriter, Progress
 from cnn_jax.train.optim import make_optimizer, make_schedule
@@ -206,9 +207,11 @@ def train_and_evaluate(
     per_epoch = steps_per_epoch(len(data.train), config.train.batch_size)
     total_steps = config.train.num_steps or per_epoch * config.train.num_epochs
     model, tx, runner = build_runner(config, data, total_steps, devices)
+    params, macs = params_and_macs(model, data.input_shape)  # for final.json and the study tables
     schedule = make_schedule(config.optimizer, total_steps)
 
     workdir.mkdir(parents=True, exist_ok=True)
+    logging.info("run directory %s: config.json, metrics.jsonl, %s, checkpoints/, tensorboard/", workdir, FINAL_FILE)
     checkpoints = Checkpoints(workdir / "checkpoints", config.train.keep_checkpoints)
     writer = MetricWriter(workdir, enabled=leader)
     host_state = jax.device_get(create_state(model, tx, data.input_shape, config.seed))
@@ -262,6 +265,10 @@ def train_and_evaluate(
             if (done % per_epoch == 0 and done // per_epoch % eval_every_epochs == 0) or done == total_steps:
                 final = evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
                 writer.write(done, epoch=done / per_epoch, **final)
+                progress.message(
+                    f"epoch {done / per_epoch:g}: test accuracy {final['test/accuracy']:.4f}, "
+                    f"loss {final['test/loss']:.4f}"
+                )
             stop = preemption.agreed()
             if done % checkpoint_every == 0 or done == total_steps or stop:
                 pending.fetch(checkpoints, workdir)
@@ -271,7 +278,6 @@ def train_and_evaluate(
                 return {}
         with _phase("final evaluation"):
             final = final or evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
-        logging.info("final test accuracy %.4f, loss %.4f", final["test/accuracy"], final["test/loss"])
         for shift in config.dataset.eval_shifts:
             with _phase(f"evaluation at shift {shift}"):
                 shifted = Feed(
@@ -281,16 +287,14 @@ def train_and_evaluate(
                     "test/accuracy"
                 ]
         if leader:
-            with _phase("model summary"):
-                summary = summarize(model, data.input_shape)
-            record = {
-                "step": total_steps,
-                **final,
-                "params": summary.params,
-                "macs": summary.macs,
-                "images_per_s": throughput,
-            }
+            record = {"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput}
             (workdir / FINAL_FILE).write_text(json.dumps(record) + "\n")
+        progress.close()
+        shifted = "".join(f", {k.split('@')[1]} {v:.4f}" for k, v in final.items() if "@shift=" in k)
+        progress.message(
+            f"final test accuracy {final['test/accuracy']:.4f}{shifted}, loss {final['test/loss']:.4f}; "
+            f"run directory {workdir}"
+        )
         return final
     finally:
         batches.close()  # a stop before the end leaves prefetched batches (and their thread) behind

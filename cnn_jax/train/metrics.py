@@ -63,6 +63,7 @@ class Progress:
         self._enabled = enabled and sys.stderr.isatty()
         self._start = time.perf_counter()
         self._steady = False
+        self._line = ""
 
     def rates(self, step: int) -> tuple[float, float, float]:
         """(steps/s, images/s, seconds left) since this run (re)started."""
@@ -78,13 +79,24 @@ class Progress:
             f"{images_per_s:.0f} img/s | ETA {eta:.0f}s | " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
         )
         if self._enabled:
-            sys.stderr.write("\r" + line[:160].ljust(160))
+            self._line = line[:160].ljust(160)
+            sys.stderr.write("\r" + self._line)
             sys.stderr.flush()
         else:
             logging.info(line)
         if not self._steady:
             self._steady, self._first, self._start = True, step, time.perf_counter()
 
-    def close(self) -> None:
+    def message(self, text: str) -> None:
+        """A line for the user (an evaluation, the final result): on a terminal, printed above the bar,
+        which is redrawn below it; else logged."""
         if self._enabled:
+            sys.stderr.write("\r" + text.ljust(len(self._line)) + "\n" + self._line)
+            sys.stderr.flush()
+        else:
+            logging.info(text)
+
+    def close(self) -> None:
+        if self._enabled and self._line:
             sys.stderr.write("\n")
+            self._line = ""

@@ -7,11 +7,11 @@ Expected: about 94% test accuracy (the paper's CNN: 94%); with --config.dataset.
 about 56%. Takes about a minute on 2 CPU cores.
 """
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = "mnist1d"
     c.model.name = "cnn1d"
     c.model.options.channels = 25

@@ -10,7 +10,7 @@ The receptive-field study (experiments/receptive_fields.py) trains it with the d
 4000 steps: under a minute on 2 CPU cores.
 """
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 DATASETS = ("long_range_xor", "mnist1d")
 
@@ -18,7 +18,7 @@ DATASETS = ("long_range_xor", "mnist1d")
 def get_config(arg: str | None = None):
     if arg not in DATASETS:
         raise ValueError(f"config argument {arg!r}: valid arguments are {', '.join(DATASETS)}")
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = arg
     c.model.name = "context_net"
     c.model.options.features = 32

@@ -9,11 +9,11 @@ the fixed RBF units.
 Published: 0.95% test error without distortions (99.05% accuracy). Ours: see README (study reproduce).
 """
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = "mnist"
     c.model.name = "lenet5_classic"
     c.optimizer.learning_rate = 0.02

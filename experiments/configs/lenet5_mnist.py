@@ -7,11 +7,11 @@ Expected: 99.19% test accuracy after 10 epochs, about 75 s on 2 CPU cores (measu
 Swap the convolution with --config.model.conv.kind=tiled --config.model.conv.tile=2 (or kind=local).
 """
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = "mnist"
     c.model.name = "lenet5"
     c.model.options.pool = "max"  # max | avg | l2 | strided | none (experiments/pooling.py compares them)

@@ -6,11 +6,11 @@ Needs the CIFAR-10 download (network, or cifar-10-binary.tar.gz under <download_
 accelerator time: 182 epochs are hours on a GPU. Expected: 91.25% test accuracy (8.75% error, He et al.).
 """
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = "cifar10"
     c.dataset.augment.crop_padding = 4
     c.dataset.augment.flip = True

@@ -8,11 +8,11 @@ Expected: not measured here yet (30 epochs are about 3 hours on 2 CPU cores).
 
 from ml_collections import config_dict
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = "fashion_mnist"
     c.dataset.augment.crop_padding = 2
     c.dataset.augment.flip = True

@@ -9,15 +9,13 @@ fashion_mnist), 3 seeds (measured; see README). About 10 minutes per run on 2 CP
 2 minutes on one H200 shared by 12 such runs.
 """
 
-from experiments.configs import base
+from cnn_jax.train.config import default_config
 
 
 def get_config():
-    c = base.get_config()
+    c = default_config()
     c.dataset.name = "mnist"
-    c.model.name = "resnet20"
-    c.model.options.stage_sizes = (1, 1, 1)
-    c.model.options.widths = (16, 32, 64)
+    c.model.name = "resnet8"
     c.model.options.norm = "batch"
     c.optimizer.learning_rate = 0.1
     c.optimizer.nesterov = True

@@ -1,7 +1,7 @@
 """Per-layer summary of a model from the command line.
 
-    python -m cnn_jax.summary --model=resnet50 --input=224,224,3 [--conv=tiled --tile=2] [--dilation=2]
-    python -m cnn_jax.summary --model=lenet5 --input=28,28,1 --num_classes=10 --compare
+    python -m cnn_jax.analysis --model=resnet50 --input=224,224,3 [--conv=tiled --tile=2] [--dilation=2]
+    python -m cnn_jax.analysis --model=lenet5 --input=28,28,1 --num_classes=10 --compare
 
 Prints a Markdown table: output shape, parameters, multiply-adds, receptive field, effective
 stride and effective padding per layer, and the totals with XLA's FLOP count.

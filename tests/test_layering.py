@@ -1,0 +1,38 @@
+"""The package's layering, checked on fresh interpreters through sys.modules: the library never imports the
+scripts in experiments/, and reading results does not load the training engine (orbax, optax)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(result.stdout.split())
+
+
+def test_no_library_module_imports_the_scripts():
+    every_module = (
+        "import importlib, pkgutil, cnn_jax\n"
+        "for m in pkgutil.walk_packages(cnn_jax.__path__, 'cnn_jax.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)"
+    )
+    loaded = loaded_after(every_module)
+    assert {"cnn_jax.train.loop", "cnn_jax.sweep", "cnn_jax.report.write"} <= loaded  # the walk imported them
+    assert not [m for m in loaded if m == "experiments" or m.startswith("experiments.")]
+
+
+def test_report_does_not_import_the_training_engine():
+    loaded = loaded_after("import cnn_jax.report")
+    assert "cnn_jax.report.tables" in loaded
+    assert not [m for m in loaded if m.startswith("cnn_jax.train") or m.startswith("orbax") or m == "optax"]
