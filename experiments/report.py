@@ -18,6 +18,7 @@ def main(argv):
     if len(argv) != 2:
         raise app.UsageError("usage: python -m experiments.report STUDY_DIR")
     print(write_report(argv[1], _FACTORS.value))
+    print(f"wrote {argv[1]}/results.md, results.tex and learning_curves.png")
 
 
 if __name__ == "__main__":

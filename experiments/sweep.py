@@ -48,6 +48,8 @@ def sweep():
             print(f"sbatch --array=0-{count - 1} launch/slurm_array.sbatch {jobs}")
         return
     run_sweep(points, seeds, _STUDY_DIR.value, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value)
+    if not _DRY_RUN.value:
+        print(f"runs in {_STUDY_DIR.value}/<point>/seed<k>; table: python -m experiments.report {_STUDY_DIR.value}")
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def _measured_span(model, shape):
     [
         # Inputs larger than the field, so the measured span is not just the whole image.
         ("resnet20", (96, 96, 3), {}),
-        ("resnet20", (96, 96, 3), {"conv": ConvSpec("tiled", tile=2)}),
+        pytest.param("resnet20", (96, 96, 3), {"conv": ConvSpec("tiled", tile=2)}, marks=pytest.mark.slow),
         ("context_net", (24, 24, 1), {"features": 4, "dilations": (1, 2, 4), "conv": ConvSpec("local")}),
         ("context_net", (72, 72, 1), {"features": 4}),
         ("context_net", (48, 48, 1), {"features": 4, "dilations": (1, 2, 5, 9)}),

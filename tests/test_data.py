@@ -33,6 +33,7 @@ def test_mnist_prepared_offline_from_raw_files(download_dir, tfds_dir):
     np.testing.assert_allclose(data.mean, [33.32], atol=0.01)
 
 
+@pytest.mark.slow
 def test_mnist_and_fashion_mnist_do_not_share_extractions(download_dir, tfds_dir):
     # Both ship files with the same names; TFDS alone would reuse the first one's extraction for the second.
     fashion = load_dataset("fashion_mnist", data_dir=tfds_dir, download_dir=download_dir)

@@ -69,7 +69,14 @@ def test_placement_choices():
 
 @pytest.mark.parametrize(
     "placement, steps_per_dispatch, scan",
-    [("host", 1, False), ("host", 7, False), ("device", 3, False), ("device", 16, True), ("host", 7, True)],
+    [
+        ("host", 7, False),
+        ("device", 16, True),
+        *(
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in [("host", 1, False), ("device", 3, False), ("host", 7, True)]
+        ),
+    ],
 )
 def test_placement_and_steps_per_dispatch_do_not_change_the_run(
     tfds_dir, tmp_path, monkeypatch, placement, steps_per_dispatch, scan

@@ -97,7 +97,7 @@ def test_conv_local(x_shape):
 
 
 @pytest.mark.parametrize("module", ["Conv", "ConvLocal"])
-@pytest.mark.parametrize("kernel_size", [1, 2, 3, 9])
+@pytest.mark.parametrize("kernel_size", [1, 2, 3, pytest.param(9, marks=pytest.mark.slow)])
 def test_circular_conv_constant(module, kernel_size):
     """An all-ones kernel on an all-ones input: C_in * prod(kernel) everywhere, in 1-D and 2-D."""
     ours_module = {"Conv": cnn.Conv, "ConvLocal": cnn.LocalConv}[module]

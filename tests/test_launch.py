@@ -36,7 +36,7 @@ def test_scripts_parse_and_pass_shellcheck():
         assert result.returncode == 0, result.stderr
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     result = subprocess.run(
-        [shellcheck, *map(str, SCRIPTS), str(REPO / ".ci" / "install_slurm.sh")], capture_output=True, text=True
+        [shellcheck, *map(str, SCRIPTS), str(REPO / ".ci" / "apt_install.sh")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout
 
@@ -243,6 +243,7 @@ def test_dockerfile_passes_hadolint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_local_launcher_2x2_matches_one_process_with_4_devices(tfds_dir, tmp_path):
     """2 processes x 2 devices through launch/local.sh == 1 process x 4 devices: the global batch fixes the math."""
     steps = "--config.train.num_steps=20"
@@ -290,6 +291,7 @@ def _last_logged_step(log: Path) -> int:
     return int(steps[-1]) if steps else 0
 
 
+@pytest.mark.slow
 def test_a_dying_process_stops_the_others_within_the_heartbeat(tfds_dir, tmp_path):
     workdir = tmp_path / "run"
     launcher = subprocess.Popen(

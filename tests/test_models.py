@@ -147,7 +147,7 @@ def test_every_model_and_conv_kind_takes_a_gradient_step(name, shape, options, k
     model = models.create(name, num_classes=3, conv=SPECS[kind], **options)
     x = jax.random.normal(KEY, shape)
     labels = jnp.arange(shape[0]) % 3
-    variables = model.init(KEY, x)
+    variables = jax.jit(model.init)(KEY, x)  # eager init would run every layer op by op (minutes for GoogLeNet)
     rngs = {"dropout": KEY}
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
 

@@ -1,7 +1,7 @@
 """launch/slurm.sbatch and launch/slurm_array.sbatch on a real SLURM: one node on 127.0.0.1 with 2 CPUs and
 no GPU, its daemons (munged, slurmctld, slurmd) started for this module with their state in a temporary
 directory and stopped by PID afterwards. Needs root and Debian's slurmctld, slurmd, slurm-client and munge
-packages (`.ci/install_slurm.sh` installs them); skipped, with the reason, where those are missing or the
+packages (`.ci/apt_install.sh` installs them in CI); skipped, with the reason, where those are missing or the
 daemons do not start."""
 
 import json
@@ -200,7 +200,7 @@ def slurm(tmp_path_factory):
     if missing:
         pytest.skip(
             f"SLURM is not installed here (missing {', '.join(missing)}): install Debian's slurmctld, "
-            f"slurmd, slurm-client and munge, as .ci/install_slurm.sh does"
+            f"slurmd, slurm-client and munge, as .ci/run does with .ci/apt_install.sh"
         )
     if os.geteuid() != 0:
         pytest.skip("slurmd must run as root to start jobs")

@@ -130,7 +130,9 @@ def _start_and_signal(workdir, tfds_dir, steps: str, sig: int) -> tuple[int, str
     return process.returncode, stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL], ids=["SIGTERM", "SIGKILL"]
+)
 def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, tmp_path, sig):
     steps = "--config.train.num_steps=600"
     returncode, stderr = _start_and_signal(tmp_path / "killed", tfds_dir, steps, sig)

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten
+from cnn_jax.models.common import flatten_features
 from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
@@ -37,7 +37,7 @@ class AlexNet(nn.Module):
         x = nn.relu(layers.conv_layer(384, 3, padding=1, name="conv3")(x))
         x = nn.relu(layers.conv_layer(256, 3, padding=1, name="conv4")(x))
         x = nn.relu(layers.conv_layer(256, 3, padding=1, name="conv5")(x))
-        x = flatten(cnn.AdaptiveAvgPool(6)(cnn.MaxPool(3, 2)(x)))
+        x = flatten_features(cnn.AdaptiveAvgPool(6)(cnn.MaxPool(3, 2)(x)))
         for j in range(2):
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
             x = nn.relu(layers.dense(4096, name=f"fc{j + 1}")(x))
@@ -59,7 +59,7 @@ class AlexNetCifar(nn.Module):
         x = nn.relu(layers.conv_layer(64, 5, padding="SAME", name="conv1")(x))
         x = lrn(cnn.MaxPool(3, 2, padding="SAME")(x))
         x = lrn(nn.relu(layers.conv_layer(64, 5, padding="SAME", name="conv2")(x)))
-        x = flatten(cnn.MaxPool(3, 2, padding="SAME")(x))
+        x = flatten_features(cnn.MaxPool(3, 2, padding="SAME")(x))
         x = nn.relu(layers.dense(384, name="fc1")(x))
         x = nn.relu(layers.dense(192, name="fc2")(x))
         return layers.dense(self.num_classes, name="fc3")(x)

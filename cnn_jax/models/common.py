@@ -12,7 +12,7 @@ def add_channel_axis(x: jax.Array) -> jax.Array:
     return x[..., None] if x.ndim == 2 else x
 
 
-def flatten(x: jax.Array) -> jax.Array:
+def flatten_features(x: jax.Array) -> jax.Array:
     """(N, *spatial, C) -> (N, prod(spatial) * C) in NHWC order: PyTorch's NCHW flatten of the same
     feature map orders the same values channel-first (see `torch_weights` for the weight permutation)."""
     return x.reshape(x.shape[0], -1)

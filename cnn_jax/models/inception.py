@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten, max_pool_ceil
+from cnn_jax.models.common import flatten_features, max_pool_ceil
 from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
@@ -88,7 +88,7 @@ class AuxHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = ConvNormReLU(128, 1, layers=self.layers, name="conv")(cnn.AdaptiveAvgPool(4)(x), train)
-        x = nn.relu(self.layers.dense(1024, name="fc1")(flatten(x)))
+        x = nn.relu(self.layers.dense(1024, name="fc1")(flatten_features(x)))
         x = nn.Dropout(0.7, deterministic=not train)(x)
         return self.layers.dense(self.num_classes, name="fc2")(x)
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten
+from cnn_jax.models.common import flatten_features
 from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
@@ -72,7 +72,7 @@ class LeNet5Classic(nn.Module):
         )
         x = squash(cnn.TrainableSubsampling(2, name="S4")(x))
         x = squash(self.layers.conv_layer(120, 5, padding="VALID", name="C5")(x))
-        x = squash(self.layers.dense(84, name="F6")(flatten(x)))
+        x = squash(self.layers.dense(84, name="F6")(flatten_features(x)))
         return self.layers.dense(self.num_classes, name="output")(x)
 
 
@@ -105,6 +105,6 @@ class LeNet5(nn.Module):
         stride = 2 if self.pool == "strided" else 1
         x = pool(nn.relu(self.layers.conv_layer(6, 5, strides=stride, padding="SAME", name="conv1")(x)))
         x = pool(nn.relu(self.layers.conv_layer(16, 5, strides=stride, padding="VALID", name="conv2")(x)))
-        x = nn.relu(self.layers.dense(120, name="fc1")(flatten(x)))
+        x = nn.relu(self.layers.dense(120, name="fc1")(flatten_features(x)))
         x = nn.relu(self.layers.dense(84, name="fc2")(x))
         return self.layers.dense(self.num_classes, name="output")(x)

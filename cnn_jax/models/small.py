@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from cnn_jax.models.common import add_channel_axis, flatten
+from cnn_jax.models.common import add_channel_axis, flatten_features
 from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
@@ -24,7 +24,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = flatten(x)
+        x = flatten_features(x)
         for i, units in enumerate(self.hidden):
             x = nn.relu(self.layers.dense(units, name=f"fc{i + 1}")(x))
         return self.layers.dense(self.num_classes, name="output")(x)
@@ -47,4 +47,4 @@ class CNN1D(nn.Module):
         x = add_channel_axis(x)
         for i, k in enumerate(self.kernels):
             x = nn.relu(self.layers.conv_layer(self.channels, k, strides=2, padding=1, name=f"conv{i + 1}")(x))
-        return self.layers.dense(self.num_classes, name="output")(flatten(x))
+        return self.layers.dense(self.num_classes, name="output")(flatten_features(x))

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 
 from cnn_jax import nn as cnn
-from cnn_jax.models.common import flatten
+from cnn_jax.models.common import flatten_features
 from cnn_jax.models.layers import Layers
 from cnn_jax.models.registry import register
 
@@ -49,7 +49,7 @@ class VGG(nn.Module):
             x = nn.relu(layers.norm_layer(train, f"norm{i}")(x))
         if self.head == "cifar":
             return layers.dense(self.num_classes, name="fc")(cnn.GlobalAvgPool()(x))
-        x = flatten(cnn.AdaptiveAvgPool(7)(x))
+        x = flatten_features(cnn.AdaptiveAvgPool(7)(x))
         for j in range(2):
             x = nn.relu(layers.dense(4096, name=f"fc{j + 1}")(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)

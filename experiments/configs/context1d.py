@@ -6,7 +6,7 @@ a 1x1 classifier and global average pooling) on the long-range XOR task or MNIST
     python -m experiments.train --config=experiments/configs/context1d.py:mnist1d --workdir=runs/context_mnist1d
 
 The receptive-field study (experiments/receptive_fields.py) trains it with the dilation schedules
-(1,1,1,1), (2,2,2,2), (1,2,4,8) and (1,2,5,9); its README table has the accuracies. Adam 3e-3, batch 100,
+(1,1,1,1), (2,2,2,2), (1,2,4,8) and (1,2,5,9); docs/results.md has the accuracies. Adam 3e-3, batch 100,
 4000 steps: under a minute on 2 CPU cores.
 """
 

@@ -6,7 +6,7 @@ the fixed RBF units.
     python -m experiments.train --config=experiments/configs/lenet5_classic_mnist.py \
         --workdir=runs/lenet5_classic --config.dataset.download_dir=../shared/datasets
 
-Published: 0.95% test error without distortions (99.05% accuracy). Ours: see README (study reproduce).
+Expected: the paper's error without distortions (cnn_jax/report/published.py); ours: docs/results.md (study 5).
 """
 
 from cnn_jax.train.config import default_config

@@ -3,7 +3,7 @@
     python -m experiments.train --config=experiments/configs/lenet5_mnist.py --workdir=runs/lenet5_mnist \
         --config.dataset.download_dir=../shared/datasets
 
-Expected: 99.19% test accuracy after 10 epochs, about 75 s on 2 CPU cores (measured; see README).
+Expected: 99.19% test accuracy after 10 epochs, about 75 s on 2 CPU cores (measured; docs/results.md).
 Swap the convolution with --config.model.conv.kind=tiled --config.model.conv.tile=2 (or kind=local).
 """
 

@@ -5,7 +5,7 @@ for 28x28 images; the conv-variant study uses it beside LeNet-5.
         --config.dataset.download_dir=../shared/datasets
 
 Expected: 99.54 +- 0.03% test accuracy on MNIST, 92.94 +- 0.07% on Fashion-MNIST (--config.dataset.name=
-fashion_mnist), 3 seeds (measured; see README). About 10 minutes per run on 2 CPU cores;
+fashion_mnist), 3 seeds (measured; docs/results.md). About 10 minutes per run on 2 CPU cores;
 2 minutes on one H200 shared by 12 such runs.
 """
 

@@ -1,0 +1,57 @@
+"""The LaTeX tables compile: every generated file in docs/results, and a table whose text holds every
+character special to LaTeX, each in a minimal booktabs document, whenever pdflatex is installed (.ci/run
+installs Debian's texlive-latex-base and texlive-latex-recommended)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cnn_jax.report.tables import Comparison, comparison_latex, latex_table, tex_escape
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+SPECIAL = r"a_b & 5% $x$ #1 {y} ~z std ~ depth^a \path ± 0.5"
+needs_pdflatex = pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex not installed (Debian: texlive-latex-base, texlive-latex-recommended)",
+)
+
+
+def compile_table(table: str, tmp_path: Path) -> None:
+    source = tmp_path / "table.tex"
+    source.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + table + "\\end{document}\n"
+    )
+    result = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", source.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert (tmp_path / "table.pdf").exists()
+
+
+def test_every_special_character_is_escaped():
+    escaped = tex_escape(SPECIAL)
+    for raw in ("_", "&", "%", "$", "#", "{", "}", "~", "^"):
+        assert f"\\{raw}" in escaped or raw in ("~", "^")
+    assert r"\textasciitilde{}" in escaped and r"\textasciicircum{}" in escaped and r"\textbackslash{}path" in escaped
+    assert "$\\pm$" in escaped
+    table = comparison_latex([Comparison("std ~ depth^a", "0.581", "0.5", "Luo et al. ~2016", "off by +0.08")])
+    assert r"std \textasciitilde{} depth\textasciicircum{}a" in table
+    assert r"0.5$^{1}$" in table  # the footnote mark is a superscript, not escaped text
+
+
+@needs_pdflatex
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.tex")), ids=lambda p: p.name)
+def test_generated_tables_compile(path, tmp_path):
+    compile_table(path.read_text(), tmp_path)
+
+
+@needs_pdflatex
+def test_special_characters_compile(tmp_path):
+    table = latex_table(["quantity", SPECIAL], [[SPECIAL, "1.00 ± 0.10[^1]"]], [SPECIAL], caption=SPECIAL)
+    compile_table(table, tmp_path)
