@@ -27,7 +27,7 @@ def test_tiled_matches_reference_on_random_shapes(rng, ndim):
         close(ops.tiled_conv(*_f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
 
 
-@pytest.mark.parametrize("ndim", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
 def test_per_phase_lowering_of_tiled_conv_matches_reference_on_random_shapes(rng, ndim):
     # The form chosen for large layers with tiles of 2 when lowering for CUDA; called directly here, since
     # the CPU never picks it (tests/test_lowering.py checks the choice).

@@ -44,7 +44,7 @@ def test_googlenet_matches_torchvision():
 
 def test_lenet5_classic_has_60000_parameters_layer_by_layer():
     counts = param_counts("lenet5_classic", (1, 32, 32, 1), 10)
-    c3 = sum(v for k, v in counts.items() if k.startswith("C3_"))
+    c3 = counts["C3"] - 900  # the 6x16 kernel's 900 weights the connection table masks (never trained)
     assert (counts["C1"], counts["S2"], c3, counts["S4"], counts["C5"], counts["F6"]) == (
         156,
         12,
@@ -53,7 +53,7 @@ def test_lenet5_classic_has_60000_parameters_layer_by_layer():
         48_120,
         10_164,
     )
-    assert sum(counts.values()) - counts["output"] == LENET5_TRAINABLE
+    assert sum(counts.values()) - 900 - counts["output"] == LENET5_TRAINABLE
 
 
 def test_mnist1d_baselines_match_the_reference_sizes():
@@ -219,3 +219,37 @@ def test_batchnorm_epsilon_and_momentum_are_the_references():
     for name in ("resnet50", "vgg11_bn", "resnet20"):
         norm = models.create(name, num_classes=10).layers.norm
         assert (norm.epsilon, norm.momentum) == (1e-5, 0.9), name
+
+
+def test_lenet5_classic_c3_follows_the_connection_table():
+    """C3 runs as one convolution with a masked kernel; each map must read exactly its table's S2 maps."""
+    from cnn_jax import ops
+    from cnn_jax.models.lenet import C3_TABLE, squash
+
+    model = models.create("lenet5_classic", num_classes=10)
+    x = jax.random.normal(KEY, (2, 28, 28, 1))
+    variables = model.init(KEY, x)
+    seen = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])[1]["intermediates"]
+    s2, got = squash(seen["S2"]["__call__"][0]), seen["C3"]["__call__"][0]
+    kernel, bias = variables["params"]["C3"]["kernel"], variables["params"]["C3"]["bias"]
+    for j, inputs in enumerate(C3_TABLE):
+        expected = ops.conv(s2[..., list(inputs)], kernel[:, :, list(inputs), j : j + 1]) + bias[j]
+        np.testing.assert_allclose(got[..., j : j + 1], expected, rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda p: model.apply({"params": p}, x).sum())(variables["params"])["C3"]["kernel"]
+    unconnected = np.ones((6, 16), bool)
+    for j, inputs in enumerate(C3_TABLE):
+        unconnected[list(inputs), j] = False
+    assert not np.any(grads[:, :, unconnected]) and np.all(np.any(grads[:, :, ~unconnected], axis=0))
+
+
+def test_residual_mlp_is_the_mnist1d_reference_form():
+    """MLPBase of the MNIST-1D reference code: h = relu(W1 x); h = h + relu(W2 h); logits = W3 h."""
+    x = jax.random.normal(KEY, (4, 40))
+    model = models.create("mlp", num_classes=10, residual=True)
+    p = model.init(KEY, x)["params"]
+    dense = lambda name, h: h @ p[name]["kernel"] + p[name]["bias"]
+    h = jax.nn.relu(dense("fc1", x))
+    h = h + jax.nn.relu(dense("fc2", h))
+    np.testing.assert_allclose(model.apply({"params": p}, x), dense("output", h), rtol=1e-5, atol=1e-5)
+    plain = models.create("mlp", num_classes=10).apply({"params": p}, x)
+    assert not np.allclose(plain, dense("output", h))  # the default has no skip

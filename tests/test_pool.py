@@ -92,3 +92,20 @@ def test_pool_grads(rng, x64, fn):
     x = jnp.asarray(rng.normal(size=(2, 6, 7, 2)))
     check_grads(fn, (x,), order=1, modes=["fwd", "rev"])
     jax.jit(jax.grad(lambda x: fn(x).sum()))(x)  # under jit too, where the window's initial value is traced
+
+
+@pytest.mark.parametrize("shape, window", [((2, 10, 10, 3), 2), ((2, 11, 9, 3), (2, 3)), ((3, 7, 2), 3)])
+def test_trainable_subsampling_is_a_weighted_window_sum(rng, shape, window):
+    """LeNet-5's S2/S4: coefficient * (sum over each VALID window, stride = window; remainders dropped) + bias,
+    computed as a reshape; checked against the NumPy pooling definition."""
+    from cnn_jax import nn as cnn
+
+    x = rng.normal(size=shape).astype(np.float32)
+    layer = cnn.TrainableSubsampling(window)
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    coefficient = rng.normal(size=shape[-1]).astype(np.float32)
+    bias = rng.normal(size=shape[-1]).astype(np.float32)
+    got = layer.apply({"params": {"coefficient": coefficient, "bias": bias}}, x)
+    windows = window if isinstance(window, tuple) else (window,) * (len(shape) - 2)
+    close(got, reference.avg_pool(x, windows) * np.prod(windows) * coefficient + bias)
+    close(layer.apply(variables, x), reference.avg_pool(x, windows))  # it starts as average pooling

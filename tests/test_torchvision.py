@@ -103,6 +103,7 @@ def test_googlenet_logits_and_aux_heads_match_torchvision(branch5x5_kernel, size
     assert_same_logits(state["intermediates"]["aux_4d"]["__call__"][0], aux2)
 
 
+@pytest.mark.slow
 def test_googlenet_transform_input_and_epsilon():
     """torchvision's pretrained GoogLeNet sets transform_input; its BatchNorm epsilon is 1e-3, and with
     the random running variances here 1e-5 would change the logits far beyond the tolerance."""

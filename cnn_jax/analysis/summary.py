@@ -74,6 +74,7 @@ _LEAVES = (
     cnn.GlobalMaxPool,
     cnn.AdaptiveAvgPool,
     cnn.AdaptiveMaxPool,
+    cnn.BlurPool,
     cnn.TrainableSubsampling,
 )
 

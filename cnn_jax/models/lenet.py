@@ -8,6 +8,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cnn_jax import nn as cnn
 from cnn_jax.models.common import flatten_features
@@ -36,6 +37,15 @@ C3_TABLE = (
 )
 
 
+# C3 runs as one convolution whose kernel is masked by the table: on XLA:CPU that is 7x faster than one
+# convolution per map (and grouped convolutions, one per fan-in, are far slower still). The 900 masked
+# weights stay zero: their gradient is zero. Every map's weights start at the scale of the full kernel's
+# fan-in (150), not of its own 75, 100 or 150 inputs.
+C3_MASK = np.zeros((6, 16), np.float32)
+for _map, _inputs in enumerate(C3_TABLE):
+    C3_MASK[list(_inputs), _map] = 1.0
+
+
 def squash(x: jax.Array) -> jax.Array:
     """The paper's sigmoid, f(a) = A tanh(S a) with A = 1.7159 and S = 2/3 (appendix A)."""
     return 1.7159 * jnp.tanh(x * (2.0 / 3.0))
@@ -45,7 +55,8 @@ def squash(x: jax.Array) -> jax.Array:
 class LeNet5Classic(nn.Module):
     """LeNet-5 as published (its trainable parameters before the output layer: report/published.py).
 
-    C1 (6@5x5, 156) - S2 (trainable subsampling, 12) - C3 (16@5x5, partial table, 1,516) -
+    C1 (6@5x5, 156) - S2 (trainable subsampling, 12) - C3 (16@5x5, partial table: 1,516 trained, and a
+    6x16 kernel stores 900 more that the table masks to zero) -
     S4 (32) - C5 (120@5x5 convolution, 48,120) - F6 (84, 10,164) - output. The paper's output
     layer is 10 fixed RBF units; here it is a trainable dense layer named "output", counted
     separately. Inputs smaller than 32x32 are zero-padded to 32x32 (the paper centred the
@@ -61,22 +72,21 @@ class LeNet5Classic(nn.Module):
         x = jnp.pad(x, ((0, 0), (pad[0] // 2, pad[0] - pad[0] // 2), (pad[1] // 2, pad[1] - pad[1] // 2), (0, 0)))
         x = squash(self.layers.conv_layer(6, 5, padding="VALID", name="C1")(x))
         x = squash(cnn.TrainableSubsampling(2, name="S2")(x))
-        x = squash(
-            jnp.concatenate(
-                [
-                    self.layers.conv_layer(1, 5, padding="VALID", name=f"C3_{j}")(x[..., list(inputs)])
-                    for j, inputs in enumerate(C3_TABLE)
-                ],
-                axis=-1,
-            )
+        c3 = self.layers.conv_layer(
+            16,
+            5,
+            padding="VALID",
+            mask=jnp.asarray(C3_MASK),
+            name="C3",
         )
+        x = squash(c3(x))
         x = squash(cnn.TrainableSubsampling(2, name="S4")(x))
         x = squash(self.layers.conv_layer(120, 5, padding="VALID", name="C5")(x))
         x = squash(self.layers.dense(84, name="F6")(flatten_features(x)))
         return self.layers.dense(self.num_classes, name="output")(x)
 
 
-POOLS = ("max", "avg", "l2", "strided", "none")
+POOLS = ("max", "avg", "l2", "strided", "none", "blurmax", "blurstrided")
 
 
 @register("lenet5")
@@ -87,10 +97,15 @@ class LeNet5(nn.Module):
     pool: "max", "avg" or "l2" (Lp pooling, p=2) with window 2 and stride 2; "strided" downsamples by
     giving both convolutions stride 2 instead (same 5x5x16 output for 28x28 inputs); "none" keeps full
     resolution (28x28 -> 24x24x16 into the dense layers, which then hold most of the parameters).
+    Anti-aliased (Zhang 2019, `cnn.BlurPool` with a `blur_size`-tap binomial filter): "blurmax" is
+    MaxBlurPool (max over 2x2 windows at stride 1, then blurred subsampling), "blurstrided" a blurred
+    strided convolution (each convolution at stride 1, its ReLU, then blurred subsampling). Every variant
+    but "none" maps 28x28 inputs to the same 5x5x16.
     """
 
     num_classes: int
     pool: str = "max"
+    blur_size: int = 3
     layers: Layers = Layers()
 
     @nn.compact
@@ -100,6 +115,10 @@ class LeNet5(nn.Module):
         pools = {"max": cnn.MaxPool, "avg": cnn.AvgPool, "l2": functools.partial(cnn.LpPool, p=2.0)}
 
         def pool(x: jax.Array) -> jax.Array:  # a new layer per use, so each has its own name (summaries)
+            if self.pool == "blurmax":
+                x = cnn.MaxPool(2, strides=1)(x)
+            if self.pool.startswith("blur"):
+                return cnn.BlurPool(self.blur_size)(x)
             return pools[self.pool](2)(x) if self.pool in pools else x
 
         stride = 2 if self.pool == "strided" else 1

@@ -16,17 +16,22 @@ from cnn_jax.models.registry import register
 
 @register("mlp")
 class MLP(nn.Module):
-    """Flatten, then ReLU dense layers of `hidden` units, then the classifier. hidden=() is logistic regression."""
+    """Flatten, then ReLU dense layers of `hidden` units, then the classifier. hidden=() is logistic regression.
+
+    residual=True adds each hidden layer's input to its output where their widths agree, as the MNIST-1D
+    reference code's MLPBase does (h = relu(W1 x); h = h + relu(W2 h)); the default is the plain stack."""
 
     num_classes: int
     hidden: Sequence[int] = (100, 100)
+    residual: bool = False
     layers: Layers = Layers()  # an MLP uses only its dtype
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = flatten_features(x)
         for i, units in enumerate(self.hidden):
-            x = nn.relu(self.layers.dense(units, name=f"fc{i + 1}")(x))
+            h = nn.relu(self.layers.dense(units, name=f"fc{i + 1}")(x))
+            x = x + h if self.residual and x.shape[-1] == units else h
         return self.layers.dense(self.num_classes, name="output")(x)
 
 

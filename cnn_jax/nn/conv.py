@@ -65,7 +65,9 @@ class _ConvBase(nn.Module):
     """Common arguments, those of flax.linen.Conv. Inputs are (*batch, *spatial, C_in): with a sequence
     `kernel_size`, any number of leading batch axes, none included (flax merges them the same way);
     with an int, the rank gives the spatial axes (one batch axis; rank 2 is an unbatched 1-D input).
-    `mask` multiplies the kernel (same shape as the kernel, in this layer's layout)."""
+    `mask` multiplies the kernel: the kernel's shape in this layer's layout (flax's rule), or any shape that
+    broadcasts to it from the trailing axes, e.g. (C_in, C_out) for a connection table that holds for every
+    kernel position, tile phase or output position."""
 
     features: int
     kernel_size: IntOrSeq
@@ -97,8 +99,9 @@ class _ConvBase(nn.Module):
         kernel = self.param("kernel", self.kernel_init or default_init, shape, self.param_dtype)
         if self.mask is None:
             return kernel
-        if tuple(self.mask.shape) != shape:
-            raise ValueError(f"mask has shape {tuple(self.mask.shape)}; it must have the kernel's shape {shape}")
+        mask_shape = tuple(self.mask.shape)
+        if len(mask_shape) > len(shape) or any(m not in (1, k) for m, k in zip(mask_shape[::-1], shape[::-1])):
+            raise ValueError(f"mask has shape {mask_shape}; it must have the kernel's shape {shape} or broadcast to it")
         return kernel * self.mask
 
 

@@ -9,14 +9,14 @@ sums); "CIRCULAR" and "REFLECT" pad with input values, so every window is all re
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from math import ceil, floor, prod
+from math import ceil, comb, floor, prod
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnn_jax.ops.conv import pad_with_input_values
+from cnn_jax.ops.conv import dimension_numbers, pad_with_input_values
 from cnn_jax.ops.shapes import ConvGeometry, PaddingLike, array_pad_mode, as_tuple, conv_geometry, spatial_ndim
 
 IntOrSeq = int | Sequence[int]
@@ -148,3 +148,54 @@ def adaptive_avg_pool(x: jax.Array, output_size: IntOrSeq) -> jax.Array:
 def adaptive_max_pool(x: jax.Array, output_size: IntOrSeq) -> jax.Array:
     """Max pooling to a fixed spatial size for any input size, PyTorch's cells as `adaptive_avg_pool`."""
     return _adaptive_pool(x, output_size, jnp.max)
+
+
+BLUR_PAD_MODES = {"REFLECT": "reflect", "CIRCULAR": "wrap", "REPLICATE": "edge", "ZEROS": "constant"}
+
+
+def binomial_filter(size: int) -> np.ndarray:
+    """The 1-D low-pass taps of Zhang 2019: row `size - 1` of Pascal's triangle over its sum, size 1..7:
+    [1], [1, 1]/2, [1, 2, 1]/4, [1, 3, 3, 1]/8, ... (float64, shape (size,))."""
+    if not (isinstance(size, int) and 1 <= size <= 7):
+        raise ValueError(f"size={size!r}: the blur filter has 1 to 7 taps")
+    taps = np.array([comb(size - 1, k) for k in range(size)], np.float64)
+    return taps / taps.sum()
+
+
+def blur_pool(x: jax.Array, size: int = 3, stride: IntOrSeq = 2, pad_mode: str = "REFLECT") -> jax.Array:
+    """Anti-aliased subsampling (Zhang, "Making Convolutional Networks Shift-Invariant Again", ICML 2019):
+    each channel of x (N, *spatial, C) low-passed by the separable binomial filter of `size` taps
+    (`binomial_filter`, outer product over the spatial axes), then sampled every `stride` -> (N, *out, C),
+    out = ceil(n / stride).
+
+    Padded as the paper's BlurPool: (size - 1) // 2 before and size // 2 after each axis, with `pad_mode`
+    REFLECT (the paper's default: mirrored without repeating the edge), CIRCULAR, REPLICATE or ZEROS.
+    size=1 is plain subsampling x[:, ::stride]. The paper's variants compose it: MaxBlurPool is
+    max_pool(x, 2, stride=1) then blur_pool; a blurred strided convolution is a stride-1 convolution
+    (and its nonlinearity) then blur_pool.
+    """
+    ndim = spatial_ndim(x.shape, "x")
+    stride = as_tuple(stride, ndim, "stride")
+    taps = binomial_filter(size)
+    if pad_mode not in BLUR_PAD_MODES:
+        raise ValueError(f"pad_mode={pad_mode!r}: unknown; valid modes are {', '.join(BLUR_PAD_MODES)}")
+    lo, hi = (size - 1) // 2, size // 2
+    for axis, n in enumerate(x.shape[1:-1]):
+        if pad_mode == "REFLECT" and hi >= n:
+            raise ValueError(
+                f"blur_pool: spatial axis {axis} has {n} positions; REFLECT padding by {hi} needs more than {hi}"
+            )
+    x = jnp.pad(x, [(0, 0), *[(lo, hi)] * ndim, (0, 0)], mode=BLUR_PAD_MODES[pad_mode])
+    kernel = taps
+    for _ in range(ndim - 1):
+        kernel = np.multiply.outer(kernel, taps)
+    channels = x.shape[-1]
+    w = jnp.asarray(np.broadcast_to(kernel[..., None, None], (*kernel.shape, 1, channels)), x.dtype)
+    return lax.conv_general_dilated(
+        x,
+        w,
+        stride,
+        "VALID",
+        dimension_numbers=dimension_numbers(ndim),
+        feature_group_count=channels,
+    )

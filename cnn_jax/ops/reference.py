@@ -204,3 +204,22 @@ def local_response_norm(x, size=5, k=2.0, alpha=1e-4, beta=0.75) -> np.ndarray:
         lo, hi = max(0, c - size // 2), min(channels, c + size // 2 + 1)
         y[..., c] = x[..., c] / (k + alpha * (x[..., lo:hi] ** 2).sum(-1)) ** beta
     return y
+
+
+def blur_pool(x, size=3, stride=2, pad_mode="REFLECT") -> np.ndarray:
+    """Zhang 2019's BlurPool by its definition: pad ((size-1)//2, size//2), then each output is the
+    binomial-weighted sum of its size^ndim window, windows `stride` apart."""
+    from math import comb
+
+    ndim = x.ndim - 2
+    stride = (stride,) * ndim if isinstance(stride, int) else tuple(stride)
+    taps = np.array([comb(size - 1, k) for k in range(size)], np.float64) / 2 ** (size - 1)
+    mode = {"REFLECT": "reflect", "CIRCULAR": "wrap", "REPLICATE": "edge", "ZEROS": "constant"}[pad_mode]
+    xp = np.pad(x, [(0, 0), *[((size - 1) // 2, size // 2)] * ndim, (0, 0)], mode=mode)
+    out_sizes = [(n + size - 1 - size) // s + 1 for n, s in zip(x.shape[1:-1], stride)]
+    y = np.zeros((x.shape[0], *out_sizes, x.shape[-1]))
+    for pos in itertools.product(*map(range, out_sizes)):
+        for offsets in itertools.product(range(size), repeat=ndim):
+            weight = np.prod([taps[o] for o in offsets])
+            y[(slice(None), *pos)] += weight * xp[(slice(None), *(p * s + o for p, s, o in zip(pos, stride, offsets)))]
+    return y

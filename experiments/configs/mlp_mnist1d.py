@@ -17,5 +17,7 @@ def get_config(arg: str | None = None):
         raise ValueError(f"config argument {arg!r}: valid arguments are none (MLP) or 'logreg'")
     c = cnn1d_mnist1d.get_config()
     c.model.name = "mlp"
-    c.model.options = ml_collections.ConfigDict({"hidden": () if arg == "logreg" else (100, 100)})
+    c.model.options = ml_collections.ConfigDict(
+        {"hidden": () if arg == "logreg" else (100, 100), "residual": False}  # residual: the reference's MLPBase
+    )
     return c
