@@ -32,6 +32,7 @@ from cnn_jax.report.tables import (
     aggregate,
     comparison_latex,
     comparison_markdown,
+    confidence_interval,
     format_mean_std,
     latex_table,
     markdown_table,
@@ -57,7 +58,13 @@ class ErfSettings:
     inits: int = 4
 
 
-def _erf(depth_or_dilations, settings: ErfSettings, activation: str = "relu", kernel_init: str = "lecun_normal"):
+def _erf(
+    depth_or_dilations,
+    settings: ErfSettings,
+    activation: str = "relu",
+    kernel_init: str = "lecun_normal",
+    seed: int = 0,
+):
     from cnn_jax import models
     from cnn_jax.analysis import effective_receptive_field
 
@@ -66,7 +73,7 @@ def _erf(depth_or_dilations, settings: ErfSettings, activation: str = "relu", ke
         "context_net", num_classes=1, features=16, dilations=dilations, activation=activation, kernel_init=kernel_init
     )
     side = 2 * sum(dilations) + 17  # the theoretical field plus a margin of 8 on each side
-    return effective_receptive_field(model, (side, side, 1), samples=settings.samples, inits=settings.inits)
+    return effective_receptive_field(model, (side, side, 1), samples=settings.samples, inits=settings.inits, seed=seed)
 
 
 def depth_tables(study_dir: Path, depths: list[int], settings: ErfSettings) -> tuple[str, str]:
@@ -115,6 +122,37 @@ def _exponent_row(name: str, depths: list[int], stds: list[float]) -> Comparison
         SOURCES["luo2016"],
         verdict(exponent, ERF_GROWTH_EXPONENT, 0.05, "within 0.05", "+.2f"),
     )
+
+
+def _fit(depths: list[int], stds: list[float]) -> float:
+    """The least-squares slope of log std against log depth."""
+    return float(np.polyfit(np.log(depths), np.log(stds), 1)[0])
+
+
+def exponent_tables(depths: list[int], seeds: int, settings: ErfSettings) -> tuple[str, str]:
+    """The growth exponent of the random networks, one initialisation per seed: fitted over the whole depth
+    range and its deeper half, and locally between consecutive depths, as mean and 95% confidence interval
+    over seeds. An exponent that falls towards 1/2 as the depths grow is a finite-depth effect; one that
+    stays above it at every depth is a real disagreement."""
+    one_init = dataclasses.replace(settings, inits=1)
+    deep = depths[len(depths) // 2 - 1 :]
+    ranges = {
+        f"{depths[0]}-{depths[-1]} (fit)": depths,
+        f"{deep[0]}-{deep[-1]} (fit)": deep,
+        **{f"{a}-{b}": [a, b] for a, b in zip(depths, depths[1:])},
+    }
+    header = ["network", "depths", "exponent (mean)", "95% CI", "seeds"]
+    rows = []
+    for name, network in NETWORKS.items():
+        if network[1] != "lecun_normal":
+            continue  # the uniform stack is deterministic: its exponent is in the table above
+        stds = [{d: _erf(d, one_init, *network, seed=seed).std[0] for d in depths} for seed in range(seeds)]
+        for label_, span in ranges.items():
+            exponents = [_fit(span, [by_depth[d] for d in span]) for by_depth in stds]
+            low, high = confidence_interval(exponents)
+            rows.append([name, label_, f"{np.mean(exponents):.3f}", f"[{low:.3f}, {high:.3f}]", str(seeds)])
+    title = f"ERF growth exponent by depth range, random initialisations (Luo et al.: {ERF_GROWTH_EXPONENT:g})"
+    return markdown_table(header, rows, title=title), latex_table(header, rows, caption=title)
 
 
 def accuracy_points() -> list[Point]:
@@ -167,14 +205,30 @@ def schedule_tables(study_dir: Path, accuracy_dir: Path | None, settings: ErfSet
 
 
 def define_flags():
-    part = flags.DEFINE_enum("part", "all", ["all", "erf"], "ERF measurements only, or also the trained schedules")
+    part = flags.DEFINE_enum(
+        "part",
+        "all",
+        ["all", "erf", "exponent"],
+        "all; erf: the ERF measurements only (no training); exponent: the growth exponent over seeds and depths",
+    )
     depths = flags.DEFINE_list("depths", ["2", "4", "8", "16", "32"], "depths of the plain stacks")
+    exponent_depths = flags.DEFINE_list(
+        "exponent_depths", ["2", "4", "8", "16", "32", "64"], "part exponent: the depths of the seed sweep"
+    )
+    exponent_seeds = flags.DEFINE_integer("exponent_seeds", 10, "part exponent: initialisations (seeds)")
     samples = flags.DEFINE_integer("samples", ErfSettings.samples, "random inputs per initialisation for each ERF")
     inits = flags.DEFINE_integer("inits", ErfSettings.inits, "random initialisations averaged for each ERF")
 
     def main(study: Study) -> None:
         study_dir, settings = study.study_dir, ErfSettings(samples.value, inits.value)
         study_dir.mkdir(parents=True, exist_ok=True)
+        if part.value == "exponent":
+            markdown, latex = exponent_tables([int(d) for d in exponent_depths.value], exponent_seeds.value, settings)
+            (study_dir / "exponent.md").write_text(markdown)
+            (study_dir / "exponent.tex").write_text(latex)
+            print(markdown)
+            print(f"wrote {study_dir}/exponent.md and exponent.tex")
+            return
         accuracy_dir = None
         if part.value == "all":
             accuracy_dir = study_dir / "accuracy"

@@ -143,3 +143,13 @@ def test_sweep_runs_skips_finished_and_reports_failures(tfds_dir, tmp_path):
     stamp = finished.stat().st_mtime_ns
     run_sweep(points[:1], [0], tmp_path)  # finished: not run again
     assert finished.stat().st_mtime_ns == stamp
+
+
+def test_confidence_interval_uses_students_t():
+    from cnn_jax.report.tables import confidence_interval
+
+    low, high = confidence_interval([1.0, 2.0, 3.0])  # mean 2, std 1, t(0.975, 2 df) = 4.303
+    assert (low, high) == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5))
+    assert confidence_interval([5.0, 5.0]) == (5.0, 5.0)
+    with pytest.raises(ValueError, match="at least 2 values, got 1"):
+        confidence_interval([1.0])

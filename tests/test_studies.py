@@ -69,6 +69,15 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
         pooling.points(["maxx"])
 
 
+@pytest.mark.slow
+def test_erf_exponent_sweep_table():
+    settings = receptive_fields.ErfSettings(samples=2, inits=1)
+    markdown, latex = receptive_fields.exponent_tables([1, 2, 3, 4], 2, settings)
+    rows = [line for line in markdown.splitlines() if line.startswith("| random")]
+    assert [r.split(" | ")[1] for r in rows] == ["1-4 (fit)", "2-4 (fit)", "1-2", "2-3", "3-4"] * 2
+    assert all(r.endswith("| 2 |") for r in rows) and r"\begin{tabular}" in latex
+
+
 def test_study_runs_from_another_directory(tfds_dir, download_dir, tmp_path, monkeypatch):
     """Config paths resolve relative to the package: a study started elsewhere finds its config files."""
     monkeypatch.chdir(tmp_path)

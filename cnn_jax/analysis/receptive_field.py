@@ -63,10 +63,7 @@ def _module_path(eqn) -> str:
 
 
 def _layer(field: Field, kernel, stride, padding_lo, dilation) -> Field:
-    return tuple(
-        ReceptiveField(f.size + d * (k - 1) * f.stride, f.stride * s, f.padding + lo * f.stride)
-        for f, k, s, lo, d in zip(field, kernel, stride, padding_lo, dilation)
-    )
+    return tuple(f.then(k, s, lo, d) for f, k, s, lo, d in zip(field, kernel, stride, padding_lo, dilation))
 
 
 def _union(fields: list[Field]) -> Field:

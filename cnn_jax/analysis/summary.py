@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from math import prod
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from cnn_jax import nn as cnn
+from cnn_jax import ops
 from cnn_jax.analysis.receptive_field import Field, trace_receptive_fields
 
 
@@ -137,19 +137,16 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
 
 
 def _macs(module, kernel, in_shape, out_shape) -> int:
-    """Multiply-adds per example: every output value of a convolution-like layer is one dot product."""
+    """Multiply-adds per example: every output value of a convolution-like layer is one dot product over its
+    kernel window (ops.conv_macs), whether its kernel is shared, tiled or one per position."""
     if kernel is None:
         return 0
     if isinstance(module, nn.Dense):
         return kernel.size
-    positions = prod(out_shape[1:-1])
-    if isinstance(module, cnn.LocalConv):
-        return kernel.size  # one kernel per output position
-    if isinstance(module, cnn.TiledConv):
-        return positions * kernel.size // prod(kernel.shape[: len(out_shape) - 2])
-    if isinstance(module, cnn.ConvTranspose):
-        return prod(in_shape[1:-1]) * kernel.size
-    return positions * kernel.size
+    ndim = len(out_shape) - 2
+    # A transposed convolution does one kernel's worth per input position (scattered), the others per output.
+    positions = in_shape[1:-1] if isinstance(module, cnn.ConvTranspose) else out_shape[1:-1]
+    return ops.conv_macs(positions, kernel.shape[-2 - ndim : -2], kernel.shape[-2], kernel.shape[-1])
 
 
 def compare_conv_variants(

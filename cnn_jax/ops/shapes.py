@@ -205,6 +205,14 @@ class ReceptiveField(NamedTuple):
         start = u * self.stride - self.padding
         return start, start + self.size - 1
 
+    def then(self, kernel: int, stride: int = 1, padding_lo: int = 0, dilation: int = 1) -> ReceptiveField:
+        """The field after one more layer: r + d(k - 1) S, S s, P + p S (S, P: this field's stride, padding)."""
+        return ReceptiveField(
+            self.size + (effective_kernel_size(kernel, dilation) - 1) * self.stride,
+            self.stride * stride,
+            self.padding + padding_lo * self.stride,
+        )
+
 
 def receptive_field(layers: Sequence[Layer | tuple], input_size: int | None = None) -> ReceptiveField:
     """Receptive field size, effective stride and effective (left) padding of a layer stack.
@@ -215,7 +223,7 @@ def receptive_field(layers: Sequence[Layer | tuple], input_size: int | None = No
     padding is resolved per layer; SAME at stride > 1 depends on the input size,
     so pass `input_size` then.
     """
-    size, stride, padding = 1, 1, 0
+    rf = ReceptiveField(1, 1, 0)
     n = input_size
     for i, layer in enumerate(layers):
         k, s, p, d = Layer(*layer)
@@ -229,7 +237,5 @@ def receptive_field(layers: Sequence[Layer | tuple], input_size: int | None = No
         ((lo, hi),) = resolve_padding(p if isinstance(p, str) else [p], [n or 1], [k], [s], [d])
         if n is not None:
             n = conv_output_size(n, k, s, (lo, hi), d)
-        size += (effective_kernel_size(k, d) - 1) * stride
-        padding += lo * stride
-        stride *= s
-    return ReceptiveField(size, stride, padding)
+        rf = rf.then(k, s, lo, d)
+    return rf

@@ -56,6 +56,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1..30); beyond, the normal 1.96.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def confidence_interval(values: Sequence[float]) -> tuple[float, float]:
+    """The 95% confidence interval of the mean of `values` (Student's t, n - 1 degrees of freedom; n >= 2)."""
+    if len(values) < 2:
+        raise ValueError(f"a confidence interval needs at least 2 values, got {len(values)}")
+    mean, std = mean_std(values)
+    half = (_T975[len(values) - 2] if len(values) <= 31 else 1.96) * std / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
 def aggregate(runs: list[Run], factors: Sequence[str] | Callable[[Run], dict]) -> list[Row]:
     """Group finished runs by their values of `factors` (seeds pooled), in first-seen order.
 
