@@ -7,7 +7,7 @@ stay float32 (flax's default `param_dtype`), as under `config.train.dtype="bfloa
 
     FlaxLeNet5(num_classes=10)                              # 61,706 parameters
     FlaxResNet20(num_classes=10)                            # 269,722
-    FlaxResNet50(num_classes=1000, dtype=jnp.bfloat16)      # 25,557,032
+    FlaxResNet50(num_classes=1000, dtype=jnp.bfloat16)      # torchvision's count (cnn_jax/report/published.py)
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
-"""Study 3: how a network downsamples. Max vs average vs L2 pooling vs strided convolution vs none, in
-LeNet-5 (modern) on MNIST and Fashion-MNIST, with test accuracy on inputs shifted by 2 and 4 pixels.
+"""Study 3: how a network downsamples. Max vs average vs L2 pooling vs strided convolution vs none, and
+their anti-aliased forms (Zhang 2019: MaxBlurPool, blurred strided convolution), in LeNet-5 (modern) on
+MNIST and Fashion-MNIST, with test accuracy on inputs shifted by 2 and 4 pixels.
 
-    python -m experiments.pooling --download_dir=../shared/datasets              # 10 points x 3 seeds
+    python -m experiments.pooling --download_dir=../shared/datasets              # 14 points x 3 seeds
     python -m experiments.pooling --download_dir=../shared/datasets --seeds=0 --set=train.num_epochs=3
 
 Pooling buys a little invariance to small translations for free (Scherer et al. 2010; Boureau et al.
 2010 compare max and average); strided convolution learns its downsampling; "none" keeps full resolution
-and puts 1.1M parameters into the first dense layer. Each run takes about 3 minutes on 2 CPU cores
+and puts 1.1M parameters into the first dense layer; blurring before subsampling (3-tap binomial filter) is
+meant to keep a shifted input's features close to the unshifted ones. Each run takes about 3 minutes on 2 CPU cores
 (10 epochs; "none" about twice that). Writes STUDY_DIR/results.md, results.tex, learning_curves.png.
 """
 

@@ -11,15 +11,19 @@ from absl import app, flags
 
 from cnn_jax.report import write_report
 
-_FACTORS = flags.DEFINE_list("factors", None, "config fields to group by; default: those that vary")
 
+def define_flags():
+    """The command's flags (defined when it runs, not on import); returns its main."""
+    factors = flags.DEFINE_list("factors", None, "config fields to group by; default: those that vary")
 
-def main(argv):
-    if len(argv) != 2:
-        raise app.UsageError("usage: python -m experiments.report STUDY_DIR")
-    print(write_report(argv[1], _FACTORS.value))
-    print(f"wrote {argv[1]}/results.md, results.tex and learning_curves.png")
+    def main(argv):
+        if len(argv) != 2:
+            raise app.UsageError("usage: python -m experiments.report STUDY_DIR")
+        print(write_report(argv[1], factors.value))
+        print(f"wrote {argv[1]}/results.md, results.tex and learning_curves.png")
+
+    return main
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(define_flags())

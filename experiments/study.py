@@ -15,6 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from cnn_jax.console import quiet_libraries
 from cnn_jax.report import write_report
 from cnn_jax.report.runs import load_run
 from cnn_jax.sweep import Point, parse_overrides, run_sweep
@@ -58,6 +59,7 @@ def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]])
     def run(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        quiet_libraries()
         directory, seeds, parallel, overrides, download_dir = (h.value for h in holders)
         fixed = parse_overrides(overrides) + ((("dataset.download_dir", download_dir),) if download_dir else ())
         try:

@@ -18,40 +18,43 @@ from absl import app, flags
 
 from cnn_jax.sweep import grid_points, run_sweep, write_job_list
 
-_CONFIG = flags.DEFINE_string("config", None, "config file (optionally path:arg)")
-_STUDY_DIR = flags.DEFINE_string("study_dir", None, "directory that receives one run directory per grid point")
-_GRID = flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,...: a factor of the grid (repeatable)")
-_SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE applied to every run (repeatable)")
-_SEEDS = flags.DEFINE_list("seeds", ["0"], "seeds; each grid point runs once per seed")
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "training processes at once")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "print the commands instead of running them")
-_EMIT = flags.DEFINE_enum("emit", None, ["slurm"], "write a job list for a cluster scheduler instead of running")
 
+def define_flags():
+    """The command's flags (defined when it runs, not on import); returns its main."""
+    config = flags.DEFINE_string("config", None, "config file (optionally path:arg)")
+    study_dir = flags.DEFINE_string("study_dir", None, "directory that receives one run directory per grid point")
+    grid = flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,...: a factor of the grid (repeatable)")
+    fixed = flags.DEFINE_multi_string("set", [], "FIELD=VALUE applied to every run (repeatable)")
+    seeds = flags.DEFINE_list("seeds", ["0"], "seeds; each grid point runs once per seed")
+    parallel = flags.DEFINE_integer("parallel", 1, "training processes at once")
+    dry_run = flags.DEFINE_bool("dry_run", False, "print the commands instead of running them")
+    emit = flags.DEFINE_enum("emit", None, ["slurm"], "write a job list for a cluster scheduler instead of running")
+    flags.mark_flags_as_required(["config", "study_dir"])
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        sweep()
-    except ValueError as err:  # a bad grid, override or field: the message alone
-        sys.exit(f"error: {err}")
+    def sweep() -> None:
+        points = grid_points(config.value, grid.value, fixed.value)
+        seed_values = [int(s) for s in seeds.value]
+        if emit.value == "slurm":
+            jobs, count = write_job_list(points, seed_values, study_dir.value)
+            if count == 0:
+                print(f"every run in {study_dir.value} has finished; nothing to submit")
+            else:
+                print(f"sbatch --array=0-{count - 1} launch/slurm_array.sbatch {jobs}")
+            return
+        run_sweep(points, seed_values, study_dir.value, parallel=parallel.value, dry_run=dry_run.value)
+        if not dry_run.value:
+            print(f"runs in {study_dir.value}/<point>/seed<k>; table: python -m experiments.report {study_dir.value}")
 
+    def main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        try:
+            sweep()
+        except ValueError as err:  # a bad grid, override or field: the message alone
+            sys.exit(f"error: {err}")
 
-def sweep():
-    points = grid_points(_CONFIG.value, _GRID.value, _SET.value)
-    seeds = [int(s) for s in _SEEDS.value]
-    if _EMIT.value == "slurm":
-        jobs, count = write_job_list(points, seeds, _STUDY_DIR.value)
-        if count == 0:
-            print(f"every run in {_STUDY_DIR.value} has finished; nothing to submit")
-        else:
-            print(f"sbatch --array=0-{count - 1} launch/slurm_array.sbatch {jobs}")
-        return
-    run_sweep(points, seeds, _STUDY_DIR.value, parallel=_PARALLEL.value, dry_run=_DRY_RUN.value)
-    if not _DRY_RUN.value:
-        print(f"runs in {_STUDY_DIR.value}/<point>/seed<k>; table: python -m experiments.report {_STUDY_DIR.value}")
+    return main
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "study_dir"])
-    app.run(main)
+    app.run(define_flags())

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cnn_jax.config_tree import flatten
-from cnn_jax.report.published import PARAMETER_COUNTS
-from experiments import conv_variants, normalization, pooling, receptive_fields, reproduce
+from cnn_jax.report.published import PARAMETER_COUNTS, RECEPTIVE_FIELDS
+from experiments import conv_variants, mnist1d_gap, normalization, pooling, receptive_fields, reproduce
 from experiments.study import Study, config, run_and_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,7 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
         "normalization": (normalization.points(), normalization.label),
         "reproduce": (reproduce.trained_points(), reproduce.label),
         "receptive_fields": (receptive_fields.accuracy_points(), receptive_fields.label),
+        "mnist1d_gap": (mnist1d_gap.POINTS, mnist1d_gap.label),
     }
     for name, (points, label) in grids.items():
         labels = [label(run_config(p)) for p in points]
@@ -67,6 +68,35 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
     assert reproduce.label(run_config(reproduce.trained_points()[-1])) == {"run": "cnn on mnist1d_shuffled"}
     with pytest.raises(ValueError, match=r"--pools: unknown \['maxx'\]; valid values are max, avg"):
         pooling.points(["maxx"])
+
+
+def test_mnist1d_gap_table_reads_final_and_best_accuracy(tmp_path):
+    """The table from run directories as training writes them (config.json, final.json, metrics.jsonl)."""
+    import json
+
+    for point in mnist1d_gap.POINTS[:2]:
+        config = run_config(point)
+        for seed, (final, best) in enumerate([(0.90, 0.92), (0.92, 0.93)]):
+            run = tmp_path / point.name / f"seed{seed}"
+            run.mkdir(parents=True)
+            nested: dict = {}
+            for field, value in {**config, "seed": seed}.items():
+                *parents, leaf = field.split(".")
+                node = nested
+                for parent in parents:
+                    node = node.setdefault(parent, {})
+                node[leaf] = list(value) if isinstance(value, tuple) else value
+            (run / "config.json").write_text(json.dumps(nested))
+            (run / "final.json").write_text(json.dumps({"test/accuracy": final, "params": 5210, "macs": 1}))
+            records = [{"step": 240, "test/accuracy": best}, {"step": 6000, "test/accuracy": final}]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    markdown, latex = mnist1d_gap.table(tmp_path, seed=0)
+    rows = [line for line in markdown.splitlines() if line.startswith("| cnn") or line.startswith("| mlp")]
+    assert rows == [
+        "| cnn | 5,210 | 91.00 ± 1.41 | 92.50 ± 0.71 | 2 | 94[^1] |",
+        "| mlp 100 | 5,210 | 91.00 ± 1.41 | 92.50 ± 0.71 | 2 | 68[^1] |",
+    ]
+    assert "Greydanus" in markdown and r"\begin{tabular}" in latex
 
 
 @pytest.mark.slow
@@ -129,7 +159,8 @@ def test_reproduce_study(tfds_dir, download_dir, tmp_path):
     assert table in result.stdout and (tmp_path / "results.tex").exists()
     alexnet = f"{PARAMETER_COUNTS['alexnet'].count:,}"
     assert f"| alexnet parameters | {alexnet} | {alexnet}[^1] | exact |" in table
-    assert "| resnet50 receptive field (last spatial map) | 427 | 427[^3] | exact |" in table
+    resnet50 = RECEPTIVE_FIELDS["resnet50"]
+    assert f"| resnet50 receptive field (last spatial map) | {resnet50} | {resnet50}[^3] | exact |" in table
     assert "| resnet110 parameters | 1,727,962 | 1,700,000[^2] | within rounding |" in table
     for run in ("lenet5_classic on mnist", "cnn on mnist1d", "cnn on mnist1d_shuffled", "logreg on mnist1d"):
         assert f"| {run} test accuracy (%), 1 seed |" in table
@@ -171,13 +202,8 @@ def test_pooling_study(tfds_dir, download_dir, tmp_path):
     )
     table = (tmp_path / "results.md").read_text()
     assert table in result.stdout and "| shifted 2px (%) | shifted 4px (%) |" in table
-    assert [line.split(" |")[0] for line in table.splitlines()[4:9]] == [
-        "| max",
-        "| avg",
-        "| l2",
-        "| strided",
-        "| none",
-    ]
+    rows = [line.split(" |")[0] for line in table.splitlines()[4:11]]
+    assert rows == ["| max", "| avg", "| l2", "| strided", "| none", "| blurmax", "| blurstrided"]
     assert "| none | fashion_mnist |" in table and "1,119,626" in table  # no pooling: a 9216 x 120 dense layer
 
 

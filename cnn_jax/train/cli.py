@@ -10,29 +10,13 @@ value, missing data) end with the message alone and exit status 1; tracebacks ar
 
 from __future__ import annotations
 
-import logging as python_logging
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from cnn_jax.config_check import check_cli
-
-# TensorFlow (imported only to prepare image datasets) prints oneDNN and CPU-feature notices from C++.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-# Notices that are not the user's concern, as (where the record comes from, the lowest level still shown):
-# orbax logs every checkpoint step; jax says it found no TPU; TFDS says a dataset it is about to prepare
-# has no dataset_info.json yet, and that it does not know a download's size.
-_QUIET = (("/orbax/", python_logging.WARNING), ("/jax/_src/xla_bridge", python_logging.WARNING))
-_QUIET += (("/tensorflow_datasets/", python_logging.ERROR),)
-
-
-class _QuietLibraries(python_logging.Filter):
-    def filter(self, record: python_logging.LogRecord) -> bool:
-        path = record.pathname.replace("\\", "/")
-        return all(record.levelno >= level for fragment, level in _QUIET if fragment in path)
+from cnn_jax.console import quiet_libraries
 
 
 def _define_flags() -> tuple[flags.FlagHolder, ...]:
@@ -72,7 +56,7 @@ def run() -> None:
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        logging.get_absl_handler().addFilter(_QuietLibraries())
+        quiet_libraries()
         # Imported here, after the filter: importing the engine imports jax and TFDS.
         from cnn_jax.data import DatasetUnavailableError
         from cnn_jax.train import NonFiniteLossError, train_and_evaluate
