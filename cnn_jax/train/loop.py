@@ -240,6 +240,7 @@ def train_and_evaluate(
     preemption = _Preemption()
     pending, final, throughput = _TrainMetrics(runner, start + 1), None, None
     batches = train_feed((rows(*chunk),) for chunk in plan)
+    result = None
     try:
         for (first, count), args in zip(plan, batches):
             state, metrics = runner.train_steps[on_device](state, *args)
@@ -289,9 +290,8 @@ def train_and_evaluate(
         if leader:
             record = {"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput}
             (workdir / FINAL_FILE).write_text(json.dumps(record) + "\n")
-        progress.close()
         shifted = "".join(f", {k.split('@')[1]} {v:.4f}" for k, v in final.items() if "@shift=" in k)
-        progress.message(
+        result = (
             f"final test accuracy {final['test/accuracy']:.4f}{shifted}, loss {final['test/loss']:.4f}; "
             f"run directory {workdir}"
         )
@@ -303,6 +303,8 @@ def train_and_evaluate(
         writer.close()
         with _phase("closing checkpoints"):
             checkpoints.close()
+        if result:  # the run's last line
+            progress.message(result)
 
 
 @contextlib.contextmanager
