@@ -1,7 +1,7 @@
 """Speed and memory of cnn_jax.ops against the natural alternatives, as ratios measured in one run.
 
     python benchmarks/ops.py                 # everything (~5 min on 2 CPU cores)
-    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv
+    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv, table
 
 Timings are medians over repeated calls of jitted functions after compilation.
 fwd+bwd is value_and_grad of sum(y**2) with respect to input and kernel. Peak memory
@@ -179,6 +179,41 @@ def conv_section(rows):
                 rows.append(("conv", f"{shape} {part} {name}", value, value / ms["flax"]))
 
 
+def table_section(rows):
+    """LeNet-5's C3 connection table (16 maps, each reading 3, 4 or 6 of 6 input maps), fwd+bwd at batch 100,
+    three ways: one convolution with the table as a kernel mask (the model's form), one convolution per map
+    on its gathered inputs, and one grouped convolution per fan-in."""
+    import jax
+    import jax.numpy as jnp
+
+    from cnn_jax import ops
+    from cnn_jax.models.lenet import C3_MASK, C3_TABLE
+
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (100, 14, 14, 6))
+    dense = jax.random.normal(key, (5, 5, 6, 16)) * 0.1
+    mask = jnp.asarray(C3_MASK)
+    fan_ins = {k: [j for j, t in enumerate(C3_TABLE) if len(t) == k] for k in sorted({len(t) for t in C3_TABLE})}
+
+    def per_map(x, w):
+        return jnp.concatenate(
+            [ops.conv(x[..., list(t)], w[:, :, list(t), j : j + 1]) for j, t in enumerate(C3_TABLE)], -1
+        )
+
+    def grouped(x, w):
+        outs = []
+        for maps in fan_ins.values():
+            inputs = [i for j in maps for i in C3_TABLE[j]]
+            kernel = jnp.concatenate([w[:, :, list(C3_TABLE[j]), j : j + 1] for j in maps], -1)
+            outs.append(ops.conv(x[..., inputs], kernel, groups=len(maps)))
+        return jnp.concatenate(outs, -1)
+
+    variants = {"masked": lambda x, w: ops.conv(x, w * mask), "per map": per_map, "grouped by fan-in": grouped}
+    ms = {name: median_ms(fwd_bwd(f), x, dense) for name, f in variants.items()}
+    for name, value in ms.items():
+        rows.append(("table", f"LeNet-5 C3, N=100 14x14 6->16 5x5, fwd+bwd, {name}", value, value / ms["masked"]))
+
+
 def _part(f, part):
     import jax
 
@@ -252,7 +287,7 @@ def _child(spec):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["tiled", "local", "conv"], action="append")
+    parser.add_argument("--only", choices=["tiled", "local", "conv", "table"], action="append")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,7 +295,7 @@ def main():
         return _child(args.child)
     import jax
 
-    sections = args.only or ["tiled", "local", "conv"]
+    sections = args.only or ["tiled", "local", "conv", "table"]
     rows = []
     if "tiled" in sections:
         tiled_section(rows)
@@ -268,6 +303,8 @@ def main():
         local_section(rows, with_memory=not args.no_memory)
     if "conv" in sections:
         conv_section(rows)
+    if "table" in sections:
+        table_section(rows)
     print(
         f"# {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
         f"jax {jax.__version__}, backend {jax.default_backend()}\n"
