@@ -68,7 +68,8 @@ def define_flags():
 
     def main(study: Study) -> None:
         grid = points([int(b) for b in batch_sizes.value], ghost_batch.value)
-        run_and_report(study, grid, label, "Normalisation in ResNet-20 on Fashion-MNIST")
+        model = dict(study.fixed).get("model.name", "resnet20")  # --set=model.name=resnet8: a reduced grid
+        run_and_report(study, grid, label, f"Normalisation in {model} on Fashion-MNIST")
 
     return main
 
