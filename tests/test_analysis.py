@@ -71,7 +71,7 @@ def _measured_span(model, shape):
     "name, shape, options",
     [
         # Inputs larger than the field, so the measured span is not just the whole image.
-        ("resnet20", (96, 96, 3), {}),
+        pytest.param("resnet20", (96, 96, 3), {}, marks=pytest.mark.slow),
         pytest.param("resnet20", (96, 96, 3), {"conv": ConvSpec("tiled", tile=2)}, marks=pytest.mark.slow),
         ("context_net", (24, 24, 1), {"features": 4, "dilations": (1, 2, 4), "conv": ConvSpec("local")}),
         ("context_net", (72, 72, 1), {"features": 4}),
@@ -190,6 +190,7 @@ def test_gridding_leaves_holes_in_the_effective_field(dilations, field, holes):
     assert erf.field == (field, field) and erf.holes == pytest.approx(holes)
 
 
+@pytest.mark.slow
 def test_translation_equivariance_of_the_conv_variants():
     x = jax.random.normal(KEY, (4, 24, 24, 1))
     errors = {}

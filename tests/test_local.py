@@ -17,7 +17,7 @@ def _f32(*arrays):
     return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
-@pytest.mark.parametrize("ndim", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
 def test_tiled_matches_reference_on_random_shapes(rng, ndim):
     for x_shape, kernel, stride, padding, dilation, _, cout in random_configs(rng, ndim, 20):
         out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
@@ -39,7 +39,7 @@ def test_per_phase_lowering_of_tiled_conv_matches_reference_on_random_shapes(rng
         close(local._per_phase_conv(*_f32(x, w), tile, geo, 1, None), reference.tiled_conv(x, w, tile, **kw))
 
 
-@pytest.mark.parametrize("ndim", [1, 2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
 def test_local_matches_reference_on_random_shapes(rng, ndim):
     for x_shape, kernel, stride, padding, dilation, _, cout in random_configs(rng, ndim, 15):
         out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes

@@ -203,7 +203,7 @@ def test_input_dilation_grads(rng, x64):
     )
 
 
-@pytest.mark.parametrize("ndim", [1, 2])
+@pytest.mark.parametrize("ndim", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_grouped_local_and_tiled_match_reference(rng, ndim):
     for x_shape, kernel, stride, dilation, cout in mode_configs(rng, ndim, 6, groups=3):
         padding = ["VALID", "SAME", 1][int(rng.integers(3))]

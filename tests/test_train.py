@@ -43,6 +43,7 @@ def without_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
 
 
+@pytest.mark.slow
 def test_step_is_exact_for_any_device_count_and_both_wrappers(x64):
     # ResNet with cross-device BatchNorm, augmentation and label smoothing, in float64 so that the
     # only differences left are summation order.
@@ -131,7 +132,9 @@ def _start_and_signal(workdir, tfds_dir, steps: str, sig: int) -> tuple[int, str
 
 
 @pytest.mark.parametrize(
-    "sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL], ids=["SIGTERM", "SIGKILL"]
+    "sig",
+    [pytest.param(sig, marks=pytest.mark.slow) for sig in (signal.SIGTERM, signal.SIGKILL)],
+    ids=["SIGTERM", "SIGKILL"],
 )
 def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, tmp_path, sig):
     steps = "--config.train.num_steps=600"
