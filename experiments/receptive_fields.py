@@ -114,7 +114,7 @@ def depth_tables(study_dir: Path, depths: list[int], settings: ErfSettings) -> t
 
 
 def _exponent_row(name: str, depths: list[int], stds: list[float]) -> Comparison:
-    exponent = np.polyfit(np.log(depths), np.log(stds), 1)[0]
+    exponent = _fit(depths, stds)
     return Comparison(
         f"ERF growth exponent a (std ~ depth^a), {name}",
         f"{exponent:.3f}",
