@@ -33,6 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = [("device", 16), ("device", 64), ("device", 1), ("host", 16), ("host", 1)]
 
 
+def setting(text: str) -> tuple[str, int]:
+    """'device:16' -> ("device", 16): a data placement and a number of steps per dispatch."""
+    placement, _, k = text.partition(":")
+    if placement not in ("device", "host") or not k.isdigit() or int(k) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PLACEMENT:K with PLACEMENT device or host, K >= 1")
+    return placement, int(k)
+
+
 def load_config(path: str):
     spec = importlib.util.spec_from_file_location("bench_config", REPO / path if not Path(path).is_absolute() else path)
     module = importlib.util.module_from_spec(spec)
@@ -77,6 +85,14 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--data_dir", help="TFDS data directory (default: a temporary one)")
     parser.add_argument("--download_dir", default="", help="raw dataset files as <dir>/<dataset>/<file>")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        type=setting,
+        default=SETTINGS,
+        metavar="PLACEMENT:K",
+        help="loop settings to time, e.g. device:16 host:1 (default: %(default)s)",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,7 +105,7 @@ def main():
         config.train.checkpoint_every_steps = args.steps
         bare = bare_step_images_per_s(config)
         rows = []
-        for placement, k in SETTINGS:
+        for placement, k in args.settings:
             config.train.data_placement, config.train.steps_per_dispatch = placement, k
             loop = loop_images_per_s(config, Path(tmp) / f"{placement}_{k}")
             rows.append({"placement": placement, "steps_per_dispatch": k, "loop_img_s": loop, "ratio": loop / bare})

@@ -2,6 +2,7 @@
 
     python benchmarks/ops.py                 # everything (~5 min on 2 CPU cores)
     python benchmarks/ops.py --only tiled    # one section: tiled, local, conv, table
+    python benchmarks/ops.py --only tiled --tiled_shape gpu   # tiled_conv at N=256 32x32 64->64
 
 Timings are medians over repeated calls of jitted functions after compilation.
 fwd+bwd is value_and_grad of sum(y**2) with respect to input and kernel. Peak memory
@@ -85,12 +86,16 @@ def masked_tiled(x, w, tile, padding):
 # --- sections ---------------------------------------------------------------------------------
 
 
-def tiled_section(rows):
+# tiled_conv's shapes (N, H=W, C_in=C_out): one that suits 2 CPU cores, one that fills a GPU.
+TILED_SHAPES = {"cpu": (64, 28, 32), "gpu": (256, 32, 64)}
+
+
+def tiled_section(rows, shape: str):
     import jax
 
     from cnn_jax import ops
 
-    n, size, c, k = 64, 28, 32, 3
+    (n, size, c), k = TILED_SHAPES[shape], 3
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (n, size, size, c))
     w = jax.random.normal(key, (k, k, c, c)) * 0.1
@@ -289,6 +294,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["tiled", "local", "conv", "table"], action="append")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
+    parser.add_argument("--tiled_shape", choices=list(TILED_SHAPES), default="cpu", help="tiled_conv's input shape")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -298,7 +304,7 @@ def main():
     sections = args.only or ["tiled", "local", "conv", "table"]
     rows = []
     if "tiled" in sections:
-        tiled_section(rows)
+        tiled_section(rows, args.tiled_shape)
     if "local" in sections:
         local_section(rows, with_memory=not args.no_memory)
     if "conv" in sections:

@@ -33,6 +33,35 @@ def test_mnist_prepared_offline_from_raw_files(download_dir, tfds_dir):
     np.testing.assert_allclose(data.mean, [33.32], atol=0.01)
 
 
+def test_decoded_split_is_kept_and_read_back_unchanged(tmp_path, monkeypatch):
+    first = load_split("mnist1d", "test", data_dir=str(tmp_path))
+    (cache,) = tmp_path.rglob(f"{sources.DECODED_DIR}/test.npz")
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded the split again")
+
+    import tensorflow_datasets as tfds
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "as_data_source", no_decoding)
+    again = load_split("mnist1d", "test", data_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.inputs, first.inputs)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    assert again.inputs.dtype == first.inputs.dtype and again.labels.dtype == np.int32
+
+
+def test_unwritable_cache_folder_decodes_without_a_cache(tmp_path):
+    first = load_split("mnist1d", "test", data_dir=str(tmp_path))
+    (cache,) = tmp_path.rglob(sources.DECODED_DIR)
+    for f in cache.iterdir():
+        f.unlink()
+    cache.rmdir()
+    cache.write_text("a file where the folder would go: mkdir fails as on a read-only data directory")
+    again = load_split("mnist1d", "test", data_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.inputs, first.inputs)
+    assert not list(tmp_path.rglob("*.npz")) and not list(tmp_path.rglob("*.tmp"))
+
+
 @pytest.mark.slow
 def test_mnist_and_fashion_mnist_do_not_share_extractions(download_dir, tfds_dir):
     # Both ship files with the same names; TFDS alone would reuse the first one's extraction for the second.

@@ -36,7 +36,13 @@ def test_scripts_parse_and_pass_shellcheck():
         assert result.returncode == 0, result.stderr
     shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
     result = subprocess.run(
-        [shellcheck, *map(str, SCRIPTS), str(REPO / ".ci" / "apt_install.sh")], capture_output=True, text=True
+        [
+            shellcheck,
+            *map(str, SCRIPTS),
+            *(str(REPO / p) for p in (".ci/apt_install.sh", ".ci/run", "benchmarks/accelerator.sh")),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout
 
