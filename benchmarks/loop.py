@@ -26,19 +26,31 @@ import jax
 import numpy as np
 
 from cnn_jax.train import read_metrics, train_and_evaluate
+from cnn_jax.train.feed import PLACEMENTS
 from cnn_jax.train.loop import build_runner, load_data
+from cnn_jax.train.parallel import DISPATCH_FORMS
 from cnn_jax.train.state import create_state
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = [("device", 16), ("device", 64), ("device", 1), ("host", 16), ("host", 1)]
+SETTINGS = [
+    ("device", 16, "auto"),
+    ("device", 64, "auto"),
+    ("device", 1, "auto"),
+    ("host", 16, "auto"),
+    ("host", 1, "auto"),
+]
 
 
-def setting(text: str) -> tuple[str, int]:
-    """'device:16' -> ("device", 16): a data placement and a number of steps per dispatch."""
-    placement, _, k = text.partition(":")
-    if placement not in ("device", "host") or not k.isdigit() or int(k) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected PLACEMENT:K with PLACEMENT device or host, K >= 1")
-    return placement, int(k)
+def setting(text: str) -> tuple[str, int, str]:
+    """'device:16' -> ("device", 16, "auto"); 'device:16:scan' -> ("device", 16, "scan"): a data placement,
+    steps per dispatch and dispatch form."""
+    parts = text.split(":") + (["auto"] if text.count(":") == 1 else [])
+    placement, k, form = parts if len(parts) == 3 else ("", "", "")
+    if placement not in PLACEMENTS or not k.isdigit() or int(k) < 1 or form not in DISPATCH_FORMS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected PLACEMENT:K[:FORM] with PLACEMENT in {PLACEMENTS}, K >= 1, FORM in {DISPATCH_FORMS}"
+        )
+    return placement, int(k), form
 
 
 def load_config(path: str):
@@ -90,8 +102,8 @@ def main():
         nargs="+",
         type=setting,
         default=SETTINGS,
-        metavar="PLACEMENT:K",
-        help="loop settings to time, e.g. device:16 host:1 (default: %(default)s)",
+        metavar="PLACEMENT:K[:FORM]",
+        help="loop settings to time, e.g. device:16 device:16:scan host:1 (default: %(default)s)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     args = parser.parse_args()
@@ -105,19 +117,32 @@ def main():
         config.train.checkpoint_every_steps = args.steps
         bare = bare_step_images_per_s(config)
         rows = []
-        for placement, k in args.settings:
+        for placement, k, form in args.settings:
             config.train.data_placement, config.train.steps_per_dispatch = placement, k
-            loop = loop_images_per_s(config, Path(tmp) / f"{placement}_{k}")
-            rows.append({"placement": placement, "steps_per_dispatch": k, "loop_img_s": loop, "ratio": loop / bare})
+            config.train.dispatch_form = form
+            loop = loop_images_per_s(config, Path(tmp) / f"{placement}_{k}_{form}")
+            rows.append(
+                {
+                    "placement": placement,
+                    "steps_per_dispatch": k,
+                    "form": form,
+                    "loop_img_s": loop,
+                    "ratio": loop / bare,
+                }
+            )
     device = jax.devices()[0]
     print(
         f"# {args.config}, batch {args.batch}, {args.steps} steps; {len(jax.devices())} x {device.device_kind} "
         f"({jax.default_backend()}), jax {jax.__version__}\n"
     )
     print(f"bare step: {bare:.0f} images/s\n")
-    print("| data placement | steps per dispatch | loop img/s | loop / bare step |\n|---|---:|---:|---:|")
+    print("| data placement | steps per dispatch | dispatch form | loop img/s | loop / bare step |")
+    print("|---|---:|---|---:|---:|")
     for r in rows:
-        print(f"| {r['placement']} | {r['steps_per_dispatch']} | {r['loop_img_s']:.0f} | **{r['ratio']:.2f}** |")
+        print(
+            f"| {r['placement']} | {r['steps_per_dispatch']} | {r['form']} | {r['loop_img_s']:.0f} "
+            f"| **{r['ratio']:.2f}** |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"bare_img_s": bare, "loop": rows}, indent=2))
 

@@ -220,6 +220,12 @@ def main():
     parser.add_argument("--target", type=float, default=0.99, help="test accuracy to reach")
     parser.add_argument("--stop_at_target", action="store_true", help="terminate each child once it reaches target")
     parser.add_argument("--who", nargs="+", choices=("ours", "torch"), default=["ours", "torch"])
+    parser.add_argument(
+        "--ours_flag",
+        action="append",
+        default=[],
+        help="one more flag for ours' CLI (repeatable), e.g. --ours_flag=--config.train.dispatch_form=per_step",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--_torch_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--_workdir", type=Path, help=argparse.SUPPRESS)
@@ -240,6 +246,7 @@ def main():
                 f"--workdir={tmp}/ours/run",
                 f"--config.dataset.download_dir={download_dir}",
                 f"--config.dataset.data_dir={data_dir}",
+                *args.ours_flag,
             ],
             "torch": [
                 sys.executable,

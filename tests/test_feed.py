@@ -1,6 +1,8 @@
 """Feeding the steps: dispatch plans, per-epoch row orders, and that neither the placement of the data nor the
 number of steps per dispatch changes any number a run produces."""
 
+import types
+
 import jax
 import numpy as np
 import pytest
@@ -67,33 +69,43 @@ def test_placement_choices():
     assert resident("auto", [split], jax.devices())  # 200 bytes fit anywhere
 
 
+def test_auto_dispatch_form_follows_the_platform_compiled_for():
+    cpu, gpu = jax.devices(), [types.SimpleNamespace(platform="gpu")]
+    assert parallel._one_dispatch_each("auto", cpu) and not parallel._one_dispatch_each("auto", gpu)
+    assert not parallel._one_dispatch_each("scan", cpu) and parallel._one_dispatch_each("per_step", gpu)
+    with pytest.raises(ValueError, match="'loop': valid forms are auto, scan, per_step"):
+        parallel._one_dispatch_each("loop", cpu)
+
+
 @pytest.mark.parametrize(
-    "placement, steps_per_dispatch, scan",
+    "placement, steps_per_dispatch, form",
     [
-        ("host", 7, False),
-        ("device", 16, True),
+        ("host", 7, "per_step"),
+        ("device", 16, "scan"),
         *(
             pytest.param(*case, marks=pytest.mark.slow)
-            for case in [("host", 1, False), ("device", 3, False), ("host", 7, True)]
+            for case in [("host", 1, "per_step"), ("device", 3, "auto"), ("host", 7, "scan")]
         ),
     ],
 )
 def test_placement_and_steps_per_dispatch_do_not_change_the_run(
-    tfds_dir, tmp_path, monkeypatch, placement, steps_per_dispatch, scan
+    tfds_dir, tmp_path, placement, steps_per_dispatch, form
 ):
-    # The reference: resident data, 16 steps per dispatch (the defaults), as the CPU runs them (one program
-    # per step). scan=True runs the other run's dispatches as one lax.scan each, as accelerators do.
+    # The reference: resident data, 16 steps per dispatch (the defaults), one program per step (the CPU's
+    # "auto"). form="scan" runs the other run's dispatches as one lax.scan each, as accelerators do.
     # 30 steps of 4000/80 = 50 per epoch, so only the end stops a dispatch; logs every 4 steps.
     runs = {}
-    monkeypatch.setattr(parallel, "_steps_one_dispatch_each", lambda devices: True)
-    for name, (where, k) in {"reference": ("device", 16), "other": (placement, steps_per_dispatch)}.items():
-        if name == "other" and scan:
-            monkeypatch.setattr(parallel, "_steps_one_dispatch_each", lambda devices: False)
+    scan = form == "scan"
+    for name, (where, k, f) in {
+        "reference": ("device", 16, "per_step"),
+        "other": (placement, steps_per_dispatch, form),
+    }.items():
         config = small_config(
             tfds_dir,
             num_steps=30,
             data_placement=where,
             steps_per_dispatch=k,
+            dispatch_form=f,
             checkpoint_every_steps=0,
             log_every_steps=4,
         )

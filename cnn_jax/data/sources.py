@@ -6,6 +6,7 @@ Where the raw files come from, in order:
    with the file names TFDS downloads (checked against TFDS's own sizes and sha256);
 3. the network, through TFDS's download manager.
 Whatever is missing fails fast (seconds, not TFDS's ~200 s of retries) with a message saying what to do.
+A prepared split's decoded arrays are kept beside TFDS's files (`DECODED_DIR`) the first time it is read.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from cnn_jax import models
 from cnn_jax.data import DATASETS
 from cnn_jax.nn.conv import CONV_KINDS
 from cnn_jax.train.feed import PLACEMENTS
+from cnn_jax.train.parallel import DISPATCH_FORMS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -66,7 +67,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.label_smoothing = 0.0
     c.train.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
     c.train.parallel = "shard_map"  # shard_map | pmap
-    c.train.steps_per_dispatch = 16  # steps per compiled program (lax.scan); the results do not depend on it
+    c.train.steps_per_dispatch = 16  # steps per dispatch from Python; the results do not depend on it
+    # auto | scan | per_step: a dispatch's steps as one lax.scan program, or one program each (auto: per_step on
+    # CPU devices, scan on accelerators; docs/performance.md has the measurements behind the choice)
+    c.train.dispatch_form = "auto"
     c.train.data_placement = "auto"  # auto | device | host: splits on the devices (auto: where they fit)
     c.train.log_every_steps = 100
     c.train.eval_every_epochs = 1
@@ -101,6 +105,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _choice("train.parallel", config.train.parallel, PARALLEL)
     _choice("train.dtype", config.train.dtype, DTYPES)
     _choice("train.data_placement", config.train.data_placement, PLACEMENTS)
+    _choice("train.dispatch_form", config.train.dispatch_form, DISPATCH_FORMS)
     for field in (
         "optimizer.learning_rate",
         "train.batch_size",

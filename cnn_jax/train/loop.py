@@ -76,7 +76,7 @@ def build_runner(config: ml_collections.ConfigDict, data: Dataset, total_steps: 
         seed=config.seed,
     )
     eval_step = make_eval_step(model, inputs, num_classes=data.info.num_classes)
-    return model, tx, RUNNERS[config.train.parallel](train_step, eval_step, devices)
+    return model, tx, RUNNERS[config.train.parallel](train_step, eval_step, devices, config.train.dispatch_form)
 
 
 def load_data(config: ml_collections.ConfigDict) -> Dataset:

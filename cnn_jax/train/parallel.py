@@ -29,8 +29,11 @@ from cnn_jax.train.step import AXIS, as_stateful, scan_steps, stack_length, step
 TRAIN_ARGS, EVAL_ARGS = 2, 3  # per-step batch arguments: (x, labels) and (x, labels, mask)
 
 
+DISPATCH_FORMS = ("auto", "scan", "per_step")
+
+
 def _steps_one_dispatch_each(devices: Sequence[jax.Device]) -> bool:
-    """Whether a dispatch's K steps run as K programs (XLA:CPU) rather than one `lax.scan` (accelerators).
+    """Whether "auto" runs a dispatch's K steps as K programs (XLA:CPU) rather than one `lax.scan` (accelerators).
 
     XLA:CPU runs the body of a while loop several times slower than the same computation compiled on its
     own (its matmuls ~4x; the 1-D CNN's step ~8x: benchmarks/loop.py, docs/performance.md), and a dispatch
@@ -39,6 +42,12 @@ def _steps_one_dispatch_each(devices: Sequence[jax.Device]) -> bool:
     runner compiles for, not the host's default backend.
     """
     return devices[0].platform == "cpu"
+
+
+def _one_dispatch_each(form: str, devices: Sequence[jax.Device]) -> bool:
+    if form not in DISPATCH_FORMS:
+        raise ValueError(f"dispatch form {form!r}: valid forms are {', '.join(DISPATCH_FORMS)}")
+    return _steps_one_dispatch_each(devices) if form == "auto" else form == "per_step"
 
 
 def _multi_step(
@@ -61,10 +70,10 @@ def _multi_step(
     return run
 
 
-def _multi_step_forms(compile_, data_args, train_step, eval_step, devices, put_index) -> tuple[dict, dict]:
+def _multi_step_forms(compile_, data_args, train_step, eval_step, devices, put_index, form) -> tuple[dict, dict]:
     """The runner's `train_steps` and `eval_steps`, keyed by resident; `compile_(fn, data_args(resident, count,
     with_k), donate)` compiles a per-device fn for the runner's wrapper (shard_map specs or pmap axes)."""
-    each = _steps_one_dispatch_each(devices)
+    each = _one_dispatch_each(form, devices)
 
     def forms(step, count, donate):
         return {
@@ -77,9 +86,15 @@ def _multi_step_forms(compile_, data_args, train_step, eval_step, devices, put_i
 
 class ShardMapRunner:
     """Global arrays over Mesh(devices, ("batch",)), all devices by default; the state replicated, batches
-    split along their batch axis."""
+    split along their batch axis. `dispatch_form`: how a dispatch runs its steps, one of DISPATCH_FORMS."""
 
-    def __init__(self, train_step: Callable, eval_step: Callable, devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self,
+        train_step: Callable,
+        eval_step: Callable,
+        devices: Sequence[jax.Device] | None = None,
+        dispatch_form: str = "auto",
+    ):
         devices = list(devices or jax.devices())
         self.mesh = Mesh(np.array(devices), (AXIS,))
         self._replicated = NamedSharding(self.mesh, P())
@@ -103,7 +118,7 @@ class ShardMapRunner:
         put_index = functools.cache(lambda k: self.put_split(np.int32(k))[0])
         self.train_step = compile_(train_step, (P(AXIS),) * TRAIN_ARGS, True)
         self.train_steps, self.eval_steps = _multi_step_forms(
-            compile_, stacked_specs, train_step, eval_step, devices, put_index
+            compile_, stacked_specs, train_step, eval_step, devices, put_index, dispatch_form
         )
 
     def put_state(self, state):
@@ -130,9 +145,15 @@ class ShardMapRunner:
 
 class PmapRunner:
     """`jax.pmap` over the local devices (all of them unless `devices` is given); the state carries a
-    leading local-device axis."""
+    leading local-device axis. `dispatch_form`: how a dispatch runs its steps, one of DISPATCH_FORMS."""
 
-    def __init__(self, train_step: Callable, eval_step: Callable, devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self,
+        train_step: Callable,
+        eval_step: Callable,
+        devices: Sequence[jax.Device] | None = None,
+        dispatch_form: str = "auto",
+    ):
         self._devices = list(devices or jax.local_devices())
 
         def compile_(fn, in_axes, donate):
@@ -149,7 +170,7 @@ class PmapRunner:
         put_index = functools.cache(lambda k: self.put_split(np.int32(k))[0])
         self.train_step = compile_(train_step, (0,) * TRAIN_ARGS, True)
         self.train_steps, self.eval_steps = _multi_step_forms(
-            compile_, stacked_axes, train_step, eval_step, self._devices, put_index
+            compile_, stacked_axes, train_step, eval_step, self._devices, put_index, dispatch_form
         )
 
     def put_state(self, state):
