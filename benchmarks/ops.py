@@ -1,7 +1,7 @@
 """Speed and memory of cnn_jax.ops against the natural alternatives, as ratios measured in one run.
 
     python benchmarks/ops.py                 # everything (~5 min on 2 CPU cores)
-    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv, table
+    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv, table, blur
     python benchmarks/ops.py --only tiled --tiled_shape gpu   # tiled_conv at N=256 32x32 64->64
 
 Timings are medians over repeated calls of jitted functions after compilation.
@@ -219,6 +219,46 @@ def table_section(rows):
         rows.append(("table", f"LeNet-5 C3, N=100 14x14 6->16 5x5, fwd+bwd, {name}", value, value / ms["masked"]))
 
 
+def blur_section(rows):
+    """ops.blur_pool (a weighted sum of strided slices per axis) against the same blur as one depthwise
+    convolution, and max_pool as the cost of a plain pooling, fwd+bwd at LeNet-5's first pooling shape."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax import lax
+
+    from cnn_jax import ops
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (128, 28, 28, 6))
+
+    def depthwise(x, size):
+        taps = ops.binomial_filter(size)
+        kernel = np.broadcast_to(np.outer(taps, taps)[..., None, None], (size, size, 1, x.shape[-1]))
+        lo, hi = (size - 1) // 2, size // 2
+        x = jnp.pad(x, [(0, 0), (lo, hi), (lo, hi), (0, 0)], mode="reflect")
+        return lax.conv_general_dilated(
+            x,
+            jnp.asarray(kernel, x.dtype),
+            (2, 2),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=x.shape[-1],
+        )
+
+    def grad_ms(f):
+        return median_ms(jax.jit(jax.value_and_grad(lambda x: jnp.sum(f(x) ** 2))), x)
+
+    base = grad_ms(lambda x: ops.max_pool(x, 2))
+    rows.append(("blur", "max_pool 2x2 stride 2, N=128 28x28x6 (reference)", base, 1.0))
+    for size in (3, 5):
+        for name, f in [
+            ("cnn_jax.blur_pool", lambda x: ops.blur_pool(x, size)),
+            ("depthwise conv", lambda x: depthwise(x, size)),
+        ]:
+            value = grad_ms(f)
+            rows.append(("blur", f"blur {size} stride 2, {name}", value, value / base))
+
+
 def _part(f, part):
     import jax
 
@@ -292,7 +332,7 @@ def _child(spec):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["tiled", "local", "conv", "table"], action="append")
+    parser.add_argument("--only", choices=["tiled", "local", "conv", "table", "blur"], action="append")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
     parser.add_argument("--tiled_shape", choices=list(TILED_SHAPES), default="cpu", help="tiled_conv's input shape")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -301,7 +341,7 @@ def main():
         return _child(args.child)
     import jax
 
-    sections = args.only or ["tiled", "local", "conv", "table"]
+    sections = args.only or ["tiled", "local", "conv", "table", "blur"]
     rows = []
     if "tiled" in sections:
         tiled_section(rows, args.tiled_shape)
@@ -311,6 +351,8 @@ def main():
         conv_section(rows)
     if "table" in sections:
         table_section(rows)
+    if "blur" in sections:
+        blur_section(rows)
     print(
         f"# {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
         f"jax {jax.__version__}, backend {jax.default_backend()}\n"
