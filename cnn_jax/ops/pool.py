@@ -188,8 +188,8 @@ def blur_pool(x: jax.Array, size: int = 3, stride: IntOrSeq = 2, pad_mode: str =
                 f"blur_pool: spatial axis {axis} has {n} positions; REFLECT padding by {hi} needs more than {hi}"
             )
     x = jnp.pad(x, [(0, 0), *[(lo, hi)] * ndim, (0, 0)], mode=BLUR_PAD_MODES[pad_mode])
-    # The filter is separable: per axis, a weighted sum of `size` strided slices. XLA fuses each axis into one
-    # pass; as a depthwise convolution the same blur ran 30-44x slower on XLA:CPU (docs/performance.md).
+    # The filter is separable: per axis, a weighted sum of `size` strided slices, elementwise work. As one
+    # depthwise convolution the same blur ran 30-44x slower on XLA:CPU (docs/performance.md).
     for axis, s in enumerate(stride, start=1):
         out = -(-(x.shape[axis] - size + 1) // s)
         taps_along = [lax.slice_in_dim(x, t, t + s * (out - 1) + 1, s, axis) * w for t, w in enumerate(taps)]
