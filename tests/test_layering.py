@@ -36,3 +36,17 @@ def test_report_does_not_import_the_training_engine():
     loaded = loaded_after("import cnn_jax.report")
     assert "cnn_jax.report.tables" in loaded
     assert not [m for m in loaded if m.startswith("cnn_jax.train") or m.startswith("orbax") or m == "optax"]
+
+
+def test_metric_writer_loads_tensorboardx_without_torch(tmp_path):
+    # tensorboardX imports torch whenever it is installed (seconds of every run's start); scalars need none of it.
+    loaded = loaded_after(
+        "from cnn_jax.train.metrics import MetricWriter\n"
+        f"w = MetricWriter({str(tmp_path)!r}, enabled=True)\n"
+        "w.write(1, loss=0.5)\n"
+        "w.close()\n"
+        "import sys; assert 'torch' not in sys.modules, 'torch was loaded'\n"
+        "import torch  # hidden only during tensorboardX's import"
+    )
+    assert "tensorboardX" in loaded and "torch" in loaded
+    assert list((tmp_path / "tensorboard").iterdir()), "no event file written"
