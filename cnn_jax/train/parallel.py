@@ -32,22 +32,19 @@ TRAIN_ARGS, EVAL_ARGS = 2, 3  # per-step batch arguments: (x, labels) and (x, la
 DISPATCH_FORMS = ("auto", "scan", "per_step")
 
 
-def _steps_one_dispatch_each(devices: Sequence[jax.Device]) -> bool:
-    """Whether "auto" runs a dispatch's K steps as K programs (XLA:CPU) rather than one `lax.scan` (accelerators).
+def _one_dispatch_each(form: str, devices: Sequence[jax.Device]) -> bool:
+    """Whether a dispatch's K steps run as K programs rather than one `lax.scan`: form "per_step" or "scan",
+    or "auto": K programs on CPU devices, one scan on accelerators.
 
     XLA:CPU runs the body of a while loop several times slower than the same computation compiled on its
     own (its matmuls ~4x; the 1-D CNN's step ~8x: benchmarks/loop.py, docs/performance.md), and a dispatch
-    from Python costs it little next to a step. On a GPU or TPU the launch of every step is what a small
-    model cannot afford, and one scan removes it. The choice follows the platform of the devices the
-    runner compiles for, not the host's default backend.
+    from Python costs it little next to a step. On an H200 the opposite holds: LeNet-5's loop ran at 0.36 of
+    its bare step with one scan per dispatch and 0.22 with one program per step. "auto" follows the platform
+    of the devices the runner compiles for, not the host's default backend.
     """
-    return devices[0].platform == "cpu"
-
-
-def _one_dispatch_each(form: str, devices: Sequence[jax.Device]) -> bool:
     if form not in DISPATCH_FORMS:
         raise ValueError(f"dispatch form {form!r}: valid forms are {', '.join(DISPATCH_FORMS)}")
-    return _steps_one_dispatch_each(devices) if form == "auto" else form == "per_step"
+    return devices[0].platform == "cpu" if form == "auto" else form == "per_step"
 
 
 def _multi_step(
