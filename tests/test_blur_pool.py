@@ -94,3 +94,39 @@ def test_blur_pooled_lenet5_is_the_papers_composition(pool):
     assert model.apply(variables, x).shape == (2, 10)
     max_pooled = models.create("lenet5", num_classes=10, pool="max").init(KEY, x)["params"]
     assert jax.tree.map(jnp.shape, max_pooled) == jax.tree.map(jnp.shape, variables["params"])  # same 5x5x16
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(name="resnet8"),  # basic blocks, option A shortcuts
+        dict(name="resnet8", block="bottleneck", shortcut="B", widths=(8, 8, 8)),
+    ],
+    ids=["basic_A", "bottleneck_B"],
+)
+def test_resnet_blur_of_one_tap_is_the_strided_network(options):
+    # A 1-tap blur is plain subsampling, and in evaluation mode the norm and ReLU commute with it: the
+    # anti-aliased network (stride-1 convolutions, then subsample) computes the published one with the same
+    # parameters. Wider filters change the function but not the parameters.
+    options = dict(options)
+    x = jax.random.normal(KEY, (2, 16, 16, 3))
+    strided = models.create(options.pop("name"), num_classes=10, **options)
+    variables = strided.init(KEY, x)
+    for size in (1, 3):
+        blurred = models.create("resnet8", num_classes=10, blur_size=size, **options)
+        assert jax.tree.map(jnp.shape, blurred.init(KEY, x)) == jax.tree.map(jnp.shape, variables)
+        same = np.allclose(blurred.apply(variables, x), strided.apply(variables, x), rtol=1e-5, atol=1e-5)
+        assert same == (size == 1), size
+
+
+def test_resnet_imagenet_stem_blurs_as_maxblurpool():
+    x = jax.random.normal(KEY, (1, 64, 64, 3))
+    kwargs = dict(num_classes=10, stage_sizes=(1, 1), widths=(8, 16))
+    blurred = models.create("resnet18", blur_size=3, **kwargs)
+    variables = blurred.init(KEY, x)
+    captured = blurred.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])[1]["intermediates"]
+    stem = jax.nn.relu(captured["stem_norm"]["__call__"][0])
+    close(captured["BlurPool_0"]["__call__"][0], ops.blur_pool(ops.max_pool(stem, 2, stride=1), 3, 2))
+    assert captured["BlurPool_0"]["__call__"][0].shape == (1, 16, 16, 8)  # as the 3x3/2 max-pool's
+    plain = models.create("resnet18", **kwargs).init(KEY, x)
+    assert jax.tree.map(jnp.shape, plain) == jax.tree.map(jnp.shape, variables)

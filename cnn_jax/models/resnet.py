@@ -12,6 +12,13 @@ Every 3x3 convolution pads 1 on every side (times the dilation of ConvSpec(dilat
 torchvision and the common PyTorch CIFAR implementations do; "SAME" would pad a stride-2 layer at an
 even size 0 before and 1 after, shifting every window by one pixel. With symmetric padding a stride-2
 window is centred on the input pixel the option A shortcut keeps (x[::2]).
+
+`blur_size` (every ResNet; 0, the default, is the published network): anti-aliased downsampling as in
+Zhang 2019's antialiased ResNets. Each strided convolution runs at stride 1, and its activation (after the
+norm and ReLU) is blurred with a `blur_size`-tap binomial filter and subsampled (`nn.BlurPool`) before the
+next convolution; the option A shortcut blurs instead of taking x[::2], option B blurs before its 1x1
+convolution, and the ImageNet stem's max-pool becomes MaxBlurPool (2x2 max at stride 1, then BlurPool).
+Parameters and output sizes are unchanged.
 """
 
 from __future__ import annotations
@@ -31,7 +38,16 @@ class _Block(nn.Module):
     features: int = 16
     stride: int = 1
     shortcut: str = "A"  # "A": zero-padded identity (CIFAR), "B": 1x1 projection (ImageNet)
+    blur_size: int = 0  # > 0: anti-aliased downsampling (see ResNet)
     layers: Layers = Layers()
+
+    def downsample(self, x: jax.Array) -> jax.Array:
+        """Where a strided convolution would subsample: blurred subsampling, if this block is anti-aliased."""
+        return cnn.BlurPool(self.blur_size, self.stride)(x) if self.blur_size and self.stride > 1 else x
+
+    @property
+    def conv_stride(self) -> int:
+        return 1 if self.blur_size else self.stride
 
 
 class BasicBlock(_Block):
@@ -40,8 +56,8 @@ class BasicBlock(_Block):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         layers, pad = self.layers, self.layers.centred_padding(3)
-        y = layers.conv_layer(self.features, 3, strides=self.stride, padding=pad, use_bias=False, name="conv1")(x)
-        y = nn.relu(layers.norm_layer(train, "norm1")(y))
+        y = layers.conv_layer(self.features, 3, strides=self.conv_stride, padding=pad, use_bias=False, name="conv1")(x)
+        y = self.downsample(nn.relu(layers.norm_layer(train, "norm1")(y)))
         y = layers.conv_layer(self.features, 3, padding=pad, use_bias=False, name="conv2")(y)
         y = layers.norm_layer(train, "norm2")(y)
         return nn.relu(y + _shortcut(self, x, self.features, train))
@@ -56,9 +72,9 @@ class Bottleneck(_Block):
         y = layers.conv_layer(self.features, 1, use_bias=False, name="conv1")(x)
         y = nn.relu(layers.norm_layer(train, "norm1")(y))
         y = layers.conv_layer(
-            self.features, 3, strides=self.stride, padding=layers.centred_padding(3), use_bias=False, name="conv2"
+            self.features, 3, strides=self.conv_stride, padding=layers.centred_padding(3), use_bias=False, name="conv2"
         )(y)
-        y = nn.relu(layers.norm_layer(train, "norm2")(y))
+        y = self.downsample(nn.relu(layers.norm_layer(train, "norm2")(y)))
         y = layers.conv_layer(4 * self.features, 1, use_bias=False, name="conv3")(y)
         y = layers.norm_layer(train, "norm3")(y)
         return nn.relu(y + _shortcut(self, x, 4 * self.features, train))
@@ -69,10 +85,11 @@ def _shortcut(block, x: jax.Array, features: int, train: bool) -> jax.Array:
         return x
     if block.shortcut == "A":  # parameter-free: subsample, then zero channels
         spatial = x.ndim - 2
-        x = x[(slice(None),) + (slice(None, None, block.stride),) * spatial]
+        x = block.downsample(x) if block.blur_size else x[(slice(None),) + (slice(None, None, block.stride),) * spatial]
         extra = features - x.shape[-1]
         return jnp.pad(x, ((0, 0),) * (spatial + 1) + ((extra // 2, extra - extra // 2),))
-    x = block.layers.conv_layer(features, 1, strides=block.stride, use_bias=False, name="shortcut_conv")(x)
+    x = block.downsample(x)
+    x = block.layers.conv_layer(features, 1, strides=block.conv_stride, use_bias=False, name="shortcut_conv")(x)
     return block.layers.norm_layer(train, "shortcut_norm")(x)
 
 
@@ -85,6 +102,7 @@ class ResNet(nn.Module):
     block: str = "basic"
     stem: str = "cifar"
     shortcut: str = "A"
+    blur_size: int = 0
     layers: Layers = Layers()
 
     @nn.compact
@@ -100,7 +118,10 @@ class ResNet(nn.Module):
                 self.widths[0], 7, strides=2, padding=layers.centred_padding(7), use_bias=False, name="stem_conv"
             )(x)
             x = nn.relu(layers.norm_layer(train, "stem_norm")(x))
-            x = cnn.MaxPool(3, 2, padding=1)(x)
+            if self.blur_size:  # MaxBlurPool
+                x = cnn.BlurPool(self.blur_size)(cnn.MaxPool(2, 1)(x))
+            else:
+                x = cnn.MaxPool(3, 2, padding=1)(x)
         block_type = BasicBlock if self.block == "basic" else Bottleneck
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(blocks):
@@ -109,6 +130,7 @@ class ResNet(nn.Module):
                     features=width,
                     stride=stride,
                     shortcut=self.shortcut,
+                    blur_size=self.blur_size,
                     layers=layers,
                     name=f"stage{stage + 1}_block{b + 1}",
                 )(x, train)
