@@ -1,7 +1,8 @@
 """Analysis of models: receptive fields read off the traced program, per-layer summaries,
-effective receptive fields and translation equivariance."""
+effective receptive fields, translation equivariance, and a classifier's consistency under shifts."""
 
 from cnn_jax.analysis.receptive_field import model_receptive_field
+from cnn_jax.analysis.shift import consistency, predictions_at_shifts, shift_robustness
 from cnn_jax.analysis.spatial import (
     EffectiveReceptiveField,
     ShiftResponse,
@@ -23,4 +24,7 @@ __all__ = [
     "translation_response",
     "ShiftResponse",
     "compare_conv_variants",
+    "predictions_at_shifts",
+    "shift_robustness",
+    "consistency",
 ]
