@@ -1,10 +1,14 @@
-"""Predictions under translation and Zhang 2019's consistency, against brute-force counts."""
+"""Predictions under translation and Zhang 2019's consistency, against brute-force counts; a run restored as a
+classifier."""
 
 import numpy as np
 import pytest
+from test_train import small_config
 
 from cnn_jax.analysis.shift import consistency, predictions_at_shifts, shift_robustness
 from cnn_jax.data import shift_width
+from cnn_jax.train import train_and_evaluate
+from cnn_jax.train.restore import load_classifier
 
 
 def test_consistency_counts_every_pair_of_different_shifts(rng):
@@ -57,3 +61,17 @@ def test_bad_arguments_name_the_problem():
         predictions_at_shifts(lambda b: b, np.zeros((2, 4)), [])
     with pytest.raises(ValueError, match="2 shifts for predictions at 3"):
         shift_robustness(np.zeros((3, 4), int), np.zeros(4, int), [0, 1])
+
+
+def test_a_finished_run_classifies_as_its_final_evaluation_did(tfds_dir, tmp_path):
+    # The restored classifier, at shift 0 and at an evaluated shift, reproduces the accuracies in final.json.
+    config = small_config(tfds_dir, num_steps=10)
+    config.dataset.eval_shifts = (3,)
+    final = train_and_evaluate(config, tmp_path / "run")
+    classify, data = load_classifier(tmp_path / "run")
+    p = predictions_at_shifts(classify, data.test.inputs, [0, 3], batch_size=300)
+    robustness = shift_robustness(p, data.test.labels, [0, 3])
+    assert robustness["accuracy@shift=0"] == pytest.approx(final["test/accuracy"], abs=1e-6)
+    assert robustness["accuracy@shift=3"] == pytest.approx(final["test/accuracy@shift=3"], abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_classifier(tmp_path)

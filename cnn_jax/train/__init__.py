@@ -5,6 +5,7 @@ from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.config import default_config, validate
 from cnn_jax.train.loop import NonFiniteLossError, build_model, train_and_evaluate
 from cnn_jax.train.metrics import read_metrics
+from cnn_jax.train.restore import load_classifier
 from cnn_jax.train.state import TrainState, create_state
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "build_model",
     "train_and_evaluate",
     "read_metrics",
+    "load_classifier",
     "TrainState",
     "create_state",
 ]
