@@ -1,6 +1,7 @@
 """The studies: their grids and row labels in one process (every study module imported side by side),
 one study run from another directory, and each study command end to end on a tiny grid (long tier)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 from cnn_jax.config_tree import flatten
 from cnn_jax.report.published import PARAMETER_COUNTS, RECEPTIVE_FIELDS
-from experiments import conv_variants, mnist1d_gap, normalization, pooling, receptive_fields, reproduce
+from experiments import conv_variants, mnist1d_gap, normalization, pooling, receptive_fields, reproduce, shift
 from experiments.study import Study, config, run_and_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +45,7 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
         "reproduce": (reproduce.trained_points(), reproduce.label),
         "receptive_fields": (receptive_fields.accuracy_points(), receptive_fields.label),
         "mnist1d_gap": (mnist1d_gap.POINTS, mnist1d_gap.label),
+        "shift": (shift.points(), shift.label),
     }
     for name, (points, label) in grids.items():
         labels = [label(run_config(p)) for p in points]
@@ -68,6 +70,13 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
     assert reproduce.label(run_config(reproduce.trained_points()[-1])) == {"run": "cnn on mnist1d_shuffled"}
     with pytest.raises(ValueError, match=r"--pools: unknown \['maxx'\]; valid values are max, avg"):
         pooling.points(["maxx"])
+    shifted = {p.name: run_config(p) for p in shift.points()}
+    assert shift.label(shifted["lenet5_blur5__mnist"]) == {"model": "lenet5", "downsampling": "blur5", "data": "mnist"}
+    assert shift.label(shifted["lenet5_standard__mnist"])["downsampling"] == "standard"  # max pooling
+    assert shift.label(shifted["resnet8_blur3__fashion_mnist"])["downsampling"] == "blur3"
+    assert shifted["resnet8_standard__mnist"]["dataset.eval_shifts"] == tuple(range(1, 9))
+    with pytest.raises(ValueError, match=r"--models: unknown \['vgg'\]; valid values are lenet5, resnet8"):
+        shift.points(["vgg"])
 
 
 def test_mnist1d_gap_table_reads_final_and_best_accuracy(tmp_path):
@@ -228,3 +237,28 @@ def test_normalization_study(tfds_dir, tmp_path):
         assert f"| {norm} | 16 |" in table
     config = (tmp_path / "ghost2__16" / "seed0" / "config.json").read_text()
     assert '"virtual_batch_size": 2' in config and '"norm": "batch"' in config
+
+
+@pytest.mark.slow
+def test_shift_study(tfds_dir, download_dir, tmp_path):
+    result = run_study(
+        "shift",
+        f"--study_dir={tmp_path}",
+        "--models=lenet5",
+        "--datasets=mnist",
+        "--set=train.batch_size=80",
+        f"--set=dataset.data_dir={tfds_dir}",
+        f"--download_dir={download_dir}",
+    )
+    table = (tmp_path / "results_shift.md").read_text()
+    assert table in result.stdout and "| 0 px (%) | 1 px (%) | 2 px (%) |" in table and "consistency (%)" in table
+    for variant in ("standard", "blur3", "blur5"):
+        assert f"| lenet5 | {variant} | mnist |" in table
+    assert (tmp_path / "accuracy_by_shift.png").stat().st_size > 0
+    # The analysis of the checkpoint agrees with the engine's own evaluation at every shift it made.
+    run = tmp_path / "lenet5_blur5__mnist" / "seed0"
+    analysed, final = (json.loads((run / name).read_text()) for name in ("shift.json", "final.json"))
+    assert analysed["accuracy@shift=0"] == pytest.approx(final["test/accuracy"], abs=1e-6)
+    for s in range(1, 9):
+        assert analysed[f"accuracy@shift={s}"] == pytest.approx(final[f"test/accuracy@shift={s}"], abs=1e-6)
+    assert 0 < analysed["consistency"] <= 1

@@ -101,3 +101,22 @@ def erf_growth(
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def accuracy_by_shift(curves: dict[str, np.ndarray], shifts: Sequence[int], path: str | Path) -> Path:
+    """Test accuracy (%) against input shift: per label, an array (seeds, len(shifts)) of accuracies in [0, 1],
+    drawn as its mean with a min..max band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    for label, accuracies in curves.items():
+        percent = 100 * np.asarray(accuracies).reshape(-1, len(shifts))
+        ax.plot(shifts, percent.mean(0), marker="o", markersize=3, label=label)
+        ax.fill_between(shifts, percent.min(0), percent.max(0), alpha=0.2)
+    ax.set_xlabel("shift of the test images (pixels, to the right)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(list(shifts))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)

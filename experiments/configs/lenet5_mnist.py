@@ -14,7 +14,8 @@ def get_config():
     c = default_config()
     c.dataset.name = "mnist"
     c.model.name = "lenet5"
-    c.model.options.pool = "max"  # max | avg | l2 | strided | none (experiments/pooling.py compares them)
+    c.model.options.pool = "max"  # max | avg | l2 | strided | none | blurmax | blurstrided (experiments/pooling.py)
+    c.model.options.blur_size = 3  # taps of the binomial filter of the blur* pools
     c.optimizer.learning_rate = 0.05
     c.optimizer.weight_decay = 5e-4
     c.train.num_epochs = 10

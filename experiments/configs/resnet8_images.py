@@ -17,6 +17,7 @@ def get_config():
     c.dataset.name = "mnist"
     c.model.name = "resnet8"
     c.model.options.norm = "batch"
+    c.model.options.blur_size = 0  # > 0: anti-aliased downsampling (Zhang 2019; experiments/shift.py)
     c.optimizer.learning_rate = 0.1
     c.optimizer.nesterov = True
     c.optimizer.weight_decay = 5e-4
