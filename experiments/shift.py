@@ -80,6 +80,15 @@ def analyse_run(run_dir: Path) -> dict[str, float]:
     return result
 
 
+def _grid_order(model: str, variant: str, data: str) -> tuple[int, int, int]:
+    """Rows as the grid runs them: dataset, then model, then standard before blur3 before blur5."""
+    variants = ["standard", *(f"blur{n}" for n in BLUR_SIZES)]
+    return tuple(
+        v.index(x) if x in v else len(v)
+        for v, x in ((list(DATASETS), data), (list(MODELS), model), (variants, variant))
+    )
+
+
 def report(study_dir: Path, title: str) -> str:
     """results_shift.md/.tex (accuracy at TABLE_SHIFTS and consistency, mean ± std over seeds) and
     accuracy_by_shift.png (every shift) from the finished runs; returns the Markdown."""
@@ -87,6 +96,7 @@ def report(study_dir: Path, title: str) -> str:
     for run in load_runs(study_dir):
         if run.final is not None:
             groups.setdefault(tuple(label(run.config).values()), []).append(analyse_run(run.path))
+    groups = dict(sorted(groups.items(), key=lambda item: _grid_order(*item[0])))
     header = ["model", "downsampling", "data", *(f"{s} px (%)" for s in TABLE_SHIFTS), "consistency (%)", "seeds"]
     rows = [
         [

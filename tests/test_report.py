@@ -104,7 +104,7 @@ def test_sweep_refuses_a_field_the_config_lacks_before_running(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"override 'model.options.pol': .*lenet5_mnist.py has no field 'pol' in "
-        r"model.options; valid fields there: pool",
+        r"model.options; valid fields there: blur_size, pool",
     ):
         run_sweep([Point("p", config, (("model.options.pol", "avg"),))], [0], tmp_path)
     with pytest.raises(ValueError, match=r"no field 'tile' in model.conv.kind; valid fields there: none"):
