@@ -13,7 +13,8 @@ A shift moves every test image to the right by s pixels (zero fill); training se
 how often two different shifts (of 0..8) of one test image get the same class, over every pair
 (`cnn_jax.analysis.consistency`), computed after training from each run's checkpoint and kept in its
 `shift.json`. Circular padding, the other remedy the hypothesis suggests, is not a model option yet.
-Writes STUDY_DIR/results.md, results.tex, learning_curves.png and accuracy_by_shift.png.
+Writes STUDY_DIR/results.md, results.tex, learning_curves.png (the usual study report), results_shift.md,
+results_shift.tex and accuracy_by_shift.png (the shift table and figure).
 """
 
 from __future__ import annotations
