@@ -1,20 +1,22 @@
 """Shift study: does aliasing explain why a small shift can hurt more than a larger one? LeNet-5 and ResNet-8
-on MNIST and Fashion-MNIST, each as published and anti-aliased with the 3- and 5-tap binomial filter
-(Zhang 2019: MaxBlurPool in LeNet-5, blurred strided convolutions and shortcuts in ResNet-8), tested at every
-shift 0..8 px, with Zhang's consistency.
+on MNIST and Fashion-MNIST, each as published, anti-aliased with the 3- and 5-tap binomial filter (Zhang 2019:
+MaxBlurPool in LeNet-5, blurred strided convolutions and shortcuts in ResNet-8), and with circular padding
+(every convolution pads with the image wrapped around instead of zeros), tested at every shift 0..8 px, with
+Zhang's consistency.
 
-    python -m experiments.shift --download_dir=../shared/datasets --models=lenet5 --parallel=2  # 18 runs, CPU
-    python -m experiments.shift --download_dir=../shared/datasets --parallel=12                 # all 36, a GPU
+    python -m experiments.shift --download_dir=../shared/datasets --models=lenet5 --parallel=2  # 24 runs, CPU
+    python -m experiments.shift --download_dir=../shared/datasets --parallel=12                 # all 48, a GPU
 
 Study 1 found ResNet-8 on Fashion-MNIST more accurate at a 4 px shift than at 2 px, beyond the seeds'
 spread, and offered aliasing in its stride-2 subsampling as the explanation: a blurred network whose
 accuracy falls smoothly with the shift would support it, a blurred network with the same dip would not.
+Circular padding removes the other thing a shift changes inside the network, where the zero border lies
+relative to the content (ResNet-8 with it is exactly invariant to circular shifts by multiples of 4).
 A shift moves every test image to the right by s pixels (zero fill); training sees no shifts. Consistency:
 how often two different shifts (of 0..8) of one test image get the same class, over every pair
 (`cnn_jax.analysis.consistency`), computed after training from each run's checkpoint and kept in its
-`shift.json`. Circular padding, the other remedy the hypothesis suggests, is not a model option yet.
-Writes STUDY_DIR/results.md, results.tex, learning_curves.png (the usual study report), results_shift.md,
-results_shift.tex and accuracy_by_shift.png (the shift table and figure).
+`shift.json`. Writes STUDY_DIR/results.md, results.tex, learning_curves.png (the usual study report),
+results_shift.md, results_shift.tex and accuracy_by_shift.png (the shift table and figure).
 """
 
 from __future__ import annotations
@@ -42,29 +44,47 @@ MODELS = {
     "lenet5": ("lenet5_mnist", lambda size: (("model.options.pool", "blurmax"), ("model.options.blur_size", size))),
     "resnet8": ("resnet8_images", lambda size: (("model.options.blur_size", size),)),
 }
+# Per variant: its config overrides for a model.
+VARIANTS = {
+    "standard": lambda model: (),
+    **{f"blur{n}": (lambda model, n=n: MODELS[model][1](n)) for n in BLUR_SIZES},
+    "circular": lambda model: (("model.conv.padding_mode", "circular"),),
+}
 RESULT_FILE = "shift.json"
 
 
-def points(models: Sequence[str] = tuple(MODELS), datasets: Sequence[str] = DATASETS) -> list[Point]:
-    """Per (dataset, model): the published network, then its anti-aliased forms (3 and 5 taps)."""
-    unknown = sorted(set(models) - set(MODELS))
+def _check(flag: str, values: Sequence[str], valid: Sequence[str]) -> None:
+    unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ValueError(f"--models: unknown {unknown}; valid values are {', '.join(MODELS)}")
+        raise ValueError(f"--{flag}: unknown {unknown}; valid values are {', '.join(valid)}")
+
+
+def points(
+    models: Sequence[str] = tuple(MODELS), datasets: Sequence[str] = DATASETS, variants: Sequence[str] = tuple(VARIANTS)
+) -> list[Point]:
+    """Per (dataset, model): the published network, its anti-aliased forms (3 and 5 taps), circular padding."""
+    _check("models", models, MODELS)
+    _check("variants", variants, VARIANTS)
     grid = []
     for dataset in datasets:
         for model in models:
-            config_name, blurred = MODELS[model]
             common = (("dataset.name", dataset), ("dataset.eval_shifts", SHIFTS[1:]))
-            grid.append(Point(f"{model}_standard__{dataset}", config(config_name), common))
-            grid += [Point(f"{model}_blur{n}__{dataset}", config(config_name), blurred(n) + common) for n in BLUR_SIZES]
+            grid += [
+                Point(f"{model}_{variant}__{dataset}", config(MODELS[model][0]), VARIANTS[variant](model) + common)
+                for variant in VARIANTS
+                if variant in variants
+            ]
     return grid
 
 
 def label(config: dict) -> dict:
-    """A run's row: model, downsampling (standard or blur<taps>) and dataset."""
+    """A run's row: model, variant (standard, blur<taps> or circular) and dataset."""
     model, size = config["model.name"], config.get("model.options.blur_size", 0)
     blurred = config["model.options.pool"] == "blurmax" if model == "lenet5" else size > 0
-    return {"model": model, "downsampling": f"blur{size}" if blurred else "standard", "data": config["dataset.name"]}
+    variant = f"blur{size}" if blurred else "standard"
+    if config.get("model.conv.padding_mode", "zeros") == "circular":  # runs from before the option have none
+        variant = "circular"
+    return {"model": model, "variant": variant, "data": config["dataset.name"]}
 
 
 def analyse_run(run_dir: Path) -> dict[str, float]:
@@ -82,12 +102,9 @@ def analyse_run(run_dir: Path) -> dict[str, float]:
 
 
 def _grid_order(model: str, variant: str, data: str) -> tuple[int, int, int]:
-    """Rows as the grid runs them: dataset, then model, then standard before blur3 before blur5."""
-    variants = ["standard", *(f"blur{n}" for n in BLUR_SIZES)]
-    return tuple(
-        v.index(x) if x in v else len(v)
-        for v, x in ((list(DATASETS), data), (list(MODELS), model), (variants, variant))
-    )
+    """Rows as the grid runs them: dataset, then model, then the variants in VARIANTS' order."""
+    orders = ((list(DATASETS), data), (list(MODELS), model), (list(VARIANTS), variant))
+    return tuple(v.index(x) if x in v else len(v) for v, x in orders)
 
 
 def report(study_dir: Path, title: str) -> str:
@@ -98,7 +115,7 @@ def report(study_dir: Path, title: str) -> str:
         if run.final is not None:
             groups.setdefault(tuple(label(run.config).values()), []).append(analyse_run(run.path))
     groups = dict(sorted(groups.items(), key=lambda item: _grid_order(*item[0])))
-    header = ["model", "downsampling", "data", *(f"{s} px (%)" for s in TABLE_SHIFTS), "consistency (%)", "seeds"]
+    header = ["model", "variant", "data", *(f"{s} px (%)" for s in TABLE_SHIFTS), "consistency (%)", "seeds"]
     rows = [
         [
             *key,
@@ -123,10 +140,11 @@ def report(study_dir: Path, title: str) -> str:
 def define_flags():
     models = flags.DEFINE_list("models", list(MODELS), f"networks, of {', '.join(MODELS)}")
     datasets = flags.DEFINE_list("datasets", list(DATASETS), "datasets")
+    variants = flags.DEFINE_list("variants", list(VARIANTS), f"forms of each network, of {', '.join(VARIANTS)}")
 
     def main(study: Study) -> None:
-        title = "Accuracy under shifts, published and anti-aliased"
-        run_and_report(study, points(models.value, datasets.value), label, title)
+        title = "Accuracy under shifts: published, anti-aliased and circularly padded"
+        run_and_report(study, points(models.value, datasets.value, variants.value), label, title)
         print(report(study.study_dir, title))
         print(f"wrote {study.study_dir}/results_shift.md, results_shift.tex and accuracy_by_shift.png")
 

@@ -80,6 +80,14 @@ W = jnp.ones((3, 3, 3, 4))
         (lambda: cnn.ConvSpec(kind="dilated"), r"kind='dilated': unknown; valid kinds are standard, tiled, local"),
         (lambda: cnn.ConvSpec(kind="tiled", flip=True), r"flip=True is only defined for kind='standard'"),
         (
+            lambda: cnn.ConvSpec(padding_mode="wrap"),
+            r"padding_mode='wrap': unknown; valid modes are zeros, circular, reflect",
+        ),
+        (
+            lambda: cnn.Conv(4, 3, padding_mode="circular", input_dilation=2).init(jax.random.PRNGKey(0), X),
+            r"padding_mode='circular' with input_dilation=2: padding with input values is not defined",
+        ),
+        (
             lambda: cnn.ConvSpec(kind="local").make(8, 3, feature_group_count=2).init(jax.random.PRNGKey(0), X),
             r"feature_group_count=2 does not divide the 3 input channels",
         ),

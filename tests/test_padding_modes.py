@@ -1,15 +1,17 @@
 """CIRCULAR and REFLECT padding, input dilation, grouped local/tiled convolution, the generic pool and
 adaptive pooling: against the NumPy references, PyTorch, and (CIRCULAR) the translation equivariance on the torus."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from helpers import close
+from helpers import close, random_configs
 from jax import lax
 from jax.test_util import check_grads
 
-from cnn_jax import ops
+from cnn_jax import models, ops
+from cnn_jax import nn as cnn
 from cnn_jax.ops import reference
 from cnn_jax.ops.shapes import conv_geometry
 
@@ -281,3 +283,72 @@ def test_adaptive_pool_upsampling_grads(rng, x64):
     x = jnp.asarray(rng.normal(size=(2, 2, 3, 2)))
     check_grads(lambda x: ops.adaptive_avg_pool(x, (5, 6)), (x,), order=1, modes=["fwd", "rev"])
     check_grads(lambda x: ops.adaptive_max_pool(x, (3, 7)), (x,), order=1, modes=["rev"])
+
+
+LAYER_MODES = {"circular": "wrap", "reflect": "reflect"}
+
+
+@pytest.mark.parametrize("mode", LAYER_MODES)
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_layer_padding_mode_matches_pytorch(rng, mode, ndim):
+    """A layer's padding_mode fills whatever padding it has, at any amount and stride, as PyTorch's does:
+    here the padding is drawn independently of the kernel, so it is not the CIRCULAR / REFLECT geometry."""
+    for x_shape, kernel, stride, dilation, cout in mode_configs(rng, ndim, 6, groups=2):
+        padding = tuple(int(rng.integers(0, n)) for n in x_shape[1:-1])  # PyTorch's reflect needs pad < size
+        layer = cnn.Conv(
+            cout, kernel, stride, padding, dilation, feature_group_count=2, use_bias=False, padding_mode=mode
+        )
+        x = rng.normal(size=x_shape).astype(np.float32)
+        params = layer.init(jax.random.PRNGKey(0), x)
+        w = np.asarray(params["params"]["kernel"])
+        close(layer.apply(params, x), _torch_conv(x, w, stride, dilation, 2, mode, padding), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", LAYER_MODES)
+@pytest.mark.parametrize("kind", ["standard", "tiled", "local"])
+def test_every_conv_kind_pads_with_input_values_then_runs_unpadded(rng, mode, kind):
+    """Every variant of ConvSpec(padding_mode=...) is its op, unpadded, on x padded explicitly (np.pad) by
+    the amounts its `padding` resolves to: modes, ints and (lo, hi) pairs."""
+    for x_shape, kernel, stride, padding, dilation, groups, cout in random_configs(rng, 2, 6, groups=True):
+        geo = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation)
+        if mode == "reflect" and any(max(p) >= n for p, n in zip(geo.padding, x_shape[1:-1])):
+            continue  # reflecting needs a padding smaller than the input
+        layer = cnn.ConvSpec(kind, tile=2, padding_mode=mode).make(
+            cout, kernel, strides=stride, padding=padding, kernel_dilation=dilation, feature_group_count=groups
+        )
+        x = rng.normal(size=x_shape)
+        params = layer.init(jax.random.PRNGKey(1), x.astype(np.float32))
+        w, b = (np.asarray(params["params"][k], np.float64) for k in ("kernel", "bias"))
+        padded = np.pad(x, [(0, 0), *geo.padding, (0, 0)], mode=LAYER_MODES[mode])
+        kw = dict(stride=stride, padding="VALID", dilation=dilation, groups=groups)
+        if kind == "standard":
+            expected = reference.conv(padded, w, **kw) + b
+        elif kind == "local":
+            expected = reference.local_conv(padded, w, **kw) + b
+        else:
+            tile = w.shape[:2]
+            expected = reference.tiled_conv(padded, w, tile, **kw)
+            expected += np.tile(b, (-(-geo.out_sizes[0] // tile[0]), -(-geo.out_sizes[1] // tile[1]), 1))[
+                : geo.out_sizes[0], : geo.out_sizes[1]
+            ]
+        close(layer.apply(params, x.astype(np.float32)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_padding_mode_layer_grads(rng, x64):
+    x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)))
+    layer = cnn.Conv(4, (3, 2), (2, 1), ((2, 1), (0, 1)), padding_mode="reflect", param_dtype=jnp.float64)
+    params = layer.init(jax.random.PRNGKey(0), x)
+    check_grads(lambda p, x: layer.apply(p, x), (params, x), order=1, modes=["fwd", "rev"])
+
+
+def test_circular_resnet_is_invariant_to_circular_shifts_by_its_total_stride(rng):
+    """ResNet-8 subsamples by 4: under padding_mode="circular" every layer commutes with a circular shift by a
+    multiple of 4, so the logits (after global average pooling) do not change; with zero padding they do."""
+    x = rng.normal(size=(2, 28, 28, 1)).astype(np.float32)
+    shifted = np.roll(x, (4, -8), (1, 2))
+    differences = {}
+    for mode in ("zeros", "circular"):
+        model = models.create("resnet8", num_classes=10, conv=cnn.ConvSpec(padding_mode=mode))
+        params = model.init(jax.random.PRNGKey(0), x)
+        differences[mode] = float(np.abs(model.apply(params, shifted) - model.apply(params, x)).max())
+    assert differences["circular"] < 1e-5 < 1e-2 < differences["zeros"], differences

@@ -71,12 +71,20 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
     with pytest.raises(ValueError, match=r"--pools: unknown \['maxx'\]; valid values are max, avg"):
         pooling.points(["maxx"])
     shifted = {p.name: run_config(p) for p in shift.points()}
-    assert shift.label(shifted["lenet5_blur5__mnist"]) == {"model": "lenet5", "downsampling": "blur5", "data": "mnist"}
-    assert shift.label(shifted["lenet5_standard__mnist"])["downsampling"] == "standard"  # max pooling
-    assert shift.label(shifted["resnet8_blur3__fashion_mnist"])["downsampling"] == "blur3"
+    assert shift.label(shifted["lenet5_blur5__mnist"]) == {"model": "lenet5", "variant": "blur5", "data": "mnist"}
+    assert shift.label(shifted["lenet5_standard__mnist"])["variant"] == "standard"  # max pooling
+    assert shift.label(shifted["resnet8_blur3__fashion_mnist"])["variant"] == "blur3"
+    circular = shifted["resnet8_circular__mnist"]
+    assert shift.label(circular)["variant"] == "circular" and circular["model.options.blur_size"] == 0
     assert shifted["resnet8_standard__mnist"]["dataset.eval_shifts"] == tuple(range(1, 9))
+    assert [p.name for p in shift.points(["resnet8"], ["mnist"], ["circular", "standard"])] == [
+        "resnet8_standard__mnist",
+        "resnet8_circular__mnist",
+    ]
     with pytest.raises(ValueError, match=r"--models: unknown \['vgg'\]; valid values are lenet5, resnet8"):
         shift.points(["vgg"])
+    with pytest.raises(ValueError, match=r"--variants: unknown \['reflect'\]; valid values are standard, blur3"):
+        shift.points(variants=["reflect"])
 
 
 def test_mnist1d_gap_table_reads_final_and_best_accuracy(tmp_path):
@@ -246,6 +254,7 @@ def test_shift_study(tfds_dir, download_dir, tmp_path):
         f"--study_dir={tmp_path}",
         "--models=lenet5",
         "--datasets=mnist",
+        "--variants=standard,blur5,circular",
         "--set=train.batch_size=80",
         f"--set=dataset.data_dir={tfds_dir}",
         f"--download_dir={download_dir}",
@@ -253,7 +262,7 @@ def test_shift_study(tfds_dir, download_dir, tmp_path):
     table = (tmp_path / "results_shift.md").read_text()
     assert table in result.stdout and "| 0 px (%) | 1 px (%) | 2 px (%) |" in table and "consistency (%)" in table
     rows = [line.split(" | ")[:3] for line in table.splitlines()[4:7]]
-    assert rows == [["| lenet5", variant, "mnist"] for variant in ("standard", "blur3", "blur5")]  # grid order
+    assert rows == [["| lenet5", variant, "mnist"] for variant in ("standard", "blur5", "circular")]  # grid order
     assert (tmp_path / "accuracy_by_shift.png").stat().st_size > 0
     # The analysis of the checkpoint agrees with the engine's own evaluation at every shift it made.
     run = tmp_path / "lenet5_blur5__mnist" / "seed0"

@@ -1,6 +1,6 @@
 """Flax linen modules: thin wrappers that create parameters and call cnn_jax.ops."""
 
-from cnn_jax.nn.conv import CONV_KINDS, Conv, ConvSpec, ConvTranspose, LocalConv, TiledConv
+from cnn_jax.nn.conv import CONV_KINDS, CONV_PADDING_MODES, Conv, ConvSpec, ConvTranspose, LocalConv, TiledConv
 from cnn_jax.nn.norm import BatchNorm, LocalResponseNorm
 from cnn_jax.nn.pool import (
     AdaptiveAvgPool,
@@ -21,6 +21,7 @@ __all__ = [
     "LocalConv",
     "ConvSpec",
     "CONV_KINDS",
+    "CONV_PADDING_MODES",
     "BatchNorm",
     "LocalResponseNorm",
     "MaxPool",

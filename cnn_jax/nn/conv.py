@@ -23,6 +23,8 @@ from cnn_jax.ops.shapes import PaddingLike, as_tuple, conv_geometry, spatial_ndi
 
 Initializer = Any
 IntOrSeq = int | Sequence[int]
+# What a forward convolution pads with (PyTorch's padding_mode): the `jnp.pad` mode of each, None for zeros.
+CONV_PADDING_MODES = {"zeros": None, "circular": "wrap", "reflect": "reflect"}
 
 
 def _unshared_kernel_init(ndim: int) -> Initializer:
@@ -106,16 +108,37 @@ class _ConvBase(nn.Module):
 
 
 class _ForwardConv(_ConvBase):
-    """The forward convolutions (not ConvTranspose): they also take flax's `input_dilation`, input_dilation - 1
-    zeros between neighbouring inputs (lax's lhs_dilation)."""
+    """The forward convolutions (not ConvTranspose). They also take flax's `input_dilation`, input_dilation - 1
+    zeros between neighbouring inputs (lax's lhs_dilation), and PyTorch's `padding_mode`: what the padding
+    holds, "zeros", "circular" (the input wrapped around: a stride-1 layer is exactly equivariant to
+    circular shifts) or "reflect". `padding` still sets how much is padded on each side; under "circular" and
+    "reflect", x is padded explicitly and the op runs unpadded."""
 
     input_dilation: IntOrSeq = 1
+    padding_mode: str = "zeros"
 
-    def _geometry(self, x: jax.Array):
+    def _padded(self, x: jax.Array) -> tuple[jax.Array, PaddingLike]:
+        """x and the padding left for the op: (x, padding) for "zeros", else (x padded with its own values, 0)."""
+        if self.padding_mode not in CONV_PADDING_MODES:
+            valid = ", ".join(CONV_PADDING_MODES)
+            raise ValueError(f"padding_mode={self.padding_mode!r}: unknown; valid modes are {valid}")
+        if self.padding_mode == "zeros":
+            return x, self.padding
+        ndim = spatial_ndim(x.shape, "x")
+        if max(as_tuple(self.input_dilation, ndim, "input_dilation")) > 1:
+            raise ValueError(
+                f"padding_mode={self.padding_mode!r} with input_dilation={self.input_dilation}: padding with input "
+                'values is not defined between dilated inputs; use padding_mode="zeros"'
+            )
+        kernel = as_tuple(self.kernel_size, ndim, "kernel_size")
+        geo = conv_geometry(x.shape[1:-1], kernel, self.strides, self.padding, self.kernel_dilation)
+        return jnp.pad(x, ((0, 0), *geo.padding, (0, 0)), mode=CONV_PADDING_MODES[self.padding_mode]), 0
+
+    def _geometry(self, x: jax.Array, padding: PaddingLike):
         ndim = spatial_ndim(x.shape, "x")
         kernel = as_tuple(self.kernel_size, ndim, "kernel_size")
-        sizes = dilated_sizes(x.shape[1:-1], self.padding, self.input_dilation)
-        return ndim, kernel, conv_geometry(sizes, kernel, self.strides, self.padding, self.kernel_dilation)
+        sizes = dilated_sizes(x.shape[1:-1], padding, self.input_dilation)
+        return ndim, kernel, conv_geometry(sizes, kernel, self.strides, padding, self.kernel_dilation)
 
 
 class Conv(_ForwardConv):
@@ -130,6 +153,7 @@ class Conv(_ForwardConv):
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
+        x, padding = self._padded(x)
         kernel_size = as_tuple(self.kernel_size, spatial_ndim(x.shape, "x"), "kernel_size")
         kernel = self._kernel(
             (*kernel_size, self._in_group(x.shape[-1]), self.features), nn.initializers.lecun_normal()
@@ -140,7 +164,7 @@ class Conv(_ForwardConv):
             x,
             kernel,
             stride=self.strides,
-            padding=self.padding,
+            padding=padding,
             dilation=self.kernel_dilation,
             groups=self.feature_group_count,
             flip=self.flip,
@@ -162,7 +186,8 @@ class TiledConv(_ForwardConv):
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
-        ndim, kernel_size, geo = self._geometry(x)
+        x, padding = self._padded(x)
+        ndim, kernel_size, geo = self._geometry(x, padding)
         tile = as_tuple(self.tile, ndim, "tile")
         if self.fit_tile:
             tile = tuple(min(t, o) for t, o in zip(tile, geo.out_sizes))
@@ -176,7 +201,7 @@ class TiledConv(_ForwardConv):
             kernel,
             tile=tile,
             stride=self.strides,
-            padding=self.padding,
+            padding=padding,
             dilation=self.kernel_dilation,
             groups=self.feature_group_count,
             input_dilation=self.input_dilation,
@@ -199,7 +224,8 @@ class LocalConv(_ForwardConv):
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
-        ndim, kernel_size, geo = self._geometry(x)
+        x, padding = self._padded(x)
+        ndim, kernel_size, geo = self._geometry(x, padding)
         kernel = self._kernel(
             (*geo.out_sizes, *kernel_size, self._in_group(x.shape[-1]), self.features), _unshared_kernel_init(ndim)
         )
@@ -213,7 +239,7 @@ class LocalConv(_ForwardConv):
             x,
             kernel,
             stride=self.strides,
-            padding=self.padding,
+            padding=padding,
             dilation=self.kernel_dilation,
             groups=self.feature_group_count,
             input_dilation=self.input_dilation,
@@ -270,16 +296,23 @@ class ConvSpec:
         tile (a 1x1 output has one kernel), so one tile fits every layer.
     dilation: the kernel dilation of layers that do not set their own.
     flip: true convolution instead of cross-correlation (standard only).
+    padding_mode: what every padded convolution pads with, "zeros", "circular" or "reflect" (PyTorch's
+        padding_mode); each layer keeps its own padding amounts.
     """
 
     kind: str = "standard"
     tile: IntOrSeq = 2
     dilation: IntOrSeq = 1
     flip: bool = False
+    padding_mode: str = "zeros"
 
     def __post_init__(self):
         if self.kind not in CONV_KINDS:
             raise ValueError(f"ConvSpec kind={self.kind!r}: unknown; valid kinds are {', '.join(CONV_KINDS)}")
+        if self.padding_mode not in CONV_PADDING_MODES:
+            raise ValueError(
+                f"ConvSpec padding_mode={self.padding_mode!r}: unknown; valid modes are {', '.join(CONV_PADDING_MODES)}"
+            )
         if self.flip and self.kind != "standard":
             raise ValueError(f"ConvSpec flip=True is only defined for kind='standard', not {self.kind!r}")
 
@@ -302,6 +335,7 @@ class ConvSpec:
             padding=padding,
             kernel_dilation=self.dilation if kernel_dilation is None else kernel_dilation,
             feature_group_count=feature_group_count,
+            padding_mode=self.padding_mode,
             **kwargs,
         )
         if self.kind == "standard":

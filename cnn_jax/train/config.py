@@ -7,7 +7,7 @@ import ml_collections
 
 from cnn_jax import models
 from cnn_jax.data import DATASETS
-from cnn_jax.nn.conv import CONV_KINDS
+from cnn_jax.nn.conv import CONV_KINDS, CONV_PADDING_MODES
 from cnn_jax.train.feed import PLACEMENTS
 from cnn_jax.train.parallel import DISPATCH_FORMS
 
@@ -43,6 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.conv.tile = 2
     c.model.conv.dilation = 1
     c.model.conv.flip = False
+    c.model.conv.padding_mode = "zeros"  # zeros | circular | reflect: what padded convolutions pad with
     c.model.options = ml_collections.ConfigDict()  # passed to the model's constructor
 
     c.optimizer = ml_collections.ConfigDict()
@@ -100,6 +101,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _choice("dataset.name", config.dataset.name, DATASETS)
     _choice("model.name", config.model.name, models.names())
     _choice("model.conv.kind", config.model.conv.kind, CONV_KINDS)
+    _choice("model.conv.padding_mode", config.model.conv.padding_mode, CONV_PADDING_MODES)
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("optimizer.schedule", config.optimizer.schedule, SCHEDULES)
     _choice("train.parallel", config.train.parallel, PARALLEL)
