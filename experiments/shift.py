@@ -12,11 +12,14 @@ spread, and offered aliasing in its stride-2 subsampling as the explanation: a b
 accuracy falls smoothly with the shift would support it, a blurred network with the same dip would not.
 Circular padding removes the other thing a shift changes inside the network, where the zero border lies
 relative to the content (ResNet-8 with it is exactly invariant to circular shifts by multiples of 4).
-A shift moves every test image to the right by s pixels (zero fill); training sees no shifts. Consistency:
+A shift moves every test image to the right by s pixels (zero fill); training sees no shifts. Each run is
+also tested under circular shifts (wrapped around): they lose no pixel, so what they change is only the
+content's position relative to the network's strides (its phase), the part aliasing acts on. Consistency:
 how often two different shifts (of 0..8) of one test image get the same class, over every pair
-(`cnn_jax.analysis.consistency`), computed after training from each run's checkpoint and kept in its
-`shift.json`. Writes STUDY_DIR/results.md, results.tex, learning_curves.png (the usual study report),
-results_shift.md, results_shift.tex and accuracy_by_shift.png (the shift table and figure).
+(`cnn_jax.analysis.consistency`). Both are computed after training from each run's checkpoint and kept in
+its `shift.json`. Writes STUDY_DIR/results.md, results.tex, learning_curves.png (the usual study report),
+and per kind of shift a table and a figure: results_shift.md/.tex and accuracy_by_shift.png (zero fill),
+results_shift_circular.md/.tex and accuracy_by_circular_shift.png (wrapped around).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ VARIANTS = {
     "circular": lambda model: (("model.conv.padding_mode", "circular"),),
 }
 RESULT_FILE = "shift.json"
+# Per kind of test shift: the suffix of its files, its name, and its results in a run's shift.json.
+SHIFT_KINDS = (("", "zero-filled", lambda r: r), ("_circular", "wrapped around", lambda r: r["circular"]))
 
 
 def _check(flag: str, values: Sequence[str], valid: Sequence[str]) -> None:
@@ -87,16 +92,20 @@ def label(config: dict) -> dict:
     return {"model": model, "variant": variant, "data": config["dataset.name"]}
 
 
-def analyse_run(run_dir: Path) -> dict[str, float]:
-    """Accuracy at every shift and consistency of a finished run, kept in run_dir/shift.json."""
+def analyse_run(run_dir: Path) -> dict:
+    """Accuracy at every shift and consistency of a finished run, zero-filled and (under "circular") wrapped
+    around, kept in run_dir/shift.json."""
     path = run_dir / RESULT_FILE
-    if path.exists():
-        return json.loads(path.read_text())
+    result = json.loads(path.read_text()) if path.exists() else {}
+    if "circular" in result:
+        return result
     from cnn_jax.train import load_classifier  # the engine, only when a run is analysed
 
     classify, data = load_classifier(run_dir)
-    predictions = predictions_at_shifts(classify, data.test.inputs, SHIFTS)
-    result = shift_robustness(predictions, data.test.labels, SHIFTS)
+    for circular in (False, True):
+        predictions = predictions_at_shifts(classify, data.test.inputs, SHIFTS, circular=circular)
+        robustness = shift_robustness(predictions, data.test.labels, SHIFTS)
+        result.update({"circular": robustness} if circular else robustness)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -107,34 +116,38 @@ def _grid_order(model: str, variant: str, data: str) -> tuple[int, int, int]:
     return tuple(v.index(x) if x in v else len(v) for v, x in orders)
 
 
+def _cells(results: list[dict[str, float]]) -> list[str]:
+    """A row's numbers: accuracy at TABLE_SHIFTS, consistency (mean ± std over seeds, %) and the seed count."""
+    keys = [*(f"accuracy@shift={s}" for s in TABLE_SHIFTS), "consistency"]
+    return [*(format_mean_std(*mean_std([100 * r[k] for r in results])) for k in keys), str(len(results))]
+
+
 def report(study_dir: Path, title: str) -> str:
-    """results_shift.md/.tex (accuracy at TABLE_SHIFTS and consistency, mean ± std over seeds) and
-    accuracy_by_shift.png (every shift) from the finished runs; returns the Markdown."""
+    """From the finished runs, per kind of shift (zero-filled, then wrapped around): a table of accuracy at
+    TABLE_SHIFTS and consistency, mean ± std over seeds (results_shift.md/.tex, results_shift_circular.md/.tex),
+    and a figure of accuracy at every shift (accuracy_by_shift.png, accuracy_by_circular_shift.png). Returns
+    the Markdown of both tables."""
     groups: dict[tuple, list[dict]] = {}
     for run in load_runs(study_dir):
         if run.final is not None:
             groups.setdefault(tuple(label(run.config).values()), []).append(analyse_run(run.path))
     groups = dict(sorted(groups.items(), key=lambda item: _grid_order(*item[0])))
     header = ["model", "variant", "data", *(f"{s} px (%)" for s in TABLE_SHIFTS), "consistency (%)", "seeds"]
-    rows = [
-        [
-            *key,
-            *(format_mean_std(*mean_std([100 * r[f"accuracy@shift={s}"] for r in results])) for s in TABLE_SHIFTS),
-            format_mean_std(*mean_std([100 * r["consistency"] for r in results])),
-            str(len(results)),
-        ]
-        for key, results in groups.items()
-    ]
     align = "lll" + "r" * (len(header) - 3)
-    markdown = markdown_table(header, rows, [], align, title=title)
-    (study_dir / "results_shift.md").write_text(markdown)
-    (study_dir / "results_shift.tex").write_text(latex_table(header, rows, [], align, caption=title))
-    curves = {
-        " ".join(key): np.array([[r[f"accuracy@shift={s}"] for s in SHIFTS] for r in results])
-        for key, results in groups.items()
-    }
-    figures.accuracy_by_shift(curves, SHIFTS, study_dir / "accuracy_by_shift.png")
-    return markdown
+    markdown = []
+    for suffix, kind, pick in SHIFT_KINDS:
+        rows = [[*key, *_cells([pick(r) for r in runs])] for key, runs in groups.items()]
+        caption = f"{title}; test images shifted right, {kind}"
+        markdown.append(markdown_table(header, rows, [], align, title=caption))
+        (study_dir / f"results_shift{suffix}.md").write_text(markdown[-1])
+        (study_dir / f"results_shift{suffix}.tex").write_text(latex_table(header, rows, [], align, caption=caption))
+        curves = {
+            " ".join(key): np.array([[pick(r)[f"accuracy@shift={s}"] for s in SHIFTS] for r in runs])
+            for key, runs in groups.items()
+        }
+        xlabel = f"shift of the test images (pixels, to the right, {kind})"
+        figures.accuracy_by_shift(curves, SHIFTS, study_dir / f"accuracy_by{suffix}_shift.png", xlabel)
+    return "\n".join(markdown)
 
 
 def define_flags():
@@ -146,7 +159,7 @@ def define_flags():
         title = "Accuracy under shifts: published, anti-aliased and circularly padded"
         run_and_report(study, points(models.value, datasets.value, variants.value), label, title)
         print(report(study.study_dir, title))
-        print(f"wrote {study.study_dir}/results_shift.md, results_shift.tex and accuracy_by_shift.png")
+        print(f"wrote {study.study_dir}/results_shift[_circular].md/.tex, accuracy_by[_circular]_shift.png")
 
     return main
 

@@ -56,6 +56,22 @@ def test_a_classifier_that_ignores_position_is_fully_consistent(rng):
     assert len(set(shift_robustness(p, total(x), range(7)).values())) == 1  # every accuracy is 1, and consistency
 
 
+def test_circular_shifts_wrap_around_and_lose_nothing(rng):
+    images, signals = rng.integers(0, 256, (5, 6, 9, 2), dtype=np.uint8), rng.normal(size=(4, 11))
+    for x, axis in ((images, 2), (signals, 1)):
+        for shift in (0, 3, -2, 13):
+            wrapped = shift_width(x, shift, circular=True)
+            np.testing.assert_array_equal(wrapped, np.roll(x, shift, axis))
+            np.testing.assert_array_equal(np.sort(wrapped, axis), np.sort(x, axis))  # every value kept
+    x = rng.integers(1, 256, (10, 8, 8, 1), dtype=np.uint8)  # content up to every edge
+
+    def total(batch):  # ignores position, sees every pixel
+        return batch.reshape(len(batch), -1).astype(np.int64).sum(axis=1) % 5
+
+    assert consistency(predictions_at_shifts(total, x, range(9), circular=True)) == 1.0
+    assert consistency(predictions_at_shifts(total, x, range(9))) < 1.0  # zero fill loses the columns that leave
+
+
 def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="shifts is empty"):
         predictions_at_shifts(lambda b: b, np.zeros((2, 4)), [])

@@ -263,7 +263,9 @@ def test_shift_study(tfds_dir, download_dir, tmp_path):
     assert table in result.stdout and "| 0 px (%) | 1 px (%) | 2 px (%) |" in table and "consistency (%)" in table
     rows = [line.split(" | ")[:3] for line in table.splitlines()[4:7]]
     assert rows == [["| lenet5", variant, "mnist"] for variant in ("standard", "blur5", "circular")]  # grid order
-    assert (tmp_path / "accuracy_by_shift.png").stat().st_size > 0
+    assert all((tmp_path / f"accuracy_by{kind}_shift.png").stat().st_size > 0 for kind in ("", "_circular"))
+    circular = (tmp_path / "results_shift_circular.md").read_text()
+    assert circular in result.stdout and "wrapped around" in circular
     # The analysis of the checkpoint agrees with the engine's own evaluation at every shift it made.
     run = tmp_path / "lenet5_blur5__mnist" / "seed0"
     analysed, final = (json.loads((run / name).read_text()) for name in ("shift.json", "final.json"))
@@ -271,3 +273,6 @@ def test_shift_study(tfds_dir, download_dir, tmp_path):
     for s in range(1, 9):
         assert analysed[f"accuracy@shift={s}"] == pytest.approx(final[f"test/accuracy@shift={s}"], abs=1e-6)
     assert 0 < analysed["consistency"] <= 1
+    wrapped = analysed["circular"]  # wrapped around: the same at shift 0, different beyond it
+    assert wrapped["accuracy@shift=0"] == analysed["accuracy@shift=0"]
+    assert wrapped["accuracy@shift=8"] != analysed["accuracy@shift=8"] and 0 < wrapped["consistency"] <= 1

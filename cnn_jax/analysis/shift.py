@@ -6,7 +6,8 @@ consistency of Zhang ("Making Convolutional Networks Shift-Invariant Again", ICM
     robustness["consistency"], robustness["accuracy@shift=2"]
 
 A shift moves every input `shift` pixels along its width (the last spatial axis), zero-filled
-(`data.shift_width`), as the training engine's `dataset.eval_shifts` does.
+(`data.shift_width`), as the training engine's `dataset.eval_shifts` does; `circular=True` wraps it around
+instead, which keeps every pixel and changes only where the content lies relative to the network's strides.
 """
 
 from __future__ import annotations
@@ -20,18 +21,23 @@ from cnn_jax.data import shift_width
 
 
 def predictions_at_shifts(
-    classify: Callable[[np.ndarray], np.ndarray], x: np.ndarray, shifts: Sequence[int], batch_size: int = 1000
+    classify: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    shifts: Sequence[int],
+    batch_size: int = 1000,
+    circular: bool = False,
 ) -> np.ndarray:
     """`classify`'s classes for x (N, H, W, C) images or (N, L) signals moved by each shift -> (S, N) int.
 
     classify: a batch of inputs (as x stores them, e.g. uint8) -> its predicted classes (batch,).
+    circular: wrap each shift around instead of filling with zeros.
     """
     shifts = list(shifts)
     if not shifts:
         raise ValueError("shifts is empty: give at least one shift (0 is the unshifted input)")
     out = np.empty((len(shifts), len(x)), np.int64)
     for i, shift in enumerate(shifts):
-        moved = shift_width(x, shift)
+        moved = shift_width(x, shift, circular)
         for start in range(0, len(x), batch_size):
             out[i, start : start + batch_size] = np.asarray(classify(moved[start : start + batch_size]))
     return out

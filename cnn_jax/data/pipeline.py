@@ -72,9 +72,12 @@ def _permute(split: Split, seed: int) -> Split:
     return Split(flat.reshape(x.shape), split.labels)
 
 
-def shift_width(x: np.ndarray, shift: int) -> np.ndarray:
-    """Translate (N, H, W, C) images or (N, L) signals by `shift` along W or L (positive: right), zero-filled."""
+def shift_width(x: np.ndarray, shift: int, circular: bool = False) -> np.ndarray:
+    """Translate (N, H, W, C) images or (N, L) signals by `shift` along W or L (positive: right), zero-filled;
+    with `circular`, what leaves one edge comes back at the other (np.roll), so nothing is lost."""
     axis = 2 if x.ndim == 4 else 1
+    if circular:
+        return np.roll(x, shift, axis)
     out = np.zeros_like(x)
     n = x.shape[axis]
     if abs(shift) < n:

@@ -103,7 +103,12 @@ def erf_growth(
     return _save(fig, path)
 
 
-def accuracy_by_shift(curves: dict[str, np.ndarray], shifts: Sequence[int], path: str | Path) -> Path:
+def accuracy_by_shift(
+    curves: dict[str, np.ndarray],
+    shifts: Sequence[int],
+    path: str | Path,
+    xlabel: str = "shift of the test images (pixels, to the right)",
+) -> Path:
     """Test accuracy (%) against input shift: per label, an array (seeds, len(shifts)) of accuracies in [0, 1],
     drawn as its mean with a min..max band."""
     plt = _pyplot()
@@ -113,7 +118,7 @@ def accuracy_by_shift(curves: dict[str, np.ndarray], shifts: Sequence[int], path
         percent = 100 * np.asarray(accuracies).reshape(-1, len(shifts))
         ax.plot(shifts, percent.mean(0), marker="o", markersize=3, label=label)
         ax.fill_between(shifts, percent.min(0), percent.max(0), alpha=0.2)
-    ax.set_xlabel("shift of the test images (pixels, to the right)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_xticks(list(shifts))
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
