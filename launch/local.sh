@@ -91,7 +91,8 @@ while [[ ${#running[@]} -gt 0 ]]; do
     watchdog=$!
   fi
 done
-[[ -z "$watchdog" ]] || kill "$watchdog" 2>/dev/null || true
+# Wait for the watchdog too: nothing of this launch (the watchdog is a copy of this script) outlives it.
+[[ -z "$watchdog" ]] || { kill "$watchdog" 2>/dev/null; wait "$watchdog" 2>/dev/null; } || true
 if [[ "$status" != 0 ]]; then
   echo "local.sh: failed with status $status; logs in $log_dir" >&2
 fi
