@@ -309,7 +309,7 @@ def test_layer_padding_mode_matches_pytorch(rng, mode, ndim):
 def test_every_conv_kind_pads_with_input_values_then_runs_unpadded(rng, mode, kind):
     """Every variant of ConvSpec(padding_mode=...) is its op, unpadded, on x padded explicitly (np.pad) by
     the amounts its `padding` resolves to: modes, ints and (lo, hi) pairs."""
-    for x_shape, kernel, stride, padding, dilation, groups, cout in random_configs(rng, 2, 6, groups=True):
+    for x_shape, kernel, stride, padding, dilation, groups, cout in random_configs(rng, 2, 4, groups=True):
         geo = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation)
         if mode == "reflect" and any(max(p) >= n for p, n in zip(geo.padding, x_shape[1:-1])):
             continue  # reflecting needs a padding smaller than the input
@@ -344,7 +344,7 @@ def test_padding_mode_layer_grads(rng, x64):
 def test_circular_resnet_is_invariant_to_circular_shifts_by_its_total_stride(rng):
     """ResNet-8 subsamples by 4: under padding_mode="circular" every layer commutes with a circular shift by a
     multiple of 4, so the logits (after global average pooling) do not change; with zero padding they do."""
-    x = rng.normal(size=(2, 28, 28, 1)).astype(np.float32)
+    x = rng.normal(size=(2, 16, 16, 1)).astype(np.float32)
     shifted = np.roll(x, (4, -8), (1, 2))
     differences = {}
     for mode in ("zeros", "circular"):
