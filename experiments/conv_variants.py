@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from cnn_jax.sweep import Point
-from experiments.study import Study, config, run_and_report, run_cli
+from experiments.study import Study, check_choices, config, run_and_report, run_cli
 
 IMAGE_DATASETS = ("mnist", "fashion_mnist")
 SHIFTS = (2, 4)
@@ -55,9 +55,7 @@ def image_points(
     datasets: Sequence[str] = IMAGE_DATASETS,
 ) -> list[Point]:
     """Each rung of the ladder in each backbone on each dataset, evaluated at the shifts."""
-    unknown = sorted(set(backbones) - set(BACKBONES))
-    if unknown:
-        raise ValueError(f"--backbones: unknown {unknown}; valid values are {', '.join(BACKBONES)}")
+    check_choices("backbones", backbones, BACKBONES)
     return [
         Point(
             f"{backbone}-{name}__{dataset}",

@@ -20,7 +20,7 @@ from absl import flags
 
 from cnn_jax.models.lenet import POOLS
 from cnn_jax.sweep import Point
-from experiments.study import Study, config, run_and_report, run_cli
+from experiments.study import Study, check_choices, config, run_and_report, run_cli
 
 DATASETS = ("mnist", "fashion_mnist")
 SHIFTS = (2, 4)
@@ -28,9 +28,7 @@ SHIFTS = (2, 4)
 
 def points(pools: Sequence[str] = POOLS, datasets: Sequence[str] = DATASETS) -> list[Point]:
     """One LeNet-5 run per (pool, dataset), datasets outermost."""
-    unknown = sorted(set(pools) - set(POOLS))
-    if unknown:
-        raise ValueError(f"--pools: unknown {unknown}; valid values are {', '.join(POOLS)}")
+    check_choices("pools", pools, POOLS)
     return [
         Point(
             f"{pool}__{dataset}",

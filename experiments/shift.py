@@ -36,7 +36,7 @@ from cnn_jax.report import figures
 from cnn_jax.report.runs import load_runs
 from cnn_jax.report.tables import format_mean_std, latex_table, markdown_table, mean_std
 from cnn_jax.sweep import Point
-from experiments.study import Study, config, run_and_report, run_cli
+from experiments.study import Study, check_choices, config, run_and_report, run_cli
 
 DATASETS = ("mnist", "fashion_mnist")
 SHIFTS = tuple(range(9))
@@ -58,18 +58,12 @@ RESULT_FILE = "shift.json"
 SHIFT_KINDS = (("", "zero-filled", lambda r: r), ("_circular", "wrapped around", lambda r: r["circular"]))
 
 
-def _check(flag: str, values: Sequence[str], valid: Sequence[str]) -> None:
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ValueError(f"--{flag}: unknown {unknown}; valid values are {', '.join(valid)}")
-
-
 def points(
     models: Sequence[str] = tuple(MODELS), datasets: Sequence[str] = DATASETS, variants: Sequence[str] = tuple(VARIANTS)
 ) -> list[Point]:
     """Per (dataset, model): the published network, its anti-aliased forms (3 and 5 taps), circular padding."""
-    _check("models", models, MODELS)
-    _check("variants", variants, VARIANTS)
+    check_choices("models", models, MODELS)
+    check_choices("variants", variants, VARIANTS)
     grid = []
     for dataset in datasets:
         for model in models:

@@ -44,6 +44,13 @@ class Study:
         run_sweep(points, self.seeds, study_dir or self.study_dir, parallel=self.parallel)
 
 
+def check_choices(flag: str, values: Sequence[str], valid: Sequence[str]) -> None:
+    """Raise ValueError naming the values of list flag --`flag` that are not in `valid`, and the valid ones."""
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"--{flag}: unknown {unknown}; valid values are {', '.join(valid)}")
+
+
 def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]]) -> None:
     """Run a study as a command: define the common flags and the study's own (`define_flags` defines them
     and returns the study's main), then parse and run it."""
