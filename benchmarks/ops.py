@@ -337,9 +337,13 @@ def main():
     parser.add_argument("--tiled_shape", choices=list(TILED_SHAPES), default="cpu", help="tiled_conv's input shape")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.child:  # a fresh process measuring peak memory: compiled as a first run would, without the cache
         return _child(args.child)
     import jax
+
+    from cnn_jax.compile_cache import enable_compile_cache
+
+    enable_compile_cache()
 
     sections = args.only or ["tiled", "local", "conv", "table", "blur"]
     rows = []

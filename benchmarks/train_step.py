@@ -9,8 +9,8 @@ loop runs it, the same network in plain flax.linen + optax, PyTorch eager and to
 
 A case is (model, compute dtype, batch, input shape); parameters stay float32 in every variant, and the
 parameter counts of all variants are asserted equal. SGD with momentum 0.9, constant learning rate 0.1.
-ours: build_model + make_optimizer + create_state + make_train_step + ShardMapRunner on one device, as
-    the training loop builds them (config.train.dtype="bfloat16" for the bfloat16 cases), fed uint8
+ours: build_model + make_program + ShardMapRunner on one device, as the training loop builds them
+    (config.train.dtype="bfloat16" for the bfloat16 cases), fed uint8
     batches placed on the device once and normalised inside the step.
 flax: benchmarks/flax_nets.py (nn.Conv/nn.BatchNorm/nn.max_pool/nn.Dense, `dtype` the compute dtype),
     optax.sgd and jax.jit(step, donate_argnums=0), normalising the same uint8 batch inside the step.
@@ -18,7 +18,8 @@ torch: benchmarks/torch_nets.py on CUDA when torch sees a GPU, else on the CPU w
     channels_last memory format, torch.autocast(bfloat16) for the bfloat16 cases, torch.optim.SGD.
 torch_compile: the same with torch.compile(net) (default mode); if it fails (e.g. no C++ compiler) the
     table says why.
-Each variant runs 3 untimed steps (the first call, compilation included, is the "compile s" column), then
+Each variant runs 3 untimed steps (the first call, compilation included, is the "compile s" column: this
+benchmark does not use cnn_jax's compilation cache, so it is always a compilation), then
 5 timed chunks of steps, each chunk >= seconds/5, waiting for the device only at the end of a chunk; the
 throughput is that of the median chunk.
 """
@@ -52,11 +53,10 @@ import optax  # noqa: E402
 
 from benchmarks import flax_nets, torch_nets  # noqa: E402
 from cnn_jax.train.config import default_config  # noqa: E402
-from cnn_jax.train.loop import build_model  # noqa: E402
-from cnn_jax.train.optim import make_optimizer  # noqa: E402
 from cnn_jax.train.parallel import ShardMapRunner  # noqa: E402
-from cnn_jax.train.state import create_state  # noqa: E402
-from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step  # noqa: E402
+from cnn_jax.train.program import build_model, make_program  # noqa: E402
+from cnn_jax.train.run_values import run_values  # noqa: E402
+from cnn_jax.train.step import InputSpec  # noqa: E402
 
 LR, MOMENTUM = 0.1, 0.9
 MEAN, STD, SCALE = 127.5, 64.0, 1 / 255  # normalisation of the uint8 inputs, as InputSpec applies it
@@ -89,6 +89,8 @@ class Bench(NamedTuple):
     state: Any
     sync: Callable[[Any], Any]  # waits until the device has finished the steps dispatched so far
     params: int
+    jitted: Any = None  # JAX variants: the jitted step, called as jitted(state, *args)
+    args: tuple = ()
 
 
 def param_count(tree) -> int:
@@ -102,19 +104,27 @@ def ours(case: Case, x: np.ndarray, y: np.ndarray) -> Bench:
     c = default_config()
     c.model.name, c.train.dtype = case.model, case.dtype
     c.optimizer.schedule, c.optimizer.learning_rate = "constant", LR
-    model = build_model(c, case.classes)
-    tx = make_optimizer(c.optimizer, 1000)
     channels = x.shape[-1]
     inputs = InputSpec((MEAN,) * channels, (STD,) * channels, SCALE)
-    train_step = make_train_step(model, tx, inputs, num_classes=case.classes, label_smoothing=0.0, seed=0)
-    runner = ShardMapRunner(train_step, make_eval_step(model, inputs, num_classes=case.classes), jax.devices()[:1])
-    host = jax.device_get(create_state(model, tx, x.shape[1:], 0))
+    program = make_program(
+        build_model(c, case.classes),
+        c.optimizer,
+        inputs,
+        num_classes=case.classes,
+        input_shape=x.shape[1:],
+        total_steps=1000,
+    )
+    runner = ShardMapRunner(program.train_step, program.eval_step, jax.devices()[:1])
+    host = jax.device_get(program.init(0))
     batch = runner.put_batch(x, y)
+    values = runner.put_replicated(run_values(c))
     return Bench(
-        lambda state: runner.train_step(state, *batch)[0],
-        runner.put_state(host),
+        lambda state: runner.train_step(state, values, *batch)[0],
+        runner.put_replicated(host),
         jax.block_until_ready,
         param_count(host.params),
+        runner.train_step,
+        (values, *batch),
     )
 
 
@@ -148,7 +158,14 @@ def plain_flax(case: Case, x: np.ndarray, y: np.ndarray) -> Bench:
         return new, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
     jitted, batch = jax.jit(step, donate_argnums=0), (jax.device_put(x), jax.device_put(y))
-    return Bench(lambda state: jitted(state, *batch)[0], state, jax.block_until_ready, param_count(state["params"]))
+    return Bench(
+        lambda state: jitted(state, *batch)[0],
+        state,
+        jax.block_until_ready,
+        param_count(state["params"]),
+        jitted,
+        batch,
+    )
 
 
 def torch_variant(torch: ModuleType, device: Any, case: Case, x: np.ndarray, y: np.ndarray, compiled: bool) -> Bench:

@@ -81,3 +81,27 @@ def check_cli(argv: Sequence[str], flag: str = "config") -> None:
     config, fields = cli_overrides(argv, flag)
     if config and fields and Path(config.partition(":")[0]).is_file():
         check_fields(config, fields, spelling=f"--{flag}.{{}}", context="")
+
+
+def with_overrides(config, overrides: Sequence[tuple[str, str]]):
+    """A copy of the ConfigDict `config` with each (FIELD, VALUE) applied as --config.FIELD=VALUE would apply it
+    (VALUE parsed by the field's type, e.g. "(2, 4)" for a tuple); a field `config` lacks raises ValueError
+    naming the closest valid one, a value of the wrong type raises ValueError naming it."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    for field, _ in overrides:
+        problem = missing_field(config, field)
+        if problem:
+            reason, near = problem
+            raise ValueError(
+                f"override {field!r}: the config has {reason}" + (f"\ndid you mean {near!r}?" if near else "")
+            )
+    argv = ["config", *(f"--config.{field}={value}" for field, value in overrides)]
+    parsed = flags.FlagValues()
+    config_flags.DEFINE_config_dict("config", config.copy_and_resolve_references(), flag_values=parsed, sys_argv=argv)
+    try:
+        parsed(argv)
+    except flags.Error as err:
+        raise ValueError(str(err)) from None
+    return parsed.config

@@ -11,11 +11,13 @@ from absl import logging
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Notices that are not the user's concern, as (where the record comes from, the lowest level still shown):
-# orbax logs every checkpoint step; jax says it found no TPU; TFDS says a dataset it is about to prepare
-# has no dataset_info.json yet, and that it does not know a download's size.
+# orbax logs every checkpoint step; jax says it found no TPU, and that it resets its compilation cache (when
+# cnn_jax points it at its own directory); TFDS says a dataset it is about to prepare has no dataset_info.json
+# yet, and that it does not know a download's size.
 _QUIET = (
     ("/orbax/", python_logging.WARNING),
     ("/jax/_src/xla_bridge", python_logging.WARNING),
+    ("/jax/_src/compilation_cache", python_logging.WARNING),
     ("/tensorflow_datasets/", python_logging.ERROR),
 )
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from absl import app, flags
 
+from cnn_jax.compile_cache import enable_compile_cache
 from cnn_jax.console import quiet_libraries
 from cnn_jax.report import write_report
 from cnn_jax.report.runs import load_run
-from cnn_jax.sweep import Point, parse_overrides, run_sweep
+from cnn_jax.sweep import Point, parse_overrides, run_sweep, runs_per_program
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
@@ -37,11 +38,18 @@ class Study:
     seeds: tuple[int, ...] = (0, 1, 2)
     parallel: int = 1
     fixed: tuple[tuple[str, object], ...] = ()
+    runs_per_program: int | None = None  # None: as many as the devices' memory holds
 
     def run(self, points: Sequence[Point], study_dir: str | Path | None = None) -> None:
         """Run every point once per seed (finished runs are skipped) into `study_dir` (default: its own)."""
         points = [dataclasses.replace(p, overrides=self.fixed + p.overrides) for p in points]
-        run_sweep(points, self.seeds, study_dir or self.study_dir, parallel=self.parallel)
+        run_sweep(
+            points,
+            self.seeds,
+            study_dir or self.study_dir,
+            parallel=self.parallel,
+            runs_per_program=self.runs_per_program,
+        )
 
 
 def check_choices(flag: str, values: Sequence[str], valid: Sequence[str]) -> None:
@@ -60,6 +68,9 @@ def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]])
         flags.DEFINE_integer("parallel", 1, "training processes at once"),
         flags.DEFINE_multi_string("set", [], "FIELD=VALUE for every run, e.g. train.num_steps=20"),
         flags.DEFINE_string("download_dir", "", "raw dataset files (<dir>/<dataset>/<file>)"),
+        flags.DEFINE_string(
+            "runs_per_program", "auto", "most runs in one program: a positive integer, or auto (as many as fit)"
+        ),
     )
     main = define_flags()
 
@@ -67,10 +78,12 @@ def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]])
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
         quiet_libraries()
-        directory, seeds, parallel, overrides, download_dir = (h.value for h in holders)
+        enable_compile_cache()
+        directory, seeds, parallel, overrides, download_dir, per_program = (h.value for h in holders)
         fixed = parse_overrides(overrides) + ((("dataset.download_dir", download_dir),) if download_dir else ())
         try:
-            main(Study(Path(directory), tuple(int(s) for s in seeds), parallel, fixed))
+            limit = runs_per_program(per_program)
+            main(Study(Path(directory), tuple(int(s) for s in seeds), parallel, fixed, limit))
         except ValueError as err:  # a bad grid value or override: the message alone
             sys.exit(f"error: {err}")
 

@@ -5,18 +5,22 @@
         --parallel=2
     python -m experiments.report studies/kinds
 
-On a SLURM cluster, --emit=slurm writes STUDY_DIR/jobs.txt (one command per unfinished run) and prints
-the array job that runs them, one run per array task (launch/slurm_array.sbatch).
+On a SLURM cluster, --emit=slurm writes STUDY_DIR/jobs.txt (one command per run batch of unfinished runs)
+and prints the array job that runs them, one batch per array task (launch/slurm_array.sbatch).
 
 Runs go to STUDY_DIR/<point>/seed<k>. Re-running skips finished runs (final.json present) and resumes
-interrupted ones from their checkpoints. --parallel=N keeps N training processes going at once.
+interrupted ones from their checkpoints. Runs that differ only in seeds and optimizer scalars train as one
+run batch: one process, one compiled program (--runs_per_program=N at most; 1: one run per process, as
+before; auto, the default: as many as the devices' memory holds). --parallel=N keeps N training processes
+going at once.
 """
 
 import sys
 
 from absl import app, flags
 
-from cnn_jax.sweep import grid_points, run_sweep, write_job_list
+from cnn_jax.compile_cache import enable_compile_cache
+from cnn_jax.sweep import grid_points, run_sweep, runs_per_program, write_job_list
 
 
 def define_flags():
@@ -27,6 +31,9 @@ def define_flags():
     fixed = flags.DEFINE_multi_string("set", [], "FIELD=VALUE applied to every run (repeatable)")
     seeds = flags.DEFINE_list("seeds", ["0"], "seeds; each grid point runs once per seed")
     parallel = flags.DEFINE_integer("parallel", 1, "training processes at once")
+    per_program = flags.DEFINE_string(
+        "runs_per_program", "auto", "most runs in one program: a positive integer, or auto (as many as fit)"
+    )
     dry_run = flags.DEFINE_bool("dry_run", False, "print the commands instead of running them")
     emit = flags.DEFINE_enum("emit", None, ["slurm"], "write a job list for a cluster scheduler instead of running")
     flags.mark_flags_as_required(["config", "study_dir"])
@@ -34,20 +41,24 @@ def define_flags():
     def sweep() -> None:
         points = grid_points(config.value, grid.value, fixed.value)
         seed_values = [int(s) for s in seeds.value]
+        limit = runs_per_program(per_program.value)
         if emit.value == "slurm":
-            jobs, count = write_job_list(points, seed_values, study_dir.value)
+            jobs, count = write_job_list(points, seed_values, study_dir.value, limit)
             if count == 0:
                 print(f"every run in {study_dir.value} has finished; nothing to submit")
             else:
                 print(f"sbatch --array=0-{count - 1} launch/slurm_array.sbatch {jobs}")
             return
-        run_sweep(points, seed_values, study_dir.value, parallel=parallel.value, dry_run=dry_run.value)
+        run_sweep(
+            points, seed_values, study_dir.value, parallel=parallel.value, runs_per_program=limit, dry_run=dry_run.value
+        )
         if not dry_run.value:
             print(f"runs in {study_dir.value}/<point>/seed<k>; table: python -m experiments.report {study_dir.value}")
 
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        enable_compile_cache()
         try:
             sweep()
         except ValueError as err:  # a bad grid, override or field: the message alone

@@ -1,13 +1,26 @@
-"""Test setup: 8 host CPU devices for the cross-device tests (must precede importing jax)."""
+"""Test setup: 8 host CPU devices for the cross-device tests (must precede importing jax), and one compilation
+cache for the whole session, in a temporary directory unless $CNN_JAX_CACHE_DIR names one: the tests' processes
+share it, and no test writes to the user's own cache."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
+if "CNN_JAX_CACHE_DIR" not in os.environ:
+    os.environ["CNN_JAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnn_jax-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["CNN_JAX_CACHE_DIR"], ignore_errors=True)
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from cnn_jax.compile_cache import enable_compile_cache  # noqa: E402
+
+enable_compile_cache()
 
 
 @pytest.fixture

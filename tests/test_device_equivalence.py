@@ -9,11 +9,11 @@ import pytest
 from helpers import flat
 
 from cnn_jax import models
+from cnn_jax.train import make_program
 from cnn_jax.train.config import default_config
-from cnn_jax.train.optim import make_optimizer
 from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
-from cnn_jax.train.state import create_state
-from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
+from cnn_jax.train.run_values import run_values
+from cnn_jax.train.step import AXIS, InputSpec
 
 # Small settings where the architecture has them; dropout off (its masks are drawn per device). VGG's ImageNet
 # head (7x7x512 -> 4096 dense layers, 100M+ parameters) is swapped for the CIFAR head: BatchNorm is in the
@@ -75,24 +75,22 @@ def test_every_family_with_batchnorm_is_covered():
 def test_step_is_the_same_on_1_2_and_8_devices_under_both_runners(x64, name):
     size = 32 if name in IMAGENET_RESNETS else SIZES[_family(name)]
     model = models.create(name, num_classes=4, norm_axis_name=AXIS, **_options(name))
-    c = default_config().optimizer
-    tx = make_optimizer(c, 100)
+    config = default_config()
     inputs = InputSpec((0.5,) * 3, (0.25,) * 3, 1.0)
+    program = make_program(model, config.optimizer, inputs, num_classes=4, input_shape=(size, size, 3), total_steps=100)
     rng = np.random.default_rng(0)
     x, labels = rng.random((16, size, size, 3)), rng.integers(0, 4, 16)
     host = jax.tree.map(
         lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
-        jax.device_get(create_state(model, tx, (size, size, 3), 0)),
+        jax.device_get(program.init(0)),
     )
-    step = make_train_step(model, tx, inputs, num_classes=4, label_smoothing=0.0, seed=0)
-    evaluate = make_eval_step(model, inputs, num_classes=4)
     results = {}
     for runner_class, counts in ((ShardMapRunner, (1, 2, 8)), (PmapRunner, (2, 8))):
         for n in counts:
-            runner = runner_class(step, evaluate, jax.devices()[:n])
-            state = runner.put_state(host)
+            runner = runner_class(program.train_step, program.eval_step, jax.devices()[:n])
+            state, values = runner.put_replicated((host, run_values(config)))
             for _ in range(2):
-                state, _ = runner.train_step(state, *runner.put_batch(x, labels))
+                state, _ = runner.train_step(state, values, *runner.put_batch(x, labels))
             results[runner_class.__name__, n] = flat(runner.host_state(state))
     reference = results["ShardMapRunner", 1]
     assert np.abs(reference - flat(host)).max() > 1e-3  # the state did change

@@ -139,7 +139,58 @@ def test_tpu_vm_dry_run():
     assert result.returncode == 2 and "--zone=ZONE are required" in result.stderr
 
 
-def test_sweep_emits_a_slurm_array(tmp_path):
+def _emit_slurm(study_dir, *flags) -> tuple[str, list[str]]:
+    """experiments.sweep --emit=slurm over 2 conv kinds x 2 seeds: (what it prints, the lines of jobs.txt)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config=experiments/configs/cnn1d_mnist1d.py",
+            f"--study_dir={study_dir}",
+            "--grid=model.conv.kind=standard,local",
+            "--seeds=0,1",
+            "--emit=slurm",
+            *flags,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), (study_dir / "jobs.txt").read_text().splitlines()
+
+
+def test_sweep_emits_a_slurm_array_task_per_run_batch(tmp_path):
+    # The two seeds of a conv kind share one program: one array task each; the kinds are separate programs.
+    printed, lines = _emit_slurm(tmp_path)
+    jobs = tmp_path / "jobs.txt"
+    assert printed == f"sbatch --array=0-1 launch/slurm_array.sbatch {jobs}"
+    assert shlex.split(lines[1])[3:] == [
+        "--config=experiments/configs/cnn1d_mnist1d.py",
+        f"--workdir={tmp_path}/kind=local/seed0",
+        f"--workdir={tmp_path}/kind=local/seed1",
+        '--run_overrides=[{"seed": "0", "model.conv.kind": "local"}, {"seed": "1", "model.conv.kind": "local"}]',
+    ]
+    result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "1"})
+    assert result.returncode == 0 and result.stdout.strip() == lines[1]
+    result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "2"})
+    assert result.returncode == 2 and "has no line 3 for array task 2" in result.stderr
+
+
+def test_sweep_emits_a_slurm_array_task_per_run(tmp_path):
+    printed, lines = _emit_slurm(tmp_path, "--runs_per_program=1")
+    assert printed == f"sbatch --array=0-3 launch/slurm_array.sbatch {tmp_path / 'jobs.txt'}"
+    assert shlex.split(lines[2])[3:] == [
+        "--config=experiments/configs/cnn1d_mnist1d.py",
+        f"--workdir={tmp_path}/kind=local/seed0",
+        "--config.seed=0",
+        "--config.model.conv.kind=local",
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "three"])
+def test_a_bad_runs_per_program_is_refused(tmp_path, value):
     result = subprocess.run(
         [
             sys.executable,
@@ -147,28 +198,15 @@ def test_sweep_emits_a_slurm_array(tmp_path):
             "experiments.sweep",
             "--config=experiments/configs/cnn1d_mnist1d.py",
             f"--study_dir={tmp_path}",
-            "--grid=model.conv.kind=standard,local",
-            "--seeds=0,1",
+            f"--runs_per_program={value}",
             "--emit=slurm",
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 0, result.stderr
-    jobs = tmp_path / "jobs.txt"
-    assert result.stdout.strip() == f"sbatch --array=0-3 launch/slurm_array.sbatch {jobs}"
-    lines = jobs.read_text().splitlines()
-    assert [shlex.split(line)[3:7] for line in lines][2] == [
-        "--config=experiments/configs/cnn1d_mnist1d.py",
-        f"--workdir={tmp_path}/kind=local/seed0",
-        "--config.seed=0",
-        "--config.model.conv.kind=local",
-    ]
-    result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "2"})
-    assert result.returncode == 0 and result.stdout.strip() == lines[2]
-    result = bash("launch/slurm_array.sbatch", "--dry-run", jobs, env={"SLURM_ARRAY_TASK_ID": "4"})
-    assert result.returncode == 2 and "has no line 5 for array task 4" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--runs_per_program={value}: must be a positive integer (1: one run per program), or auto" in result.stderr
 
 
 def test_kubernetes_job_is_consistent():

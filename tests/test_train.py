@@ -12,12 +12,21 @@ import optax
 import pytest
 from helpers import final_state, flat, train_cli
 
-from cnn_jax.train import Checkpoints, NonFiniteLossError, build_model, read_metrics, train_and_evaluate, validate
+from cnn_jax.train import (
+    Checkpoints,
+    NonFiniteLossError,
+    build_model,
+    make_program,
+    read_metrics,
+    train_and_evaluate,
+    validate,
+)
+from cnn_jax.train.checkpoint import SaveSchedule
 from cnn_jax.train.config import default_config
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
-from cnn_jax.train.state import create_state
-from cnn_jax.train.step import InputSpec, make_eval_step, make_train_step
+from cnn_jax.train.run_values import run_values
+from cnn_jax.train.step import InputSpec
 from experiments.configs import cnn1d_mnist1d
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,24 +58,24 @@ def test_step_is_exact_for_any_device_count_and_both_wrappers(x64):
     # only differences left are summation order.
     c = default_config()
     c.model.name, c.model.options.widths, c.model.options.stage_sizes = "resnet20", (4, 8, 8), (1, 1, 1)
-    model = build_model(c, 10)
-    tx = make_optimizer(c.optimizer, 100)
+    c.train.label_smoothing = 0.1
     inputs = InputSpec((0.5,), (0.25,), 1.0, crop_padding=2, flip=True)
+    program = make_program(
+        build_model(c, 10), c.optimizer, inputs, num_classes=10, input_shape=(12, 12, 1), total_steps=100
+    )
     rng = np.random.default_rng(0)
     x, labels = rng.random((32, 12, 12, 1)), rng.integers(0, 10, 32)
     host = jax.tree.map(
         lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a,
-        jax.device_get(create_state(model, tx, (12, 12, 1), 0)),
+        jax.device_get(program.init(0)),
     )
-    step = make_train_step(model, tx, inputs, num_classes=10, label_smoothing=0.1, seed=0)
-    evaluate = make_eval_step(model, inputs, num_classes=10)
     results = {}
     for runner_class, counts in ((ShardMapRunner, (1, 2, 4, 8)), (PmapRunner, (8,))):
         for n in counts:
-            runner = runner_class(step, evaluate, jax.devices()[:n])
-            state = runner.put_state(host)
+            runner = runner_class(program.train_step, program.eval_step, jax.devices()[:n])
+            state, values = runner.put_replicated((host, run_values(c)))
             for _ in range(3):
-                state, metrics = runner.train_step(state, *runner.put_batch(x, labels))
+                state, metrics = runner.train_step(state, values, *runner.put_batch(x, labels))
             results[runner_class.__name__, n] = flat(runner.host_state(state))
     reference = results["ShardMapRunner", 1]
     assert np.abs(reference - flat(host)).max() > 1e-3  # the state did change
@@ -118,12 +127,18 @@ def test_bfloat16_compute_keeps_float32_parameters(tfds_dir, tmp_path):
     assert 0.1 < final["test/accuracy"] <= 1 and np.isfinite(final["test/loss"])
 
 
-def _start_and_signal(workdir, tfds_dir, steps: str, sig: int) -> tuple[int, str]:
-    """Start a CLI run, send `sig` once it has logged 3 records, return its exit code and stderr."""
-    process = subprocess.Popen(train_cli(workdir, tfds_dir, steps), cwd=REPO, stderr=subprocess.PIPE, text=True)
+def _start_and_signal(workdir, tfds_dir, flags: list[str], sig: int) -> tuple[int, str]:
+    """Start a CLI run, send `sig` once it has logged 3 records and written a checkpoint, return its exit code and
+    stderr."""
+    process = subprocess.Popen(train_cli(workdir, tfds_dir, *flags), cwd=REPO, stderr=subprocess.PIPE, text=True)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 120
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+
+    def started() -> bool:
+        saved = [p for p in workdir.glob("checkpoints/*") if p.name.isdigit()]
+        return metrics.exists() and len(metrics.read_text().splitlines()) >= 3 and bool(saved)
+
+    while not started():
         assert time.time() < deadline and process.poll() is None, process.stderr.read() if process.poll() else ""
         time.sleep(0.2)
     process.send_signal(sig)
@@ -132,31 +147,72 @@ def _start_and_signal(workdir, tfds_dir, steps: str, sig: int) -> tuple[int, str
 
 
 @pytest.mark.parametrize(
-    "sig",
-    [pytest.param(sig, marks=pytest.mark.slow) for sig in (signal.SIGTERM, signal.SIGKILL)],
-    ids=["SIGTERM", "SIGKILL"],
+    "sig, by_time",
+    [
+        pytest.param(signal.SIGTERM, False, marks=pytest.mark.slow),
+        pytest.param(signal.SIGKILL, False, marks=pytest.mark.slow),
+        pytest.param(signal.SIGUSR1, True, marks=pytest.mark.slow),
+        (signal.SIGKILL, True),
+    ],
+    ids=["SIGTERM", "SIGKILL", "SIGUSR1-by-time", "SIGKILL-by-time"],
 )
-def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, tmp_path, sig):
-    steps = "--config.train.num_steps=600"
+def test_interrupted_run_resumes_and_reproduces_the_uninterrupted_one(tfds_dir, tmp_path, sig, by_time):
+    # by_time: checkpoints every 0.2 s of training (written in the background), so at whatever dispatch end
+    # the clock says; else every 50 steps.
+    steps = ["--config.train.num_steps=600"]
+    if by_time:
+        steps += ["--config.train.checkpoint_every_steps=0", "--config.train.checkpoint_every_seconds=0.2"]
     returncode, stderr = _start_and_signal(tmp_path / "killed", tfds_dir, steps, sig)
     stopped_at = Checkpoints(tmp_path / "killed" / "checkpoints", 3).latest_step
-    if sig == signal.SIGTERM:  # a clean stop with a checkpoint at the step it stopped
-        assert returncode == 0 and "stopped by SIGTERM" in stderr, stderr
+    if sig != signal.SIGKILL:  # a clean stop with a checkpoint at the step it stopped
+        assert returncode == 0 and f"stopped by {sig.name}" in stderr, stderr
         assert 30 <= stopped_at < 600
     else:  # killed outright: the last completed checkpoint is still readable
         assert returncode == -signal.SIGKILL
-        assert stopped_at is None or stopped_at % 50 == 0
-    subprocess.run(train_cli(tmp_path / "killed", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
-    subprocess.run(train_cli(tmp_path / "straight", tfds_dir, steps), cwd=REPO, check=True, capture_output=True)
+        assert stopped_at < 600 and (by_time or stopped_at % 50 == 0)
+    subprocess.run(train_cli(tmp_path / "killed", tfds_dir, *steps), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(train_cli(tmp_path / "straight", tfds_dir, *steps), cwd=REPO, check=True, capture_output=True)
     np.testing.assert_array_equal(flat(final_state(tmp_path / "killed")), flat(final_state(tmp_path / "straight")))
     killed, straight = read_metrics(tmp_path / "killed"), read_metrics(tmp_path / "straight")
     assert [r["step"] for r in killed] == [r["step"] for r in straight]
     # Train records average the steps since the previous record, so only the one whose window the
     # restart cut may differ; everything else, evaluations included, is identical.
-    cut = -(-(stopped_at or 0) // 10) * 10
+    cut = -(-stopped_at // 10) * 10
     assert [r for r in without_timing(killed) if r["step"] != cut] == [
         r for r in without_timing(straight) if r["step"] != cut
     ]
+    assert not list((tmp_path / "killed" / "checkpoints").glob("*tmp*"))  # a save cut short is cleaned up
+
+
+def test_checkpoints_by_steps_or_by_time(tfds_dir, tmp_path):
+    # 20 steps in dispatches of 4 (checkpoint_every_steps=5 would split them at 5, 10, ...): by steps, at every
+    # multiple of 5; by time with a long interval, only at the end; with an interval shorter than a dispatch, at
+    # every dispatch end (the last 3 kept).
+    for name, every_steps, every_seconds, expected in (
+        ("steps", 5, 300.0, [10, 15, 20]),
+        ("rarely", 0, 300.0, [20]),
+        ("often", 0, 1e-9, [12, 16, 20]),
+    ):
+        config = small_config(
+            tfds_dir, steps_per_dispatch=4, checkpoint_every_steps=every_steps, checkpoint_every_seconds=every_seconds
+        )
+        train_and_evaluate(config, tmp_path / name)
+        assert Checkpoints(tmp_path / name / "checkpoints", 3).all_steps() == expected, name
+
+
+def test_save_schedule():
+    now = [0.0]
+    by_time = SaveSchedule(0, 10.0, clock=lambda: now[0])
+    now[0] = 9.9
+    assert not by_time.due(7)
+    now[0] = 10.0
+    assert by_time.due(8)
+    by_time.saved()
+    now[0] = 19.0
+    assert not by_time.due(9)
+    by_steps = SaveSchedule(5, 10.0, clock=lambda: now[0])
+    now[0] = 1000.0
+    assert [s for s in range(1, 12) if by_steps.due(s)] == [5, 10]
 
 
 def test_resuming_with_another_config_is_refused(tfds_dir, tmp_path):
@@ -231,22 +287,57 @@ def test_a_url_workdir_is_refused_before_anything_is_written():
 
 
 def test_schedules():
-    c = default_config().optimizer
+    config = default_config()
+    c = config.optimizer
     c.learning_rate, c.warmup_steps = 1.0, 10
     c.schedule = "cosine"
     cosine = make_schedule(c, 110)
-    assert [float(cosine(s)) for s in (0, 5, 10)] == pytest.approx([0.0, 0.5, 1.0])
-    assert float(cosine(60)) == pytest.approx(0.5) and float(cosine(110)) == pytest.approx(0.0, abs=1e-7)
-    c.schedule, c.decay_boundaries, c.decay_factor = "step", (0.5, 0.75), 0.1
+    values = run_values(config)
+    assert [float(cosine(s, values)) for s in (0, 5, 10)] == pytest.approx([0.0, 0.5, 1.0])
+    assert float(cosine(60, values)) == pytest.approx(0.5) and float(cosine(110, values)) == pytest.approx(
+        0.0, abs=1e-7
+    )
+    c.schedule, c.decay_boundaries, c.decay_factor, c.warmup_steps = "step", (0.5, 0.75), 0.1, 0
     step = make_schedule(c, 100)
-    assert [float(step(s)) for s in (20, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+    values = run_values(config)
+    assert [float(step(s, values)) for s in (20, 49, 50, 74, 75)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
+
+
+def _optax_schedule(c, total_steps: int) -> optax.Schedule:
+    """The schedule as optax's own schedules build it, with every value a Python constant."""
+    lr, warmup = c.learning_rate, c.warmup_steps
+    rest = max(total_steps - warmup, 1)
+    if c.schedule == "constant":
+        main = optax.constant_schedule(lr)
+    elif c.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, rest)
+    else:
+        main = optax.piecewise_constant_schedule(
+            lr, {int(b * total_steps) - warmup: c.decay_factor for b in c.decay_boundaries}
+        )
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
+
+
+@pytest.mark.parametrize("kind", ["constant", "cosine", "step"])
+@pytest.mark.parametrize("warmup", [0, 7])
+def test_schedules_with_traced_values_are_optax_schedules(kind, warmup):
+    config = default_config()
+    c = config.optimizer
+    c.schedule, c.warmup_steps, c.learning_rate, c.decay_factor = kind, warmup, 0.3, 0.2
+    ours, reference = jax.jit(make_schedule(c, 100)), _optax_schedule(c, 100)
+    values = run_values(config)
+    for count in range(0, 101):
+        assert float(ours(count, values)) == pytest.approx(float(reference(count)), rel=1e-6, abs=1e-9), count
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_optimizers_apply_weight_decay_and_clipping(name):
-    c = default_config().optimizer
+    config = default_config()
+    c = config.optimizer
     c.name, c.schedule, c.learning_rate, c.momentum, c.weight_decay, c.clip_norm = name, "constant", 0.1, 0.0, 0.5, 1.0
-    tx = make_optimizer(c, 10)
+    tx = make_optimizer(c, 10)(run_values(config))
     params = {"w": jax.numpy.ones(4)}
     updates, _ = tx.update({"w": jax.numpy.zeros(4)}, tx.init(params), params)
     assert float(updates["w"][0]) < 0  # decay alone shrinks the weights

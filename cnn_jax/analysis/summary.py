@@ -79,10 +79,12 @@ _LEAVES = (
 )
 
 
-def _layer_calls(model: nn.Module, x: jax.Array) -> tuple[dict, list[tuple[nn.Module, int, tuple, tuple]]]:
+def _layer_calls(
+    model: nn.Module, x: jax.Array | jax.ShapeDtypeStruct
+) -> tuple[dict, list[tuple[nn.Module, int, tuple, tuple]]]:
     """The model's abstract variables, and each leaf layer's call in eval mode as (module, multiply-adds per
     example, input shape, output shape), traced without compiling."""
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)
     calls = []
 
     def record(next_fun, args, kwargs, context):
@@ -92,7 +94,7 @@ def _layer_calls(model: nn.Module, x: jax.Array) -> tuple[dict, list[tuple[nn.Mo
         return out
 
     with nn.intercept_methods(record):
-        jax.eval_shape(lambda v: model.apply(v, x), variables)
+        jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
     params = variables.get("params", {})
     rows = []
     for module, in_shape, out_shape in calls:
@@ -111,7 +113,8 @@ def _size(tree) -> int:
 def params_and_macs(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, int]:
     """(parameters, multiply-adds per example) of `model` on inputs of shape input_shape (no batch axis):
     the totals of `summarize`, traced abstractly, without compiling or tracing receptive fields."""
-    variables, rows = _layer_calls(model, jnp.zeros((1, *input_shape)))
+    # An abstract input: a concrete jnp.zeros would compile a program of its own.
+    variables, rows = _layer_calls(model, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
     return _size(variables.get("params", {})), sum(macs for _, _, macs, _ in rows)
 
 

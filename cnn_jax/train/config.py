@@ -10,6 +10,7 @@ from cnn_jax.data import DATASETS
 from cnn_jax.nn.conv import CONV_KINDS, CONV_PADDING_MODES
 from cnn_jax.train.feed import PLACEMENTS
 from cnn_jax.train.parallel import DISPATCH_FORMS
+from cnn_jax.train.run_batch import RUN_FORMS
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
@@ -72,10 +73,16 @@ def default_config() -> ml_collections.ConfigDict:
     # auto | scan | per_step: a dispatch's steps as one lax.scan program, or one program each (auto: per_step on
     # CPU devices, scan on accelerators; docs/performance.md has the measurements behind the choice)
     c.train.dispatch_form = "auto"
+    # auto | vmap | sequential: how the runs of a run batch share a program (one vmapped step, or taking turns on
+    # the single-run step; auto: sequential on CPU devices, vmap on accelerators; cnn_jax/train/run_batch.py)
+    c.train.run_form = "auto"
     c.train.data_placement = "auto"  # auto | device | host: splits on the devices (auto: where they fit)
     c.train.log_every_steps = 100
     c.train.eval_every_epochs = 1
-    c.train.checkpoint_every_steps = 0  # 0 = at the end of every epoch
+    # Checkpoints are written in the background, at the end, on SIGTERM/SIGUSR1, and every checkpoint_every_steps
+    # steps if > 0, else at most every checkpoint_every_seconds of wall time.
+    c.train.checkpoint_every_steps = 0
+    c.train.checkpoint_every_seconds = 300.0
     c.train.keep_checkpoints = 3
     return c
 
@@ -108,6 +115,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
     _choice("train.dtype", config.train.dtype, DTYPES)
     _choice("train.data_placement", config.train.data_placement, PLACEMENTS)
     _choice("train.dispatch_form", config.train.dispatch_form, DISPATCH_FORMS)
+    _choice("train.run_form", config.train.run_form, RUN_FORMS)
     for field in (
         "optimizer.learning_rate",
         "train.batch_size",
@@ -116,6 +124,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         "train.log_every_steps",
         "train.keep_checkpoints",
         "train.steps_per_dispatch",
+        "train.checkpoint_every_seconds",
     ):
         _positive(field, _get(config, field))
     for field in (

@@ -38,6 +38,13 @@ def dispatch_plan(start: int, total: int, steps_per_dispatch: int, boundaries: I
     return plan
 
 
+def pad_steps(arrays: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, ...]:
+    """Each array (count, ...) padded with zeros to (length, ...): a dispatch's per-step arrays (row indices,
+    masks) at the dispatch length the compiled program takes. Padded steps are never run (train) or are
+    all masked out (evaluation), and row 0 is a valid index either way."""
+    return tuple(np.concatenate([a, np.zeros((length - len(a), *a.shape[1:]), a.dtype)]) for a in arrays)
+
+
 class TrainRows:
     """Row indices of the training examples per dispatch, this process's slice of each global batch;
     one permutation per epoch, computed once."""
@@ -75,28 +82,43 @@ def resident(placement: str, splits: Sequence[Split], devices: Sequence[jax.Devi
     if placement != "auto":
         return placement == "device"
     size = sum(s.inputs.nbytes + s.labels.nbytes for s in splits)
+    memory = device_memory(devices)
+    return size <= (_RESIDENT_BYTES_WITHOUT_LIMIT if memory is None else memory // 4)
+
+
+def device_memory(devices: Sequence[jax.Device]) -> int | None:
+    """The smallest memory of this process's `devices` in bytes, or None where a device reports none (XLA:CPU)."""
     limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices if d.process_index == jax.process_index()]
-    if any(limit is None for limit in limits):
-        return size <= _RESIDENT_BYTES_WITHOUT_LIMIT
-    return size <= min(limits) // 4
+    return None if any(limit is None for limit in limits) else min(limits)
 
 
 class Feed:
-    """One split feeding a runner's multi-step programs, resident or streamed (see the module docstring)."""
+    """One split feeding a runner's multi-step programs, resident or streamed (see the module docstring).
 
-    def __init__(self, runner, split: Split, *, resident: bool, depth: int = 2):
-        self.runner, self.split, self.resident, self._depth = runner, split, resident, depth
+    A chunk's arrays are (K, local batch) for one run, or (R, K, local batch) for the R runs of a batch: placed
+    as one stack with its run axis (`apart=False`, a vmapped program), or as R separate runs' arguments
+    (`apart=True`, the runs taking turns on one program)."""
+
+    def __init__(self, runner, split: Split, *, resident: bool, apart: bool = False, depth: int = 2):
+        self.runner, self.split, self.resident, self._apart, self._depth = runner, split, resident, apart, depth
         self._placed = runner.put_split(split.inputs, split.labels) if resident else None
 
-    def _place(self, chunk: tuple[np.ndarray, ...]) -> tuple:
+    def _place_stack(self, chunk: tuple[np.ndarray, ...]) -> tuple:
         rows, *rest = chunk
+        batch_axis = rows.ndim - 1
         if self.resident:
-            return (*self._placed, *self.runner.put_stacked(rows, *rest))
-        return self.runner.put_stacked(self.split.inputs[rows], self.split.labels[rows], *rest)
+            return (*self._placed, *self.runner.put_batch(rows, *rest, batch_axis=batch_axis))
+        data = (self.split.inputs[rows], self.split.labels[rows], *rest)
+        return self.runner.put_batch(*data, batch_axis=batch_axis)
 
-    def __call__(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Generator[tuple, None, None]:
-        """For each (rows, *per-example arrays) of a dispatch, the arguments after `state` of the runner's
-        `train_steps[resident]` / `eval_steps[resident]`."""
+    def _place(self, chunk: tuple[np.ndarray, ...]) -> tuple | list[tuple]:
+        if self._apart:
+            return [self._place_stack(run) for run in zip(*chunk)]
+        return self._place_stack(chunk)
+
+    def __call__(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Generator[tuple | list[tuple], None, None]:
+        """For each (rows, *per-example arrays) of a dispatch, the data arguments of the runner's
+        `train_steps[resident]` / `eval_steps[resident]` (a list of them, one per run, when `apart`)."""
         if self.resident:
             return (self._place(chunk) for chunk in chunks)
         return prefetched(self._place, chunks, self._depth)

@@ -1,18 +1,22 @@
-"""`train_and_evaluate(config, workdir)`: the whole run, top to bottom.
+"""`train_and_evaluate(config, workdir)`: one run; `train_runs(runs)`: many, as run batches. Top to bottom.
 
-config.json, metrics.jsonl, TensorBoard events and checkpoints go to `workdir`. A workdir that already
-holds checkpoints resumes from the latest one and reproduces the uninterrupted run: batches, augmentation
-and dropout are pure functions of (seed, step). SIGTERM saves a checkpoint and returns; a non-finite
-loss raises NonFiniteLossError when the losses next come back from the device (at the next log record or
-checkpoint), before any checkpoint of the bad state is written.
+Each run writes its own run directory (`run_dir.py`): config.json, metrics.jsonl, TensorBoard events,
+checkpoints and final.json. A run directory that already holds checkpoints resumes from the latest one and
+reproduces the uninterrupted run: batches, augmentation and dropout are pure functions of (seed, step).
+SIGTERM or SIGUSR1 saves a checkpoint of every run and returns; a non-finite loss stops its run when the
+losses next come back from the device (at the next log record or checkpoint), before any checkpoint of the bad
+state is written, and the other runs of its batch go on.
 
-Steps run `train.steps_per_dispatch` at a time in one compiled program, fed from splits held on the
-devices where they fit (`train/feed.py`); a dispatch never crosses an epoch end or a checkpoint step.
+`train_runs` groups the runs by structure (`run_values.structure_key`) and resume step; each group trains as
+one or more run batches (`run_batch.py`) that share the data, the model and the compiled programs. Steps run
+`train.steps_per_dispatch` at a time, fed from splits held on the devices where they fit (`train/feed.py`); a
+dispatch never crosses an epoch end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -20,63 +24,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
-from cnn_jax import models
 from cnn_jax.analysis import params_and_macs
-from cnn_jax.config_tree import flatten
-from cnn_jax.data import Dataset, Split, load_dataset, shift_width, steps_per_epoch
-from cnn_jax.nn import ConvSpec
-from cnn_jax.train.checkpoint import Checkpoints
+from cnn_jax.data import Dataset, Split, load_dataset, shift_width
+from cnn_jax.programs import CompiledPrograms
+from cnn_jax.train.checkpoint import SaveSchedule
 from cnn_jax.train.config import validate
-from cnn_jax.train.feed import Feed, TrainRows, dispatch_plan, eval_rows, resident
-from cnn_jax.train.metrics import MetricWriter, Progress
-from cnn_jax.train.optim import make_optimizer, make_schedule
+from cnn_jax.train.feed import Feed, TrainRows, device_memory, dispatch_plan, eval_rows, pad_steps, resident
+from cnn_jax.train.metrics import Progress
 from cnn_jax.train.parallel import RUNNERS
-from cnn_jax.train.state import create_state
-from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
-
-FINAL_FILE = "final.json"  # written once, when the run is finished
+from cnn_jax.train.program import Program, build_program, schedule_length
+from cnn_jax.train.run_batch import RunBatch, group_runs, runs_that_fit, vmapped
+from cnn_jax.train.run_dir import FINAL_FILE, RunDir
+from cnn_jax.train.run_values import run_values, structure_key
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-    """The registry model named by config.model, with its ConvSpec, dtype and BatchNorm synced over AXIS."""
-    dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else None
-    return models.create(
-        config.model.name,
-        num_classes=num_classes,
-        conv=ConvSpec(**config.model.conv.to_dict()),
-        dtype=dtype,
-        norm_axis_name=AXIS,
-        **config.model.options.to_dict(),
-    )
-
-
-def build_runner(config: ml_collections.ConfigDict, data: Dataset, total_steps: int, devices: Sequence[jax.Device]):
-    """(model, optimizer, runner): the train and eval steps of config on `data`, compiled for `devices`."""
-    model = build_model(config, data.info.num_classes)
-    tx = make_optimizer(config.optimizer, total_steps)
-    augment = config.dataset.augment
-    inputs = InputSpec(
-        tuple(data.mean.tolist()), tuple(data.std.tolist()), data.scale, augment.crop_padding, augment.flip
-    )
-    train_step = make_train_step(
-        model,
-        tx,
-        inputs,
-        num_classes=data.info.num_classes,
-        label_smoothing=config.train.label_smoothing,
-        seed=config.seed,
-    )
-    eval_step = make_eval_step(model, inputs, num_classes=data.info.num_classes)
-    return model, tx, RUNNERS[config.train.parallel](train_step, eval_step, devices, config.train.dispatch_form)
 
 
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
@@ -92,219 +59,361 @@ def load_data(config: ml_collections.ConfigDict) -> Dataset:
 
 
 class _Preemption:
-    """Remembers a SIGTERM so the loop can checkpoint and stop at the next step boundary."""
+    """Remembers a SIGTERM or SIGUSR1 (SLURM's warning before a time limit or preemption) so the loop can
+    checkpoint and stop at the next dispatch boundary."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.requested, self.signal_name = False, "a signal to another process"
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM: saving a checkpoint and stopping after this step")
-        self.requested = True
-
-    def agreed(self) -> bool:
-        """Whether any process was asked to stop (every process must stop at the same step)."""
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        return bool(multihost_utils.process_allgather(np.array(self.requested)).any())
+        self.requested, self.signal_name = True, signal.Signals(signum).name
+        logging.warning("%s: saving a checkpoint and stopping after this dispatch", self.signal_name)
 
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
-def evaluate(runner, state, feed: Feed, batch_size: int, batches_per_dispatch: int) -> dict[str, float]:
-    """Accuracy and mean loss over a whole split; the padded last batch is masked out."""
+def _agreed(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, true if it is true on any process: every process must stop or save at the same step."""
+    if jax.process_count() == 1:
+        return flags
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.array(flags))
+    return tuple(bool(v) for v in np.asarray(gathered).reshape(-1, len(flags)).any(axis=0))
+
+
+def evaluate(batch: RunBatch, states, values, feed: Feed, batch_size: int, batches_per_dispatch: int, active) -> list:
+    """Each active run's accuracy and mean loss over a whole split (None for the others); the padded last batch
+    is masked out."""
     totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
-    for args in feed(eval_rows(len(feed.split), batch_size, batches_per_dispatch)):
-        sums = runner.host_values(runner.eval_steps[feed.resident](state, *args)[1])
-        for k, v in sums.items():
-            totals[k] += float(np.sum(v, dtype=np.float64))
-    if int(totals["count"]) != len(feed.split):
-        raise AssertionError(f"evaluated {totals['count']} examples, the test split has {len(feed.split)}")
-    return {"test/accuracy": totals["correct"] / totals["count"], "test/loss": totals["loss"] / totals["count"]}
+    chunks = eval_rows(len(feed.split), batch_size, batches_per_dispatch)
+    length = len(chunks[0][0])  # every dispatch as long as the first, so the last compiles nothing new
+    for (rows, _), args in zip(chunks, feed(pad_steps(chunk, length) for chunk in chunks)):
+        outputs = batch.evaluate(states, values, args, len(rows), resident=feed.resident, active=active)
+        for k, v in batch.host_steps(outputs, len(rows)).items():
+            totals[k] = totals[k] + np.sum(v, axis=-1, dtype=np.float64)
+    results = []
+    for i, on in enumerate(active):
+        if not on:
+            results.append(None)
+            continue
+        correct, loss, count = (float(totals[k][i]) for k in ("correct", "loss", "count"))
+        if int(count) != len(feed.split):
+            raise AssertionError(f"evaluated {count} examples, the test split has {len(feed.split)}")
+        results.append({"test/accuracy": correct / count, "test/loss": loss / count})
+    return results
 
 
 class _TrainMetrics:
-    """Per-step train metrics of the dispatches not yet logged. They stay on the device until a record is
-    written or a checkpoint is about to be, so the host never waits on the device it just fed; the
-    losses are checked for NaN/inf as they arrive."""
+    """Per-step train metrics of the dispatches not yet logged, for every run of a batch. They stay on the
+    device until a record is written or a checkpoint is about to be, so the host never waits on the device it
+    just fed; the losses are checked for NaN/inf as they arrive."""
 
-    def __init__(self, runner, first_step: int):
-        self._runner, self._first = runner, first_step  # steps are counted from 1: `first` is done next
+    LAST = ("learning_rate",)  # a record gives the value at its step; the others average since the last record
+
+    def __init__(self, batch: RunBatch, first_step: int):
+        self._batch, self._first = batch, first_step  # steps are counted from 1: `first` is done next
         self._on_device, self._host = [], {}
 
-    def add(self, metrics) -> None:
-        self._on_device.append(metrics)
+    def add(self, outputs, count: int) -> None:
+        """A dispatch's outputs, of which the first `count` steps are real."""
+        self._on_device.append((outputs, count))
 
-    def fetch(self, checkpoints: Checkpoints, workdir: Path) -> None:
-        """Bring the pending metrics to the host; raise NonFiniteLossError at the first bad step."""
-        for metrics in self._runner.host_values(self._on_device):
-            for k, v in metrics.items():
-                self._host.setdefault(k, []).extend(np.asarray(v).reshape(-1).tolist())
+    def fetch(self) -> list[tuple[int, float] | None]:
+        """Bring the pending metrics to the host; for each run, (step, loss) of its first non-finite loss."""
+        for outputs, count in self._on_device:
+            for k, v in self._batch.host_steps(outputs, count).items():
+                self._host[k] = np.concatenate([self._host[k], v], axis=1) if k in self._host else v
         self._on_device = []
-        bad = np.flatnonzero(~np.isfinite(self._host.get("loss", [])))
-        if bad.size:
-            step, loss = self._first + int(bad[0]), self._host["loss"][bad[0]]
-            raise NonFiniteLossError(
-                f"training loss is {loss} at step {step}; stopped. The last good checkpoint is step "
-                f"{checkpoints.latest_step} in {workdir / 'checkpoints'} (intact). Lower "
-                f"config.optimizer.learning_rate, add warmup (config.optimizer.warmup_steps) or clipping "
-                f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it."
-            )
+        bad = []
+        for losses in self._host.get("loss", np.zeros((self._batch.runs, 0))):
+            steps = np.flatnonzero(~np.isfinite(losses))
+            bad.append((self._first + int(steps[0]), float(losses[steps[0]])) if steps.size else None)
+        return bad
 
-    def take_mean(self, through: int) -> dict[str, float]:
-        """Means over the fetched steps up to step `through`, which are then dropped."""
+    def take(self, through: int) -> list[dict[str, float]]:
+        """Each run's record of the fetched steps up to step `through`, which are then dropped."""
         count = through - self._first + 1
-        means = {f"train/{k}": float(np.mean(v[:count])) for k, v in self._host.items()}
-        self._host = {k: v[count:] for k, v in self._host.items()}
+        records = [
+            {
+                f"train/{k}": float(v[i, count - 1] if k in self.LAST else np.mean(v[i, :count]))
+                for k, v in self._host.items()
+            }
+            for i in range(self._batch.runs)
+        ]
+        self._host = {k: v[:, count:] for k, v in self._host.items()}
         self._first = through + 1
-        return means
+        return records
 
 
-_LOCATION_FIELDS = ("dataset.data_dir", "dataset.download_dir")  # may differ between machines
+def _non_finite_message(step: int, loss: float, run: RunDir) -> str:
+    return (
+        f"training loss is {loss} at step {step}; stopped. The last good checkpoint is step "
+        f"{run.checkpoints.latest_step} in {run.path / 'checkpoints'} (intact). Lower "
+        f"config.optimizer.learning_rate, add warmup (config.optimizer.warmup_steps) or clipping "
+        f"(config.optimizer.clip_norm), then rerun with the same --workdir to resume from it."
+    )
 
 
-def _check_same_config(config: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Resuming with other settings would splice two different runs together: refuse."""
-    saved_path = workdir / "config.json"
-    if not saved_path.exists():
-        return
-    saved = flatten(json.loads(saved_path.read_text()))
-    current = flatten(json.loads(config.to_json()))
-    changed = [
-        f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
-        for k in sorted(set(saved) | set(current))
-        if k not in _LOCATION_FIELDS and saved.get(k) != current.get(k)
-    ]
-    if changed:
-        raise ValueError(
-            f"{workdir} holds checkpoints of a run with another config ({'; '.join(changed)}); "
-            f"rerun with the same settings to resume, or use a new --workdir"
-        )
+@dataclasses.dataclass
+class Outcome:
+    """How a run of `train_runs` ended: `final` (its test metrics; {} when stopped by a signal before the end) or
+    `error` (why it stopped, e.g. a non-finite loss)."""
+
+    workdir: Path
+    final: dict[str, float] | None = None
+    error: str | None = None
 
 
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, devices: Sequence[jax.Device] | None = None
 ) -> dict[str, float]:
     """Train config.model on config.dataset on `devices` (default: all); return the final test metrics
-    ({} when stopped by SIGTERM)."""
-    if "://" in str(workdir):  # Path() would quietly turn gs://b/run into the local directory gs:/b/run
-        raise ValueError(
-            f"workdir {workdir!s} is a URL; it must be a filesystem path every process can write "
-            f"(for a bucket, mount it, e.g. with gcsfuse, and pass the mount point)"
-        )
-    workdir = Path(workdir)
+    ({} when stopped by SIGTERM or SIGUSR1). Raises NonFiniteLossError if the loss turns NaN or infinite."""
+    (outcome,) = train_runs([(config, workdir)], devices)
+    if outcome.error:
+        raise NonFiniteLossError(outcome.error)
+    return outcome.final
+
+
+def train_runs(
+    runs: Sequence[tuple[ml_collections.ConfigDict, str | Path]],
+    devices: Sequence[jax.Device] | None = None,
+    *,
+    runs_per_program: int | None = None,
+) -> list[Outcome]:
+    """Train every (config, workdir) in `runs` on `devices` (default: all), as few programs as their structure
+    allows: runs that differ only in their values (`run_values.py`) and resume from the same step train as one
+    run batch of at most `runs_per_program` runs (None: as many as the devices' memory holds). Finished runs
+    are left as they are. Returns each run's outcome, in order; stops after the current batch's checkpoint
+    on SIGTERM or SIGUSR1. Logs the XLA programs compiled and the time each took.
+    """
+    if runs_per_program is not None and runs_per_program < 1:
+        raise ValueError(f"runs_per_program={runs_per_program} must be a positive number (or None: as many as fit)")
     devices = list(devices or jax.devices())
-    validate(config, device_count=len(devices), process_count=jax.process_count())
-    leader = jax.process_index() == 0
-    if (workdir / FINAL_FILE).exists():  # finished: its files stay as they are
-        _check_same_config(config, workdir)
-        logging.info("%s is a finished run (%s); nothing to do", workdir, FINAL_FILE)
-        return {k: v for k, v in json.loads((workdir / FINAL_FILE).read_text()).items() if k.startswith("test/")}
-    data = load_data(config)
-    per_epoch = steps_per_epoch(len(data.train), config.train.batch_size)
-    total_steps = config.train.num_steps or per_epoch * config.train.num_epochs
-    model, tx, runner = build_runner(config, data, total_steps, devices)
-    params, macs = params_and_macs(model, data.input_shape)  # for final.json and the study tables
-    schedule = make_schedule(config.optimizer, total_steps)
+    dirs = [RunDir(config, workdir) for config, workdir in runs]
+    for run in dirs:
+        validate(run.config, device_count=len(devices), process_count=jax.process_count())
+    outcomes = [Outcome(run.path) for run in dirs]
+    for run, outcome in zip(dirs, outcomes):
+        if run.finished:  # its files stay as they are
+            outcome.final = run.final()
+            logging.info("%s is a finished run (%s); nothing to do", run.path, FINAL_FILE)
+    todo = [i for i, run in enumerate(dirs) if not run.finished]
+    starts = {i: dirs[i].open_checkpoints() for i in todo}
+    preemption = _Preemption()
+    data_sets: dict[str, Dataset] = {}
+    try:
+        with CompiledPrograms() as programs:
+            try:
+                for group in group_runs([(structure_key(dirs[i].config), starts[i]) for i in todo]):
+                    members = [todo[g] for g in group]
+                    stopped = _train_group(
+                        [dirs[i] for i in members],
+                        [outcomes[i] for i in members],
+                        starts[members[0]],
+                        devices,
+                        runs_per_program,
+                        data_sets,
+                        preemption,
+                    )
+                    if stopped:
+                        break
+            finally:
+                if programs.records:
+                    logging.info("XLA programs compiled or loaded: %s", programs.summary())
+    finally:
+        preemption.restore()
+        for i in todo:
+            dirs[i].close()
+    return outcomes
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    logging.info("run directory %s: config.json, metrics.jsonl, %s, checkpoints/, tensorboard/", workdir, FINAL_FILE)
-    checkpoints = Checkpoints(workdir / "checkpoints", config.train.keep_checkpoints)
-    writer = MetricWriter(workdir, enabled=leader)
-    host_state = jax.device_get(create_state(model, tx, data.input_shape, config.seed))
-    if checkpoints.latest_step is not None:
-        _check_same_config(config, workdir)
-        host_state = checkpoints.restore(host_state)
-        logging.info("resuming from step %d in %s", checkpoints.latest_step, workdir)
-    start = int(host_state.step)
-    writer.truncate_after(start)
-    if leader:
-        (workdir / "config.json").write_text(config.to_json(indent=2))
-    state = runner.put_state(host_state)
 
-    checkpoint_every = config.train.checkpoint_every_steps or per_epoch
+def _train_group(runs, outcomes, start, devices, runs_per_program, data_sets, preemption) -> bool:
+    """Train runs of one structure from step `start`, in batches that fit; True if stopped by a signal."""
+    config = runs[0].config
+    data_key = json.dumps(config.dataset.to_dict(), sort_keys=True)
+    if data_key not in data_sets:
+        data_sets[data_key] = load_data(config)
+    data = data_sets[data_key]
+    program = build_program(config, data)
+    limit = runs_per_program or _runs_in_memory(program, runs, data, devices) or len(runs)
+    for first in range(0, len(runs), limit):
+        members = slice(first, first + limit)
+        if _train_batch(runs[members], outcomes[members], start, program, data, devices, preemption):
+            return True
+    return False
+
+
+def _runs_in_memory(program: Program, runs: Sequence[RunDir], data: Dataset, devices, memory: int | None = None):
+    """How many of `runs` one batch holds in the devices' memory (`run_batch.runs_that_fit`; `memory` overrides
+    the devices' own figure); None where the devices report no memory size (XLA:CPU). Measures the single-run
+    step's temporaries by compiling it (a program of its own, for accelerators only)."""
+    memory = memory or device_memory(devices)
+    if memory is None:
+        return None
+    config = runs[0].config
+    state = jax.eval_shape(program.init, 0)
+    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+    runner = RUNNERS[config.train.parallel](program.train_step, program.eval_step, devices)
+    local = config.train.batch_size // jax.process_count()
+    shapes = (
+        jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state),
+        run_values(config),
+        np.zeros((local, *data.train.inputs.shape[1:]), data.train.inputs.dtype),
+        np.zeros((local,), data.train.labels.dtype),
+    )
+    host = runner.put_replicated(shapes[:2])
+    step = runner.train_step.lower(*host, *runner.put_batch(*shapes[2:])).compile()
+    return runs_that_fit(
+        state_bytes,
+        step.memory_analysis().temp_size_in_bytes,
+        memory,
+        vmapped(config.train.run_form, devices, len(runs)),
+    )
+
+
+def _train_batch(
+    runs: Sequence[RunDir], outcomes, start: int, program: Program, data: Dataset, devices, preemption
+) -> bool:
+    """Train one run batch from step `start` to the end; True if stopped by a signal (see the module docstring)."""
+    config = runs[0].config
+    total_steps, per_epoch = schedule_length(config, data)
+    count_runs = len(runs)
+    batch = RunBatch(
+        RUNNERS[config.train.parallel],
+        program.train_step,
+        program.eval_step,
+        devices,
+        config.train.dispatch_form,
+        runs=count_runs,
+        vmapped=vmapped(config.train.run_form, devices, count_runs),
+    )
+    params, macs = params_and_macs(program.model, data.input_shape)  # for final.json and the study tables
+    names = [f"{run.path}: " if count_runs > 1 else "" for run in runs]
+    logging.info(
+        "%s from step %d: %d run%s in one %s program (config.json, metrics.jsonl, %s, checkpoints/, tensorboard/)",
+        ", ".join(str(run.path) for run in runs),
+        start,
+        count_runs,
+        "s" * (count_runs > 1),
+        "vmapped" if batch.vmapped else "single-run",
+        FINAL_FILE,
+    )
+    host_states = [run.start(jax.device_get(program.init(run.config.seed)), start) for run in runs]
+    states, values = batch.put(host_states, [run_values(run.config) for run in runs])
+    active = [True] * count_runs
+
+    schedule_saves = SaveSchedule(config.train.checkpoint_every_steps, config.train.checkpoint_every_seconds)
     log_every, eval_every_epochs = config.train.log_every_steps, config.train.eval_every_epochs
     on_device = resident(config.train.data_placement, (data.train, data.test), devices)
-    train_feed, test_feed = (Feed(runner, split, resident=on_device) for split in (data.train, data.test))
+    train_feed = Feed(batch.runner, data.train, resident=on_device, apart=not batch.vmapped)
+    test_feed = Feed(batch.runner, data.test, resident=on_device)
     eval_batch = config.train.eval_batch_size
     # Resident: the whole test split in one dispatch. Streamed: about as many examples as a train dispatch.
     eval_dispatch = (
         len(data.test) if on_device else max(1, config.train.steps_per_dispatch * config.train.batch_size // eval_batch)
     )
-    plan = dispatch_plan(start, total_steps, config.train.steps_per_dispatch, (per_epoch, checkpoint_every))
-    rows = TrainRows(len(data.train), config.train.batch_size, config.seed)
-    progress = Progress(total_steps, start, config.train.batch_size, enabled=leader)
-    preemption = _Preemption()
-    pending, final, throughput = _TrainMetrics(runner, start + 1), None, None
-    batches = train_feed((rows(*chunk),) for chunk in plan)
-    result = None
+    steps_per_dispatch = config.train.steps_per_dispatch
+    plan = dispatch_plan(start, total_steps, steps_per_dispatch, (per_epoch, schedule_saves.every_steps))
+    rows = [TrainRows(len(data.train), config.train.batch_size, run.config.seed) for run in runs]
+    progress = Progress(total_steps, start, config.train.batch_size * count_runs, enabled=runs[0].leader)
+    pending, finals, throughput = _TrainMetrics(batch, start + 1), [None] * count_runs, None
+
+    def stop_non_finite() -> None:
+        for i, bad in enumerate(pending.fetch()):
+            if bad and active[i]:
+                active[i] = False
+                outcomes[i].error = _non_finite_message(*bad, runs[i])
+                runs[i].record_failure(bad[0], outcomes[i].error)
+                logging.error("%s%s", names[i], outcomes[i].error)
+
+    def evaluate_all(feed: Feed) -> list:
+        return evaluate(batch, states, values, feed, eval_batch, eval_dispatch, active)
+
+    # Every dispatch holds steps_per_dispatch steps' rows (a short one padded), so one program runs them all;
+    # a batch's rows are (runs, steps, batch).
+    chunks = train_feed((np.stack([pad_steps((r(*chunk),), steps_per_dispatch)[0] for r in rows]),) for chunk in plan)
     try:
-        for (first, count), args in zip(plan, batches):
-            state, metrics = runner.train_steps[on_device](state, *args)
-            pending.add(metrics)
+        for (first, count), args in zip(plan, chunks):
+            states, outputs = batch.train(states, values, args, count, resident=on_device, active=active)
+            pending.add(outputs, count)
             done = first + count
             log_steps = [*range((first // log_every + 1) * log_every, done + 1, log_every)]
             if done == total_steps and total_steps not in log_steps:
                 log_steps.append(total_steps)
             if log_steps:
-                pending.fetch(checkpoints, workdir)
-                steps_per_s, throughput, _ = progress.rates(done)
+                stop_non_finite()
+                if not any(active):
+                    break
+                steps_per_s, _, _ = progress.rates(done)
+                throughput = steps_per_s * config.train.batch_size  # each run's own images/s
                 for step in log_steps:
-                    means = pending.take_mean(step)
-                    writer.write(
-                        step,
-                        epoch=step / per_epoch,
-                        learning_rate=float(schedule(step - 1)),
-                        steps_per_s=steps_per_s,
-                        images_per_s=throughput,
-                        **means,
-                    )
-                progress.update(done, loss=means["train/loss"], accuracy=means["train/accuracy"])
+                    records = pending.take(step)
+                    for run, record, on in zip(runs, records, active):
+                        if on:
+                            run.writer.write(
+                                step, epoch=step / per_epoch, steps_per_s=steps_per_s, images_per_s=throughput, **record
+                            )
+                shown = records[active.index(True)]
+                progress.update(done, loss=shown["train/loss"], accuracy=shown["train/accuracy"])
             if (done % per_epoch == 0 and done // per_epoch % eval_every_epochs == 0) or done == total_steps:
-                final = evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
-                writer.write(done, epoch=done / per_epoch, **final)
-                progress.message(
-                    f"epoch {done / per_epoch:g}: test accuracy {final['test/accuracy']:.4f}, "
-                    f"loss {final['test/loss']:.4f}"
-                )
-            stop = preemption.agreed()
-            if done % checkpoint_every == 0 or done == total_steps or stop:
-                pending.fetch(checkpoints, workdir)
-                checkpoints.save(done, runner.host_state(state))
+                finals = evaluate_all(test_feed)
+                for i, final in enumerate(finals):
+                    if final:
+                        runs[i].writer.write(done, epoch=done / per_epoch, **final)
+                        progress.message(
+                            f"{names[i]}epoch {done / per_epoch:g}: test accuracy {final['test/accuracy']:.4f}, "
+                            f"loss {final['test/loss']:.4f}"
+                        )
+            stop, save = _agreed(preemption.requested, schedule_saves.due(done))
+            if save or done == total_steps or stop:
+                stop_non_finite()
+                if not any(active):
+                    break
+                for i, state in enumerate(batch.host_states(states)):
+                    if active[i]:
+                        runs[i].save(done, state)
+                schedule_saves.saved()
             if stop:
-                logging.warning("stopped by SIGTERM at step %d; rerun with the same workdir to resume", done)
-                return {}
+                for i, run in enumerate(runs):
+                    run.checkpoints.wait()
+                    outcomes[i].final = {} if active[i] else None
+                logging.warning(
+                    "stopped by %s at step %d; rerun with the same workdir to resume", preemption.signal_name, done
+                )
+                return True
+        if not any(active):
+            return False
         with _phase("final evaluation"):
-            final = final or evaluate(runner, state, test_feed, eval_batch, eval_dispatch)
+            finals = finals if all(f or not on for f, on in zip(finals, active)) else evaluate_all(test_feed)
         for shift in config.dataset.eval_shifts:
             with _phase(f"evaluation at shift {shift}"):
                 shifted = Feed(
-                    runner, Split(shift_width(data.test.inputs, shift), data.test.labels), resident=on_device
+                    batch.runner, Split(shift_width(data.test.inputs, shift), data.test.labels), resident=on_device
                 )
-                final[f"test/accuracy@shift={shift}"] = evaluate(runner, state, shifted, eval_batch, eval_dispatch)[
-                    "test/accuracy"
-                ]
-        if leader:
-            record = {"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput}
-            (workdir / FINAL_FILE).write_text(json.dumps(record) + "\n")
-        shifted = "".join(f", {k.split('@')[1]} {v:.4f}" for k, v in final.items() if "@shift=" in k)
-        result = (
-            f"final test accuracy {final['test/accuracy']:.4f}{shifted}, loss {final['test/loss']:.4f}; "
-            f"run directory {workdir}"
-        )
-        return final
+                for final, result in zip(finals, evaluate_all(shifted)):
+                    if final:
+                        final[f"test/accuracy@shift={shift}"] = result["test/accuracy"]
+        for i, final in enumerate(finals):
+            if not final:
+                continue
+            runs[i].finish({"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput})
+            outcomes[i].final = final
+            shifted = "".join(f", {k.split('@')[1]} {v:.4f}" for k, v in final.items() if "@shift=" in k)
+            progress.message(
+                f"final test accuracy {final['test/accuracy']:.4f}{shifted}, loss {final['test/loss']:.4f}; "
+                f"run directory {runs[i].path}"
+            )
+        return False
     finally:
-        batches.close()  # a stop before the end leaves prefetched batches (and their thread) behind
+        chunks.close()  # a stop before the end leaves prefetched batches (and their thread) behind
         progress.close()
-        preemption.restore()
-        writer.close()
-        with _phase("closing checkpoints"):
-            checkpoints.close()
-        if result:  # the run's last line
-            progress.message(result)
 
 
 @contextlib.contextmanager

@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cnn_jax.compile_cache import enable_compile_cache
 from cnn_jax.data import Dataset
 from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.loop import build_model, load_data
+from cnn_jax.train.loop import load_data
+from cnn_jax.train.program import build_model
 from cnn_jax.train.step import InputSpec
 
 
@@ -28,6 +30,7 @@ def load_classifier(workdir: str | Path) -> tuple[Callable[[np.ndarray], np.ndar
     evaluation mode (BatchNorm's running statistics), normalised as the run normalised them. The dataset is
     loaded as the run loaded it (its data_dir; study variants such as permuted positions applied).
     """
+    enable_compile_cache()
     workdir = Path(workdir)
     config_file, checkpoints = workdir / "config.json", workdir / "checkpoints"
     if not config_file.exists() or not checkpoints.exists():

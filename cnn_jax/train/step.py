@@ -8,7 +8,7 @@ averaged over AXIS, so the update equals the single-device update on the global 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from cnn_jax.data import augment, normalize
+from cnn_jax.train.optim import Schedule
 from cnn_jax.train.state import TrainState
 
 AXIS = "batch"
@@ -36,7 +37,9 @@ class InputSpec:
         return x if keys is None else augment(x, keys, crop_padding=self.crop_padding, flip=self.flip)
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
+def cross_entropy(
+    logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float | jax.Array
+) -> jax.Array:
     """Per-example softmax cross-entropy (N,) against one-hot labels smoothed by `label_smoothing`."""
     targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
@@ -49,18 +52,21 @@ def _global_indices(local_batch: int) -> jax.Array:
 
 def make_train_step(
     model: nn.Module,
-    tx: optax.GradientTransformation,
+    tx: Callable[[Mapping[str, jax.Array]], optax.GradientTransformation],
+    schedule: Schedule,
     inputs: InputSpec,
     *,
     num_classes: int,
-    label_smoothing: float,
-    seed: int,
 ) -> Callable:
-    """Per-device `train_step(state, x, labels) -> (state, metrics)`; x holds this device's stored examples."""
-    base_key = jax.random.key(seed)
+    """Per-device `train_step(state, values, x, labels) -> (state, metrics)`.
 
-    def train_step(state: TrainState, x: jax.Array, labels: jax.Array):
-        step_key = jax.random.fold_in(base_key, state.step)
+    x holds this device's stored examples. `values` are the run's traced values (`run_values.py`): the seed
+    (keys for augmentation and dropout: fold_in(key(seed), step)), the optimizer's scalars (`tx(values)`,
+    `schedule(count, values)`) and the label smoothing. The metrics include the learning rate the step used.
+    """
+
+    def train_step(state: TrainState, values: Mapping[str, jax.Array], x: jax.Array, labels: jax.Array):
+        step_key = jax.random.fold_in(jax.random.key(values["seed"]), state.step)
         augment_key, dropout_key = jax.random.split(step_key)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(augment_key, _global_indices(len(labels)))
         x = inputs(x, keys)
@@ -75,12 +81,12 @@ def make_train_step(
                 mutable=["batch_stats"],
                 rngs={"dropout": dropout_key},
             )
-            loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+            loss = cross_entropy(logits, labels, num_classes, values["label_smoothing"]).mean()
             return loss, (logits, updates.get("batch_stats", state.batch_stats))
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grads = jax.lax.pmean(grads, AXIS)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx(values).update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
             params=optax.apply_updates(state.params, updates),
@@ -92,7 +98,8 @@ def make_train_step(
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
             "grad_norm": optax.tree.norm(grads),
         }
-        return new_state, jax.lax.pmean(metrics, AXIS)
+        metrics = jax.lax.pmean(metrics, AXIS)
+        return new_state, {**metrics, "learning_rate": schedule(state.step, values)}
 
     return train_step
 
@@ -133,29 +140,44 @@ def stack_length(resident: bool, args: tuple) -> int:
 
 
 def step_of_stack(step: Callable, resident: bool) -> Callable:
-    """Per-device `(state, *args, k) -> step(state, *step k's batch)`: one step of a dispatch."""
+    """Per-device `(state, values, *args, k) -> (state, outputs (..., 1))`: step k of a dispatch, its outputs
+    with a trailing step axis of length 1, as `scan_steps` stacks them."""
 
-    def one(state, *args_and_k):
+    def one(state, values, *args_and_k):
         *args, k = args_and_k
-        return step(state, *stacked_batch(resident, tuple(args), k))
+        state, outputs = step(state, values, *stacked_batch(resident, tuple(args), k))
+        return state, jax.tree.map(lambda x: x[..., None], outputs)
 
     return one
 
 
 def scan_steps(step: Callable, resident: bool) -> Callable:
-    """Per-device `(state, *args) -> (state, outputs stacked (K, ...))`: the K steps of a dispatch in one
-    compiled program (`lax.scan`), so a small model is not bound by one dispatch per step."""
+    """Per-device `(state, values, *args, count) -> (state, outputs stacked (..., K))`: the first `count` of the K
+    steps a dispatch's arguments hold, in one compiled program (`lax.scan`), so a small model is not bound by
+    one dispatch per step. Steps from `count` on are skipped (`lax.cond`) and output zeros: a dispatch
+    shorter than K (an epoch's last) runs the same program as a full one instead of compiling its own."""
 
-    def run(state, *args):
-        return jax.lax.scan(
-            lambda carry, k: step(carry, *stacked_batch(resident, args, k)),
-            state,
-            jnp.arange(stack_length(resident, args)),
-        )
+    def run(state, values, *args_and_count):
+        *args, count = args_and_count
+
+        def body(carry, k):
+            batch = stacked_batch(resident, tuple(args), k)
+            skipped = jax.eval_shape(lambda c: step(c, values, *batch)[1], carry)
+            return jax.lax.cond(
+                k < count,
+                lambda c: step(c, values, *batch),
+                lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), skipped)),
+                carry,
+            )
+
+        state, outputs = jax.lax.scan(body, state, jnp.arange(stack_length(resident, tuple(args))))
+        # scan stacks along a new first axis; the step axis goes last, after pmap's device axis.
+        return state, jax.tree.map(lambda x: jnp.moveaxis(x, 0, -1), outputs)
 
     return run
 
 
 def as_stateful(eval_step: Callable) -> Callable:
-    """`eval_step(state, ...) -> sums` as `(state, ...) -> (state, sums)`, so it runs like a train step."""
-    return lambda state, *batch: (state, eval_step(state, *batch))
+    """`eval_step(state, ...) -> sums` as `(state, values, ...) -> (state, sums)`, so it runs like a train step
+    (the run values are not used: evaluation depends on the state alone)."""
+    return lambda state, values, *batch: (state, eval_step(state, *batch))

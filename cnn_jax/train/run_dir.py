@@ -1,0 +1,114 @@
+"""One run's directory: its config, metrics, checkpoints and final record, the same whether the run trained
+alone or in a run batch.
+
+    workdir/config.json     the run's config, written when it starts
+    workdir/metrics.jsonl   one JSON object per logged step and per evaluation (process 0)
+    workdir/tensorboard/    the same scalars as TensorBoard events (process 0)
+    workdir/checkpoints/    orbax checkpoints, the last `train.keep_checkpoints`
+    workdir/final.json      written once, when the run has finished; a finished run is never rewritten
+    workdir/failed.json     the reason a run stopped with an error (a non-finite loss); removed when it resumes
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from cnn_jax.config_tree import flatten
+from cnn_jax.train.checkpoint import Checkpoints
+from cnn_jax.train.metrics import MetricWriter
+from cnn_jax.train.run_values import LOCATION_FIELDS
+
+FINAL_FILE = "final.json"
+FAILED_FILE = "failed.json"
+
+
+class RunDir:
+    """A run directory and what the loop writes there (see the module docstring). `leader`: this process
+    writes the metrics and records (process 0); every process takes part in the checkpoints."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        if "://" in str(workdir):  # Path() would quietly turn gs://b/run into the local directory gs:/b/run
+            raise ValueError(
+                f"workdir {workdir!s} is a URL; it must be a filesystem path every process can write "
+                f"(for a bucket, mount it, e.g. with gcsfuse, and pass the mount point)"
+            )
+        self.config, self.path = config, Path(workdir)
+        self.leader = jax.process_index() == 0
+        self.checkpoints: Checkpoints | None = None
+        self.writer: MetricWriter | None = None
+
+    @property
+    def finished(self) -> bool:
+        return (self.path / FINAL_FILE).exists()
+
+    def final(self) -> dict[str, float]:
+        """A finished run's test metrics, from final.json."""
+        self.check_same_config()
+        return {k: v for k, v in json.loads((self.path / FINAL_FILE).read_text()).items() if k.startswith("test/")}
+
+    def check_same_config(self) -> None:
+        """Resuming with other settings would splice two different runs together: refuse."""
+        saved_path = self.path / "config.json"
+        if not saved_path.exists():
+            return
+        saved = flatten(json.loads(saved_path.read_text()))
+        current = flatten(json.loads(self.config.to_json()))
+        changed = [
+            f"{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+            for k in sorted(set(saved) | set(current))
+            if k not in LOCATION_FIELDS and saved.get(k) != current.get(k)
+        ]
+        if changed:
+            raise ValueError(
+                f"{self.path} holds checkpoints of a run with another config ({'; '.join(changed)}); "
+                f"rerun with the same settings to resume, or use a new --workdir"
+            )
+
+    def open_checkpoints(self) -> int:
+        """Open the checkpoint directory; return the step training starts from (the latest checkpoint's, or 0)."""
+        self.checkpoints = Checkpoints(self.path / "checkpoints", self.config.train.keep_checkpoints)
+        return self.checkpoints.latest_step or 0
+
+    def start(self, fresh_state, start: int):
+        """Begin (or resume) writing: check the config, restore the state at `start` (the given fresh state
+        when 0), drop metrics past it, write config.json. Returns the host state to train from."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = fresh_state
+        if start:
+            self.check_same_config()
+            state = self.checkpoints.restore(fresh_state, start)
+            logging.info("resuming from step %d in %s", start, self.path)
+        self.writer = MetricWriter(self.path, enabled=self.leader)
+        self.writer.truncate_after(start)
+        if self.leader:
+            (self.path / FAILED_FILE).unlink(missing_ok=True)
+            (self.path / "config.json").write_text(self.config.to_json(indent=2))
+        return state
+
+    def save(self, step: int, state) -> None:
+        self.checkpoints.save(step, state)
+
+    def record_failure(self, step: int, message: str) -> None:
+        """Mark the run as stopped by an error; its checkpoints stay as they are (the last is the last good)."""
+        if self.leader:
+            (self.path / FAILED_FILE).write_text(json.dumps({"step": step, "error": message}) + "\n")
+
+    def finish(self, record: dict) -> None:
+        """Write final.json, once the last checkpoint is on disk."""
+        self.checkpoints.wait()
+        if self.leader:
+            record = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in record.items()}
+            (self.path / FINAL_FILE).write_text(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        """Finish the saves in flight and close the files."""
+        if self.writer is not None:
+            self.writer.close()
+        if self.checkpoints is not None:
+            self.checkpoints.close()
