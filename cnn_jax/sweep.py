@@ -159,6 +159,21 @@ def _copy_lines(source, paths: Sequence[Path]) -> None:
             log.close()
 
 
+def _free(batch: Sequence[Job]) -> list[Job]:
+    """The jobs of `batch` that still need training when it starts: not finished meanwhile, and not held by
+    another process (a second sweep on the same study directory), which it says, and leaves to that process."""
+    from cnn_jax.train.run_lock import held_by  # imported here: its package imports jax
+
+    free = []
+    for job in pending(batch):
+        holder = held_by(job[2])
+        if holder:
+            print(f"skipping {job[2]}: being trained by {holder}", flush=True)
+        else:
+            free.append(job)
+    return free
+
+
 def run_sweep(
     points: Sequence[Point],
     seeds: Sequence[int],
@@ -170,7 +185,9 @@ def run_sweep(
     poll_s: float = 0.5,
 ) -> list[Path]:
     """Run every (point, seed) not finished yet, as run batches (`run_batches`), `parallel` processes at a time;
-    return all run directories. Each run's log.txt gets its process's output.
+    return all run directories. Each run's log.txt gets its process's output. A run that finished or that
+    another process trains by the time its batch starts is skipped, so two sweeps of one study directory share
+    the work.
 
     Raises RuntimeError naming the runs that failed (after the others have finished), with the end of
     each one's log.txt.
@@ -189,7 +206,9 @@ def run_sweep(
     failed = []
     while todo or running:
         while todo and len(running) < parallel:
-            batch = todo.pop(0)
+            batch = _free(todo.pop(0))
+            if not batch:
+                continue
             for _, _, workdir in batch:
                 workdir.mkdir(parents=True, exist_ok=True)
             process = subprocess.Popen(
@@ -202,10 +221,10 @@ def run_sweep(
             if process.poll() is not None:
                 copier.join()
                 running.remove((process, copier, batch))
-                for _, _, workdir in batch:
-                    if process.returncode != 0 and not (workdir / "final.json").exists():
-                        tail = (workdir / "log.txt").read_text().splitlines()[-5:]
-                        failed.append(f"{workdir} (exit {process.returncode}):\n    " + "\n    ".join(tail))
+                for job in _free(batch) if process.returncode != 0 else ():  # each run not finished and not
+                    workdir = job[2]  # taken by another process between the probe and its start: failed
+                    tail = (workdir / "log.txt").read_text().splitlines()[-5:]
+                    failed.append(f"{workdir} (exit {process.returncode}):\n    " + "\n    ".join(tail))
         time.sleep(poll_s if running else 0)
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed:\n" + "\n".join(failed))

@@ -19,7 +19,6 @@ import sys
 
 from absl import app, flags
 
-from cnn_jax.compile_cache import enable_compile_cache
 from cnn_jax.sweep import grid_points, run_sweep, runs_per_program, write_job_list
 
 
@@ -58,8 +57,7 @@ def define_flags():
     def main(argv):
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-        enable_compile_cache()
-        try:
+        try:  # no compilation cache to set up here: the training processes it starts each set theirs up
             sweep()
         except ValueError as err:  # a bad grid, override or field: the message alone
             sys.exit(f"error: {err}")

@@ -20,9 +20,9 @@ PROGRAMS_LINE = re.compile(r"XLA programs compiled or loaded: (\d+), [\d.]+ s: (
 
 
 def cli(workdir, tfds_dir, cache_dir) -> tuple[list[str], dict]:
-    """A 60-step CLI run with $CNN_JAX_CACHE_DIR=cache_dir: its command and environment."""
+    """A 20-step CLI run with $CNN_JAX_CACHE_DIR=cache_dir: its command and environment."""
     env = {**os.environ, compile_cache.CACHE_DIR_ENV: str(cache_dir)}
-    return train_cli(workdir, tfds_dir, "--config.train.num_steps=60"), env
+    return train_cli(workdir, tfds_dir, "--config.train.num_steps=20"), env
 
 
 def programs_of(stderr: str) -> list[str]:

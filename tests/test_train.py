@@ -152,7 +152,8 @@ def _start_and_signal(workdir, tfds_dir, flags: list[str], sig: int) -> tuple[in
         pytest.param(signal.SIGTERM, False, marks=pytest.mark.slow),
         pytest.param(signal.SIGKILL, False, marks=pytest.mark.slow),
         pytest.param(signal.SIGUSR1, True, marks=pytest.mark.slow),
-        (signal.SIGKILL, True),
+        # SIGKILL with checkpoints by time in the default tier: test_run_batch.py (a killed batch of two runs).
+        pytest.param(signal.SIGKILL, True, marks=pytest.mark.slow),
     ],
     ids=["SIGTERM", "SIGKILL", "SIGUSR1-by-time", "SIGKILL-by-time"],
 )

@@ -1,29 +1,35 @@
-"""Training engine: one per-device step under shard_map or pmap, the loop, checkpoints and metrics."""
+"""Training engine: one per-device step under shard_map or pmap, run batches, the loop, checkpoints and metrics.
 
-from cnn_jax.train import distributed
-from cnn_jax.train.checkpoint import Checkpoints
-from cnn_jax.train.config import default_config, validate
-from cnn_jax.train.loop import NonFiniteLossError, Outcome, train_and_evaluate, train_runs
-from cnn_jax.train.metrics import read_metrics
-from cnn_jax.train.program import Program, build_model, build_program, make_program
-from cnn_jax.train.restore import load_classifier
-from cnn_jax.train.state import TrainState, create_state
+The names below load their module on first use (PEP 562), so a light module of this package (`run_values`,
+`run_lock`) imports without jax and TFDS: a sweep groups and schedules its runs without loading either.
+"""
 
-__all__ = [
-    "distributed",
-    "Checkpoints",
-    "default_config",
-    "validate",
-    "NonFiniteLossError",
-    "build_model",
-    "build_program",
-    "make_program",
-    "Program",
-    "train_and_evaluate",
-    "train_runs",
-    "Outcome",
-    "read_metrics",
-    "load_classifier",
-    "TrainState",
-    "create_state",
-]
+import importlib
+
+_EXPORTS = {
+    "Checkpoints": "checkpoint",
+    "default_config": "config",
+    "validate": "config",
+    "NonFiniteLossError": "loop",
+    "Outcome": "loop",
+    "train_and_evaluate": "loop",
+    "train_runs": "loop",
+    "read_metrics": "metrics",
+    "Program": "program",
+    "build_model": "program",
+    "build_program": "program",
+    "make_program": "program",
+    "load_classifier": "restore",
+    "TrainState": "state",
+    "create_state": "state",
+}
+
+__all__ = ["distributed", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name == "distributed":
+        return importlib.import_module(f"{__name__}.distributed")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -31,7 +31,7 @@ from absl import logging
 from cnn_jax.analysis import params_and_macs
 from cnn_jax.data import Dataset, Split, load_dataset, shift_width
 from cnn_jax.programs import CompiledPrograms
-from cnn_jax.train.checkpoint import SaveSchedule
+from cnn_jax.train.checkpoint import CheckpointSaveError, CheckpointsDamagedError, SaveSchedule
 from cnn_jax.train.config import validate
 from cnn_jax.train.feed import Feed, TrainRows, device_memory, dispatch_plan, eval_rows, pad_steps, resident
 from cnn_jax.train.metrics import Progress
@@ -39,6 +39,7 @@ from cnn_jax.train.parallel import RUNNERS
 from cnn_jax.train.program import Program, build_program, schedule_length
 from cnn_jax.train.run_batch import RunBatch, group_runs, runs_that_fit, vmapped
 from cnn_jax.train.run_dir import FINAL_FILE, RunDir
+from cnn_jax.train.run_lock import RunLockedError
 from cnn_jax.train.run_values import run_values, structure_key
 
 
@@ -162,22 +163,23 @@ def _non_finite_message(step: int, loss: float, run: RunDir) -> str:
 
 @dataclasses.dataclass
 class Outcome:
-    """How a run of `train_runs` ended: `final` (its test metrics; {} when stopped by a signal before the end) or
-    `error` (why it stopped, e.g. a non-finite loss)."""
+    """How a run of `train_runs` ended: `final`, its test metrics ({} when stopped by a signal before the end),
+    or `error`, why it stopped: NonFiniteLossError, CheckpointSaveError, CheckpointsDamagedError, RunLockedError
+    (another process trains it), ValueError (its directory holds another config's run)."""
 
     workdir: Path
     final: dict[str, float] | None = None
-    error: str | None = None
+    error: Exception | None = None
 
 
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, devices: Sequence[jax.Device] | None = None
 ) -> dict[str, float]:
     """Train config.model on config.dataset on `devices` (default: all); return the final test metrics
-    ({} when stopped by SIGTERM or SIGUSR1). Raises NonFiniteLossError if the loss turns NaN or infinite."""
+    ({} when stopped by SIGTERM or SIGUSR1). Raises the error that stopped it (`Outcome.error`)."""
     (outcome,) = train_runs([(config, workdir)], devices)
     if outcome.error:
-        raise NonFiniteLossError(outcome.error)
+        raise outcome.error
     return outcome.final
 
 
@@ -190,8 +192,9 @@ def train_runs(
     """Train every (config, workdir) in `runs` on `devices` (default: all), as few programs as their structure
     allows: runs that differ only in their values (`run_values.py`) and resume from the same step train as one
     run batch of at most `runs_per_program` runs (None: as many as the devices' memory holds). Finished runs
-    are left as they are. Returns each run's outcome, in order; stops after the current batch's checkpoint
-    on SIGTERM or SIGUSR1. Logs the XLA programs compiled and the time each took.
+    are left as they are; a run another process holds is skipped (its outcome says by whom). Returns each
+    run's outcome, in order; stops after the current batch's checkpoint on SIGTERM or SIGUSR1. Logs the XLA
+    programs compiled and the time each took.
     """
     if runs_per_program is not None and runs_per_program < 1:
         raise ValueError(f"runs_per_program={runs_per_program} must be a positive number (or None: as many as fit)")
@@ -205,24 +208,16 @@ def train_runs(
             outcome.final = run.final()
             logging.info("%s is a finished run (%s); nothing to do", run.path, FINAL_FILE)
     todo = [i for i, run in enumerate(dirs) if not run.finished]
-    starts = {i: dirs[i].open_checkpoints() for i in todo}
     preemption = _Preemption()
     data_sets: dict[str, Dataset] = {}
     try:
+        todo = [i for i in todo if _lock(dirs[i], outcomes[i])]
         with CompiledPrograms() as programs:
             try:
-                for group in group_runs([(structure_key(dirs[i].config), starts[i]) for i in todo]):
+                for group in group_runs([structure_key(dirs[i].config) for i in todo]):
                     members = [todo[g] for g in group]
-                    stopped = _train_group(
-                        [dirs[i] for i in members],
-                        [outcomes[i] for i in members],
-                        starts[members[0]],
-                        devices,
-                        runs_per_program,
-                        data_sets,
-                        preemption,
-                    )
-                    if stopped:
+                    runs_of_group = ([dirs[i] for i in members], [outcomes[i] for i in members])
+                    if _train_group(*runs_of_group, devices, runs_per_program, data_sets, preemption):
                         break
             finally:
                 if programs.records:
@@ -234,19 +229,47 @@ def train_runs(
     return outcomes
 
 
-def _train_group(runs, outcomes, start, devices, runs_per_program, data_sets, preemption) -> bool:
-    """Train runs of one structure from step `start`, in batches that fit; True if stopped by a signal."""
+def _lock(run: RunDir, outcome: Outcome) -> bool:
+    """Take the run's lock (process 0 for all processes, which then agree); False, with the outcome's error
+    naming the holder, if another process holds it."""
+    try:
+        run.lock()
+        held = None
+    except RunLockedError as err:
+        held = err
+    if jax.process_count() > 1:  # every process of this run follows process 0's answer
+        from jax.experimental import multihost_utils
+
+        if bool(multihost_utils.broadcast_one_to_all(np.array(held is not None))) and held is None:
+            held = RunLockedError(f"{run.path} is held by another process (process 0 of this run says so)")
+    if held is not None:
+        outcome.error = held
+        logging.error("%s", held)
+    return held is None
+
+
+def _train_group(runs, outcomes, devices, runs_per_program, data_sets, preemption) -> bool:
+    """Train runs of one structure: resume each, then in batches of one resume step that fit; True if stopped
+    by a signal."""
     config = runs[0].config
     data_key = json.dumps(config.dataset.to_dict(), sort_keys=True)
     if data_key not in data_sets:
         data_sets[data_key] = load_data(config)
     data = data_sets[data_key]
     program = build_program(config, data)
-    limit = runs_per_program or _runs_in_memory(program, runs, data, devices) or len(runs)
-    for first in range(0, len(runs), limit):
-        members = slice(first, first + limit)
-        if _train_batch(runs[members], outcomes[members], start, program, data, devices, preemption):
-            return True
+    resumed = []  # (run, outcome, host state, step)
+    for run, outcome in zip(runs, outcomes):
+        try:
+            resumed.append((run, outcome, *run.resume(jax.device_get(program.init(run.config.seed)))))
+        except (ValueError, CheckpointsDamagedError) as err:  # another config's run, or no checkpoint restores
+            outcome.error = err
+            logging.error("%s", err)
+    for group in group_runs([step for *_, step in resumed]):
+        members = [resumed[g] for g in group]
+        limit = runs_per_program or _runs_in_memory(program, [m[0] for m in members], data, devices) or len(members)
+        for first in range(0, len(members), limit):
+            if _train_batch(members[first : first + limit], program, data, devices, preemption):
+                return True
     return False
 
 
@@ -278,11 +301,11 @@ def _runs_in_memory(program: Program, runs: Sequence[RunDir], data: Dataset, dev
     )
 
 
-def _train_batch(
-    runs: Sequence[RunDir], outcomes, start: int, program: Program, data: Dataset, devices, preemption
-) -> bool:
-    """Train one run batch from step `start` to the end; True if stopped by a signal (see the module docstring)."""
-    config = runs[0].config
+def _train_batch(members: list[tuple], program: Program, data: Dataset, devices, preemption) -> bool:
+    """Train one run batch, members (run directory, outcome, host state, step), all from the same step, to the
+    end; True if stopped by a signal (see the module docstring)."""
+    runs, outcomes, host_states, starts = (list(column) for column in zip(*members))
+    start, config = starts[0], runs[0].config
     total_steps, per_epoch = schedule_length(config, data)
     count_runs = len(runs)
     batch = RunBatch(
@@ -305,9 +328,17 @@ def _train_batch(
         "vmapped" if batch.vmapped else "single-run",
         FINAL_FILE,
     )
-    host_states = [run.start(jax.device_get(program.init(run.config.seed)), start) for run in runs]
+    for run in runs:
+        run.begin(start)
     states, values = batch.put(host_states, [run_values(run.config) for run in runs])
     active = [True] * count_runs
+
+    def fail(i: int, step: int, error: Exception) -> None:
+        """Stop run i alone: its outcome, failed.json and the log say why; its checkpoints stay as they are."""
+        active[i] = False
+        outcomes[i].error = error
+        runs[i].record_failure(step, str(error))
+        logging.error("%s%s", names[i], error)
 
     schedule_saves = SaveSchedule(config.train.checkpoint_every_steps, config.train.checkpoint_every_seconds)
     log_every, eval_every_epochs = config.train.log_every_steps, config.train.eval_every_epochs
@@ -328,10 +359,7 @@ def _train_batch(
     def stop_non_finite() -> None:
         for i, bad in enumerate(pending.fetch()):
             if bad and active[i]:
-                active[i] = False
-                outcomes[i].error = _non_finite_message(*bad, runs[i])
-                runs[i].record_failure(bad[0], outcomes[i].error)
-                logging.error("%s%s", names[i], outcomes[i].error)
+                fail(i, bad[0], NonFiniteLossError(_non_finite_message(*bad, runs[i])))
 
     def evaluate_all(feed: Feed) -> list:
         return evaluate(batch, states, values, feed, eval_batch, eval_dispatch, active)
@@ -341,6 +369,8 @@ def _train_batch(
     chunks = train_feed((np.stack([pad_steps((r(*chunk),), steps_per_dispatch)[0] for r in rows]),) for chunk in plan)
     try:
         for (first, count), args in zip(plan, chunks):
+            if not any(active):  # every run of the batch failed
+                break
             states, outputs = batch.train(states, values, args, count, resident=on_device, active=active)
             pending.add(outputs, count)
             done = first + count
@@ -374,15 +404,20 @@ def _train_batch(
             stop, save = _agreed(preemption.requested, schedule_saves.due(done))
             if save or done == total_steps or stop:
                 stop_non_finite()
-                if not any(active):
-                    break
                 for i, state in enumerate(batch.host_states(states)):
                     if active[i]:
-                        runs[i].save(done, state)
+                        try:
+                            runs[i].save(done, state)
+                        except CheckpointSaveError as err:
+                            fail(i, done, err)
                 schedule_saves.saved()
             if stop:
                 for i, run in enumerate(runs):
-                    run.checkpoints.wait()
+                    try:
+                        run.checkpoints.wait()
+                    except CheckpointSaveError as err:
+                        if active[i]:
+                            fail(i, done, err)
                     outcomes[i].final = {} if active[i] else None
                 logging.warning(
                     "stopped by %s at step %d; rerun with the same workdir to resume", preemption.signal_name, done
@@ -390,8 +425,9 @@ def _train_batch(
                 return True
         if not any(active):
             return False
-        with _phase("final evaluation"):
+        with _phase("final evaluation"):  # done at the last step already, unless it resumed from there
             finals = finals if all(f or not on for f, on in zip(finals, active)) else evaluate_all(test_feed)
+        finals = [final if on else None for final, on in zip(finals, active)]  # a run may have failed since
         for shift in config.dataset.eval_shifts:
             with _phase(f"evaluation at shift {shift}"):
                 shifted = Feed(
@@ -403,7 +439,13 @@ def _train_batch(
         for i, final in enumerate(finals):
             if not final:
                 continue
-            runs[i].finish({"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput})
+            try:
+                runs[i].finish(
+                    {"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput}
+                )
+            except CheckpointSaveError as err:  # the last checkpoint did not reach the disk: not finished
+                fail(i, total_steps, err)
+                continue
             outcomes[i].final = final
             shifted = "".join(f", {k.split('@')[1]} {v:.4f}" for k, v in final.items() if "@shift=" in k)
             progress.message(

@@ -6,7 +6,10 @@ alone or in a run batch.
     workdir/tensorboard/    the same scalars as TensorBoard events (process 0)
     workdir/checkpoints/    orbax checkpoints, the last `train.keep_checkpoints`
     workdir/final.json      written once, when the run has finished; a finished run is never rewritten
-    workdir/failed.json     the reason a run stopped with an error (a non-finite loss); removed when it resumes
+    workdir/failed.json     the reason a run stopped with an error (a non-finite loss, a failed save); removed
+                            when it resumes
+    workdir/.run.lock       held while a process trains the run (`run_lock.py`): one writer at a time
+    workdir/damaged_checkpoints/   checkpoints that did not read back, moved aside on resume, never deleted
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from absl import logging
 from cnn_jax.config_tree import flatten
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.metrics import MetricWriter
+from cnn_jax.train.run_lock import RunLock
 from cnn_jax.train.run_values import LOCATION_FIELDS
 
 FINAL_FILE = "final.json"
 FAILED_FILE = "failed.json"
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 class RunDir:
@@ -42,6 +47,7 @@ class RunDir:
         self.leader = jax.process_index() == 0
         self.checkpoints: Checkpoints | None = None
         self.writer: MetricWriter | None = None
+        self._lock: RunLock | None = None
 
     @property
     def finished(self) -> bool:
@@ -70,26 +76,34 @@ class RunDir:
                 f"rerun with the same settings to resume, or use a new --workdir"
             )
 
-    def open_checkpoints(self) -> int:
-        """Open the checkpoint directory; return the step training starts from (the latest checkpoint's, or 0)."""
-        self.checkpoints = Checkpoints(self.path / "checkpoints", self.config.train.keep_checkpoints)
-        return self.checkpoints.latest_step or 0
+    def lock(self) -> None:
+        """Take the run's lock for this process's life of the run (process 0 takes it for all); raises
+        RunLockedError if another live process holds it."""
+        if self.leader:
+            self._lock = RunLock(self.path)
+            self._lock.acquire()
 
-    def start(self, fresh_state, start: int):
-        """Begin (or resume) writing: check the config, restore the state at `start` (the given fresh state
-        when 0), drop metrics past it, write config.json. Returns the host state to train from."""
+    def resume(self, fresh_state):
+        """(state, step) to train from: the newest checkpoint that restores, into `fresh_state`'s structure
+        (damaged ones moved aside: `Checkpoints.restore_latest`), or (fresh_state, 0) for a new run. Raises
+        ValueError if the directory holds another config's run, CheckpointsDamagedError if none restores."""
+        self.checkpoints = Checkpoints(self.path / "checkpoints", self.config.train.keep_checkpoints)
+        if not self.checkpoints.all_steps():
+            return fresh_state, 0
+        self.check_same_config()
+        state, step = self.checkpoints.restore_latest(fresh_state, self.path / DAMAGED_DIR)
+        if step:
+            logging.info("resuming from step %d in %s", step, self.path)
+        return state, step
+
+    def begin(self, start: int) -> None:
+        """Begin (or resume) writing at step `start`: drop metrics past it, write config.json."""
         self.path.mkdir(parents=True, exist_ok=True)
-        state = fresh_state
-        if start:
-            self.check_same_config()
-            state = self.checkpoints.restore(fresh_state, start)
-            logging.info("resuming from step %d in %s", start, self.path)
         self.writer = MetricWriter(self.path, enabled=self.leader)
         self.writer.truncate_after(start)
         if self.leader:
             (self.path / FAILED_FILE).unlink(missing_ok=True)
             (self.path / "config.json").write_text(self.config.to_json(indent=2))
-        return state
 
     def save(self, step: int, state) -> None:
         self.checkpoints.save(step, state)
@@ -97,7 +111,10 @@ class RunDir:
     def record_failure(self, step: int, message: str) -> None:
         """Mark the run as stopped by an error; its checkpoints stay as they are (the last is the last good)."""
         if self.leader:
-            (self.path / FAILED_FILE).write_text(json.dumps({"step": step, "error": message}) + "\n")
+            try:
+                (self.path / FAILED_FILE).write_text(json.dumps({"step": step, "error": message}) + "\n")
+            except OSError as err:  # a full disk: the message still reaches the log and the command's output
+                logging.warning("could not write %s (%s)", self.path / FAILED_FILE, err)
 
     def finish(self, record: dict) -> None:
         """Write final.json, once the last checkpoint is on disk."""
@@ -107,8 +124,15 @@ class RunDir:
             (self.path / FINAL_FILE).write_text(json.dumps(record) + "\n")
 
     def close(self) -> None:
-        """Finish the saves in flight and close the files."""
-        if self.writer is not None:
-            self.writer.close()
-        if self.checkpoints is not None:
-            self.checkpoints.close()
+        """Finish the saves in flight, close the files, release the lock."""
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            if self.checkpoints is not None:
+                self.checkpoints.close()
+        except Exception as err:  # a save that failed was reported when it was found; never mask that here
+            logging.warning("closing %s: %s", self.path, err)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -41,6 +40,8 @@ LOCATION_FIELDS = ("dataset.data_dir", "dataset.download_dir")
 def run_values(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     """The run's values as NumPy scalars: int32 for the seed and warmup steps, the default float dtype (float32,
     float64 under `jax.enable_x64`) for the rest."""
+    import jax  # here: the rest of this module is for sweeps, which group runs without loading jax
+
     flat = flatten(config.to_dict())
     floating = jax.dtypes.canonicalize_dtype(np.float64)
     return {
