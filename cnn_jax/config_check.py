@@ -7,6 +7,7 @@ level, instead of ml_collections' AttributeError traceback (CLI) or a failed run
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.util
 import re
@@ -99,8 +100,9 @@ def with_overrides(config, overrides: Sequence[tuple[str, str]]):
             )
     argv = ["config", *(f"--config.{field}={value}" for field, value in overrides)]
     parsed = flags.FlagValues()
-    config_flags.DEFINE_config_dict("config", config.copy_and_resolve_references(), flag_values=parsed, sys_argv=argv)
     try:
+        # A deep copy keeps placeholders (`config_dict.placeholder(int)`): their type is how a None field parses.
+        config_flags.DEFINE_config_dict("config", copy.deepcopy(config), flag_values=parsed, sys_argv=argv)
         parsed(argv)
     except flags.Error as err:
         raise ValueError(str(err)) from None

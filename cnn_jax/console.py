@@ -7,8 +7,11 @@ import os
 
 from absl import logging
 
-# TensorFlow (imported only to prepare image datasets) prints oneDNN and CPU-feature notices from C++.
+# TensorFlow (imported only to prepare image datasets) prints oneDNN and CPU-feature notices from C++. The oneDNN
+# one is printed before TF's log level applies, so its cause goes: oneDNN's custom TF ops, which only change TF's
+# own numerics, and TF computes nothing here but the preparation's decoding.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # Notices that are not the user's concern, as (where the record comes from, the lowest level still shown):
 # orbax logs every checkpoint step; jax says it found no TPU, and that it resets its compilation cache (when

@@ -67,3 +67,8 @@ def final_state(workdir):
 
 def flat(tree) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+# For processes that run at the same time as others: XLA:CPU's collectives among the tests' 8 host devices wait
+# for all 8 device threads, and two such processes on 2 cores can starve a rendezvous past its 40 s abort.
+ONE_DEVICE = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}

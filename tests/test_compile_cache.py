@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import final_state, train_cli
+from helpers import ONE_DEVICE, final_state, train_cli
 from test_train import small_config
 
 from cnn_jax import compile_cache
@@ -21,7 +21,7 @@ PROGRAMS_LINE = re.compile(r"XLA programs compiled or loaded: (\d+), [\d.]+ s: (
 
 def cli(workdir, tfds_dir, cache_dir) -> tuple[list[str], dict]:
     """A 20-step CLI run with $CNN_JAX_CACHE_DIR=cache_dir: its command and environment."""
-    env = {**os.environ, compile_cache.CACHE_DIR_ENV: str(cache_dir)}
+    env = {**os.environ, **ONE_DEVICE, compile_cache.CACHE_DIR_ENV: str(cache_dir)}
     return train_cli(workdir, tfds_dir, "--config.train.num_steps=20"), env
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import train_cli
 
-from cnn_jax.config_check import check_cli, cli_overrides
+from cnn_jax.config_check import check_cli, cli_overrides, load_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "experiments/configs/cnn1d_mnist1d.py"
@@ -72,6 +72,22 @@ def test_overrides_are_found_as_ml_collections_finds_them(tmp_path):
     ):
         check_cli([*argv, "--config.dataset.nme=mnist"])
     check_cli(["train", "--config=missing.py", "--config.anything=1"])  # absl reports the missing file itself
+
+
+def test_overrides_apply_as_the_cli_applies_them_placeholders_included():
+    # A run batch's --run_overrides and a sweep's grouping parse each run's overrides with `with_overrides`: a
+    # placeholder field (None until set, typed by `config_dict.placeholder`) must take a value as --config.FIELD
+    # takes it, and a value of the wrong type must fail as a ValueError naming the flag.
+    config = load_config("experiments/configs/resnet20_fashion_mnist.py")
+    ghost = with_overrides(config, [("model.options.virtual_batch_size", "16"), ("train.batch_size", "32")])
+    assert (ghost.model.options.virtual_batch_size, ghost.train.batch_size) == (16, 32)
+    assert config.model.options.virtual_batch_size is None and config.train.batch_size == 128  # untouched
+    plain = with_overrides(config, [("optimizer.learning_rate", "0.05")])
+    assert plain.model.options.virtual_batch_size is None and plain.optimizer.learning_rate == 0.05
+    with pytest.raises(ValueError, match=r"--config.model.options.virtual_batch_size=x: invalid literal for int"):
+        with_overrides(config, [("model.options.virtual_batch_size", "x")])
+    with pytest.raises(ValueError, match=r"override 'train.batch_sise': .*\ndid you mean 'train.batch_size'\?"):
+        with_overrides(config, [("train.batch_sise", "3")])
 
 
 def test_a_misspelt_field_in_a_flagfile_is_caught_too(tmp_path):

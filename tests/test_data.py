@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import ONE_DEVICE
 
 from cnn_jax.data import (
     DatasetUnavailableError,
@@ -270,3 +271,51 @@ def test_augmentation_depends_on_the_example_key_only():
     np.testing.assert_array_equal(both[1:], alone)
     # a crop with padding p is a zero-filled translation: the shifted content is still there
     assert set(np.asarray(both[0]).ravel()) - {0.0} <= set(np.asarray(x[0]).ravel())
+
+
+NOISE = ("%|", "oneDNN", "Downloading and preparing", "Generating", "Shuffling", "absl::InitializeLog", "libtpu")
+
+
+def _first_run(tmp_path, config: str, *flags) -> list[str]:
+    """The output lines of a training command's first run (a fresh data directory), not on a terminal."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "experiments.train", f"--config={config}", f"--workdir={tmp_path / 'run'}",
+               f"--config.dataset.data_dir={tmp_path / 'data'}", *flags]  # fmt: skip
+    env = {**os.environ, **ONE_DEVICE}  # as a newcomer runs it: this machine's one CPU device, not the tests' 8
+    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return (result.stdout + result.stderr).splitlines()
+
+
+def test_a_first_run_prints_no_library_noise(tmp_path):
+    # MNIST-1D: prepared by TFDS from its generator (the same progress bars and notices as MNIST, in seconds).
+    lines = _first_run(tmp_path, "experiments/configs/cnn1d_mnist1d.py", "--config.train.num_steps=100")
+    assert len(lines) <= 25 and not [line for line in lines if any(n in line for n in NOISE)], lines
+    assert any("preparing mnist1d from its generator" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_the_readme_job_prints_no_library_noise_the_first_time(tmp_path, download_dir):
+    # The README's main job, one epoch, from MNIST's raw files: TFDS's download and extraction progress bars and
+    # TensorFlow's oneDNN notices were 95 of its 117 lines in a log file.
+    lines = _first_run(
+        tmp_path,
+        "experiments/configs/lenet5_mnist.py",
+        f"--config.dataset.download_dir={download_dir}",
+        "--config.train.num_epochs=1",
+    )
+    assert len(lines) <= 25 and not [line for line in lines if any(n in line for n in NOISE)], lines
+
+
+def test_the_analysis_command_prints_only_its_table():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "cnn_jax.analysis", "--model=lenet5", "--input=28,28,1", "--num_classes=10"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("| layer")

@@ -2,6 +2,7 @@
 by syntax, shellcheck and their dry runs (tests/test_slurm.py runs the SLURM ones on a real SLURM), the
 Kubernetes YAML by structure and against the API schemas, the Dockerfile with hadolint."""
 
+import ipaddress
 import os
 import re
 import shlex
@@ -245,7 +246,27 @@ def test_kubernetes_pods_run_unprivileged():
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     for container in pod["containers"]:
-        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+
+
+def test_kubernetes_pods_write_only_to_their_volumes():
+    """A read-only root filesystem: every directory a run writes (run directories, TFDS data, the compilation
+    cache, HOME and user caches, temporary files) is on a mounted volume."""
+    _, job, _ = yaml.safe_load_all((LAUNCH / "k8s" / "job.yaml").read_text())
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert {m["name"] for m in container["volumeMounts"]} == {v["name"] for v in pod["volumes"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    workdir = re.search(r"--workdir=(\S+)", container["command"][-1]).group(1)
+    written = [workdir, "/tmp", *(env[k] for k in ("TFDS_DATA_DIR", "CNN_JAX_CACHE_DIR", "HOME", "XDG_CACHE_HOME"))]
+    for path in written:
+        assert any(Path(path).is_relative_to(m) for m in mounts), f"{path} is not on a mounted volume ({mounts})"
 
 
 def test_kubernetes_coordinator_admits_only_the_jobs_own_pods():
@@ -317,6 +338,53 @@ def test_local_launcher_2x2_matches_one_process_with_4_devices(tfds_dir, tmp_pat
         flat(final_state(tmp_path / "multi")), flat(final_state(tmp_path / "single")), rtol=1e-5, atol=1e-5
     )
     assert "process 1 of 2; 2 local of 4 devices" in (tmp_path / "logs" / "process_1.log").read_text()
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on `port`, from /proc/net/tcp and tcp6."""
+    addresses = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, _, state = line.split()[1:4]
+            host, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(host)
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]  # little-endian 32-bit words
+                address = ipaddress.ip_address(b"".join(words))
+                addresses.add(str(getattr(address, "ipv4_mapped", None) or address))  # ::ffff:127.0.0.1 is IPv4's
+    return addresses
+
+
+def test_a_two_process_launch_listens_on_loopback_only_and_shares_its_run_lock(tfds_dir, tmp_path):
+    # local.sh's coordinator is 127.0.0.1:PORT; JAX would listen on every interface ([::]:PORT) unless told.
+    # Process 0 holds the run's lock for both processes: process 1 trains, and is not refused.
+    command = ["bash", "launch/local.sh", "-n", "2", "-d", "1", "--log_dir", str(tmp_path / "logs"), "--",
+               *train_cli(tmp_path / "run", tfds_dir, "--config.train.num_steps=100")[3:]]  # fmt: skip
+    env = {**os.environ, "PYTHON": sys.executable}
+    launch = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline, addresses = time.monotonic() + 120, set()
+    while not addresses:
+        assert time.monotonic() < deadline and launch.poll() is None, "the coordinator never listened"
+        commands = [c for c in _cmdlines() if f"--workdir={tmp_path / 'run'}" in c and "--coordinator_address" in c]
+        ports = {int(re.search(r"--coordinator_address=127\.0\.0\.1:(\d+)", c).group(1)) for c in commands}
+        addresses = set().union(*map(_listening, ports))
+        time.sleep(0.1)
+    assert addresses == {"127.0.0.1"}, addresses
+    _, stderr = launch.communicate(timeout=300)
+    assert launch.returncode == 0, stderr[-3000:]
+    assert (tmp_path / "run" / "final.json").exists() and not (tmp_path / "run" / ".run.lock").exists()
+    assert "is being trained by" not in (tmp_path / "logs" / "process_1.log").read_text()
+
+
+def _cmdlines() -> list[str]:
+    lines = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                lines.append((proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " "))
+        except OSError:
+            pass
+    return lines
 
 
 def _pids_of(marker: str) -> list[int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import final_state, flat, train_cli
+from helpers import ONE_DEVICE, final_state, flat, train_cli
 from test_train import TIMING, small_config
 
 from cnn_jax.train import Checkpoints, read_metrics, train_and_evaluate
@@ -37,7 +37,8 @@ def test_a_second_process_on_a_run_ends_at_once_naming_the_holder(tfds_dir, tmp_
     # The same long run started twice at once: one trains, the other ends with one line, within 20 s.
     command = train_cli(tmp_path / "run", tfds_dir, "--config.train.num_steps=3000")
     first, second = (
-        subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(2)
+        subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True, env={**os.environ, **ONE_DEVICE})
+        for _ in range(2)
     )  # fmt: skip
     start = time.monotonic()
     loser = None
@@ -113,8 +114,7 @@ def test_two_sweeps_on_one_study_directory_share_the_work(tfds_dir, tmp_path):
         "--set=train.num_steps=400",
         "--set=train.log_every_steps=50",
     ]
-    # One device each: two processes of 8 host devices on 2 cores can starve XLA:CPU's collective rendezvous.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, **ONE_DEVICE}
     start = lambda: subprocess.Popen(  # noqa: E731
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -242,28 +242,3 @@ def test_a_full_filesystem_stops_the_run_with_its_checkpoints_intact(tfds_dir, t
     assert intact and max(intact) < 20, (intact, str(err.value))
     (small_filesystem / "filler").unlink()
     assert train_and_evaluate(config, run) == train_and_evaluate(config, tmp_path / "straight")
-
-
-def test_the_processes_of_a_multi_process_run_share_its_lock(tfds_dir, tmp_path):
-    # Process 0 holds the lock for both processes of the run: process 1 trains, and is not refused.
-    from test_launch import bash
-
-    def launch(name):
-        return bash(
-            "launch/local.sh",
-            "-n",
-            "2",
-            "-d",
-            "1",
-            "--log_dir",
-            tmp_path / name,
-            "--",
-            *train_cli(tmp_path / "run", tfds_dir, "--config.train.num_steps=20")[3:],
-            env={"PYTHON": sys.executable},
-            timeout=300,
-        )
-
-    launched = launch("logs")
-    assert launched.returncode == 0, launched.stderr[-3000:]
-    assert (tmp_path / "run" / "final.json").exists() and not (tmp_path / "run" / LOCK_NAME).exists()
-    assert "is being trained by" not in (tmp_path / "logs" / "process_1.log").read_text()

@@ -10,6 +10,7 @@ import pytest
 
 from cnn_jax.config_tree import flatten
 from cnn_jax.report.published import PARAMETER_COUNTS, RECEPTIVE_FIELDS
+from cnn_jax.sweep import run_batches, sweep_runs
 from experiments import conv_variants, mnist1d_gap, normalization, pooling, receptive_fields, reproduce, shift
 from experiments.study import Study, config, run_and_report
 
@@ -36,7 +37,7 @@ def run_config(point) -> dict:
     return flatten(c.to_dict())
 
 
-def test_grids_are_typed_and_label_their_runs_from_the_configs():
+def test_grids_are_typed_and_label_their_runs_from_the_configs(tmp_path):
     grids = {
         "mnist1d": (conv_variants.mnist1d_points(), conv_variants.mnist1d_label),
         "images": (conv_variants.image_points(), conv_variants.image_label),
@@ -51,6 +52,10 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
         labels = [label(run_config(p)) for p in points]
         assert len({repr(row) for row in labels}) == len(points), name  # one row per grid point
         assert all(Path(p.config.partition(":")[0]).is_absolute() for p in points)  # the same file from anywhere
+        # A sweep parses every run's overrides to group them into run batches: each run in exactly one batch.
+        jobs = sweep_runs(points, (0, 1), tmp_path / name)
+        batches = run_batches(jobs, None)
+        assert sorted(job[2] for batch in batches for job in batch) == sorted(job[2] for job in jobs), name
     assert [p.name for p in normalization.points([32, 128], 16)] == [
         f"{norm}__{batch}" for batch in (32, 128) for norm in ("none", "batch", "ghost16", "lrn")
     ]
@@ -58,6 +63,13 @@ def test_grids_are_typed_and_label_their_runs_from_the_configs():
     assert grid["ghost16__32"]["model.options.virtual_batch_size"] == 16
     assert grid["none__32"]["optimizer.learning_rate"] == 0.025  # linear scaling, 0.1 at batch 128
     assert normalization.label(run_config(normalization.points([32], 16)[2])) == {"norm": "ghost16", "batch": 32}
+    # Seeds share a program; the norms and batch sizes change its structure (ghost16's a placeholder field).
+    batches = run_batches(sweep_runs(normalization.points([32, 128], 16), (0, 1, 2), tmp_path / "n"), None)
+    assert [[job[2].relative_to(tmp_path / "n").as_posix() for job in b] for b in batches] == [
+        [f"{norm}__{batch}/seed{seed}" for seed in (0, 1, 2)]
+        for batch in (32, 128)
+        for norm in ("none", "batch", "ghost16", "lrn")
+    ]
     images = {p.name: dict(p.overrides) for p in conv_variants.image_points(None, ["resnet"], ["fashion_mnist"])}
     assert list(images) == [f"resnet-{v}__fashion_mnist" for v in ("cnn", "tiled2", "tiled4", "local")]
     assert images["resnet-tiled4__fashion_mnist"]["model.conv.tile"] == 4

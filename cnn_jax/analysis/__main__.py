@@ -12,6 +12,7 @@ from absl import app, flags
 from cnn_jax import models
 from cnn_jax.analysis import compare_conv_variants, summarize
 from cnn_jax.compile_cache import enable_compile_cache
+from cnn_jax.console import quiet_libraries
 from cnn_jax.nn import CONV_KINDS, ConvSpec
 
 MODEL = flags.DEFINE_string("model", "resnet20", "model name (cnn_jax.models.names())")
@@ -25,6 +26,7 @@ COMPARE = flags.DEFINE_bool("compare", False, "instead, compare params, MACs and
 
 def main(argv):
     del argv
+    quiet_libraries()
     enable_compile_cache()
     shape = tuple(int(v) for v in INPUT.value)
     if COMPARE.value:

@@ -11,12 +11,16 @@ A prepared split's decoded arrays are kept beside TFDS's files (`DECODED_DIR`) t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import io
 import os
 import socket
+import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -140,11 +144,20 @@ def _prepare(builder, name: str, download_dir: str | None) -> None:
         config = tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False)
     elif urls:
         _check_reachable(name, builder, urls)
+    source = (
+        f"the raw files in {config.manual_dir}" if config.manual_dir else "the network" if urls else "its generator"
+    )
+    logging.info("preparing %s from %s into %s (once: later runs read it)", name, source, builder.data_dir)
+    start = time.perf_counter()
+    # TFDS's progress bars redraw in place on a terminal; in a log file or CI each redraw is a line of its own.
+    tfds.display_progress_bar(sys.stderr.isatty())
     # TFDS names extractions of manual files by file name alone, so mnist and fashion_mnist (same names)
     # would share <data_dir>/downloads/extracted and the second would silently get the first's data.
     with tempfile.TemporaryDirectory(prefix=f"{name}-extract-") as extract_dir:
         config = dataclasses.replace(config, extract_dir=extract_dir)
-        builder.download_and_prepare(download_config=config, file_format="array_record")
+        with contextlib.redirect_stdout(io.StringIO()):  # TFDS's own "Downloading and preparing ..." lines
+            builder.download_and_prepare(download_config=config, file_format="array_record")
+    logging.info("prepared %s in %.0f s", name, time.perf_counter() - start)
 
 
 def _connect(host: str, port: int, timeout_s: float) -> None:

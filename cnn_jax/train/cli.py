@@ -48,6 +48,12 @@ def _define_flags() -> tuple[flags.FlagHolder, ...]:
         ),
         flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() before anything else"),
         flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)"),
+        flags.DEFINE_string(
+            "coordinator_bind_address",
+            None,
+            "where process 0's coordinator listens (default: the coordinator's own address if it is a loopback "
+            "one, else every interface)",
+        ),
         flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)"),
         flags.DEFINE_integer("process_id", None, "this process's index (multi-host)"),
         flags.DEFINE_integer("heartbeat_timeout_s", 100, "multi-host: a process silent this long fails the job"),
@@ -91,7 +97,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """Define the flags and run the command (the entry point of `python -m cnn_jax.train`)."""
-    config, workdirs, overrides, per_program, distributed, coordinator, num_processes, process_id, heartbeat = (
+    (config, workdirs, overrides, per_program, distributed, coordinator, bind, num_processes, process_id, heartbeat) = (
         _define_flags()
     )
 
@@ -112,7 +118,11 @@ def run() -> None:
 
         if distributed.value:
             multihost.initialize(
-                coordinator.value, num_processes.value, process_id.value, heartbeat_timeout_s=heartbeat.value
+                coordinator.value,
+                num_processes.value,
+                process_id.value,
+                heartbeat_timeout_s=heartbeat.value,
+                coordinator_bind_address=bind.value,
             )
         try:
             outcomes = train_runs(runs, runs_per_program=limit)

@@ -382,7 +382,9 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
                 if not any(active):
                     break
                 steps_per_s, _, _ = progress.rates(done)
-                throughput = steps_per_s * config.train.batch_size  # each run's own images/s
+                # The program's images/s, every run of the batch counted: the speed this model trains at here
+                # (a run's own progress is this / runs_in_program).
+                throughput = steps_per_s * config.train.batch_size * count_runs
                 for step in log_steps:
                     records = pending.take(step)
                     for run, record, on in zip(runs, records, active):
@@ -441,7 +443,14 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
                 continue
             try:
                 runs[i].finish(
-                    {"step": total_steps, **final, "params": params, "macs": macs, "images_per_s": throughput}
+                    {
+                        "step": total_steps,
+                        **final,
+                        "params": params,
+                        "macs": macs,
+                        "images_per_s": throughput,
+                        "runs_in_program": count_runs,
+                    }
                 )
             except CheckpointSaveError as err:  # the last checkpoint did not reach the disk: not finished
                 fail(i, total_steps, err)
