@@ -186,18 +186,21 @@ def conv_section(rows):
 
 def table_section(rows):
     """LeNet-5's C3 connection table (16 maps, each reading 3, 4 or 6 of 6 input maps), fwd+bwd at batch 100,
-    three ways: one convolution with the table as a kernel mask (the model's form), one convolution per map
-    on its gathered inputs, and one grouped convolution per fan-in."""
+    four ways: one convolution with the table as a kernel mask, one convolution of the 1,500 connected weights
+    gathered into the kernel (the model's form: `nn.connected_kernel`), one convolution per map on its
+    gathered inputs, and one grouped convolution per fan-in."""
     import jax
     import jax.numpy as jnp
 
     from cnn_jax import ops
-    from cnn_jax.models.lenet import C3_MASK, C3_TABLE
+    from cnn_jax.models.lenet import C3_CONNECTIONS, C3_TABLE
+    from cnn_jax.nn import connected_kernel
 
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (100, 14, 14, 6))
     dense = jax.random.normal(key, (5, 5, 6, 16)) * 0.1
-    mask = jnp.asarray(C3_MASK)
+    mask = jnp.asarray(C3_CONNECTIONS, jnp.float32)
+    connected = dense.reshape(5, 5, -1)[..., C3_CONNECTIONS.ravel()]  # the 1,500 weights LeNet-5 holds
     fan_ins = {k: [j for j, t in enumerate(C3_TABLE) if len(t) == k] for k in sorted({len(t) for t in C3_TABLE})}
 
     def per_map(x, w):
@@ -213,8 +216,13 @@ def table_section(rows):
             outs.append(ops.conv(x[..., inputs], kernel, groups=len(maps)))
         return jnp.concatenate(outs, -1)
 
-    variants = {"masked": lambda x, w: ops.conv(x, w * mask), "per map": per_map, "grouped by fan-in": grouped}
-    ms = {name: median_ms(fwd_bwd(f), x, dense) for name, f in variants.items()}
+    variants = {
+        "masked": (lambda x, w: ops.conv(x, w * mask), dense),
+        "gathered": (lambda x, w: ops.conv(x, connected_kernel(w, C3_CONNECTIONS)), connected),
+        "per map": (per_map, dense),
+        "grouped by fan-in": (grouped, dense),
+    }
+    ms = {name: median_ms(fwd_bwd(f), x, w) for name, (f, w) in variants.items()}
     for name, value in ms.items():
         rows.append(("table", f"LeNet-5 C3, N=100 14x14 6->16 5x5, fwd+bwd, {name}", value, value / ms["masked"]))
 

@@ -61,6 +61,18 @@ def train_cli(workdir, tfds_dir, *flags) -> list[str]:
     ]
 
 
+def sweep_cli(study_dir, *flags) -> list[str]:
+    """experiments.sweep over the MNIST-1D CNN's config into `study_dir`."""
+    return [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        "--config=experiments/configs/cnn1d_mnist1d.py",
+        f"--study_dir={study_dir}",
+        *flags,
+    ]
+
+
 def final_state(workdir):
     return Checkpoints(Path(workdir) / "checkpoints", 3).restore(None)
 

@@ -10,7 +10,7 @@ from cnn_jax import analysis, models
 from cnn_jax import nn as cnn
 from cnn_jax.nn import ConvSpec
 from cnn_jax.report.figures import erf_heatmaps
-from cnn_jax.report.published import CONTEXT_MODULE_FIELD, RECEPTIVE_FIELDS
+from cnn_jax.report.published import CONTEXT_MODULE_FIELD, LENET5_C3, LENET5_TRAINABLE, RECEPTIVE_FIELDS
 
 KEY = jax.random.PRNGKey(0)
 
@@ -107,6 +107,19 @@ def test_summary_rows_and_totals(kind):
     assert analysis.params_and_macs(model, (28, 28, 1)) == (summary.params, summary.macs)  # what final.json records
     assert [(f.size, f.stride) for f in rows["MaxPool_1"].field] == [(16, 4), (16, 4)]
     assert "Total:" in summary.to_markdown()
+
+
+def test_lenet5_classic_is_counted_as_published():
+    """C3's parameters and multiply-adds over its connection table only, and the receptive field after each
+    trainable subsampling: LeCun et al. count C3's 151,600 connections as its 150,000 multiply-adds plus one
+    bias per output value; C5 sees the whole 32x32 field."""
+    summary = analysis.summarize(models.create("lenet5_classic", num_classes=10), (32, 32, 1))
+    rows = {r.path: r for r in summary.rows}
+    params, connections = LENET5_C3
+    assert (rows["C3"].params, rows["C3"].macs + 10 * 10 * 16) == (params, connections)
+    assert summary.params - rows["output"].params == LENET5_TRAINABLE and rows["output"].params == 850
+    fields = {path: [(f.size, f.stride) for f in rows[path].field] for path in ("S2", "C3", "S4", "C5")}
+    assert fields == {"S2": [(6, 2)] * 2, "C3": [(14, 2)] * 2, "S4": [(16, 4)] * 2, "C5": [(32, 4)] * 2}
 
 
 def test_summary_flops_agree_with_xla():

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import train_cli
+from helpers import sweep_cli, train_cli
 
 from cnn_jax.config_check import check_cli, cli_overrides, load_config, with_overrides
 
@@ -133,14 +133,7 @@ def test_a_data_mistake_ends_the_run_with_the_message_alone(tmp_path, flag, mess
 
 def test_a_sweep_with_a_misspelt_field_ends_with_the_message_alone(tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.sweep",
-            "--config=experiments/configs/cnn1d_mnist1d.py",
-            f"--study_dir={tmp_path}",
-            "--grid=train.batch_sise=64,128",
-        ],
+        sweep_cli(tmp_path, "--grid=train.batch_sise=64,128"),
         cwd=REPO,
         capture_output=True,
         text=True,

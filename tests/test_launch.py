@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import final_state, flat, train_cli
+from helpers import final_state, flat, sweep_cli, train_cli
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -143,17 +143,7 @@ def test_tpu_vm_dry_run():
 def _emit_slurm(study_dir, *flags) -> tuple[str, list[str]]:
     """experiments.sweep --emit=slurm over 2 conv kinds x 2 seeds: (what it prints, the lines of jobs.txt)."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.sweep",
-            "--config=experiments/configs/cnn1d_mnist1d.py",
-            f"--study_dir={study_dir}",
-            "--grid=model.conv.kind=standard,local",
-            "--seeds=0,1",
-            "--emit=slurm",
-            *flags,
-        ],
+        sweep_cli(study_dir, "--grid=model.conv.kind=standard,local", "--seeds=0,1", "--emit=slurm", *flags),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -193,15 +183,7 @@ def test_sweep_emits_a_slurm_array_task_per_run(tmp_path):
 @pytest.mark.parametrize("value", ["0", "-2", "three"])
 def test_a_bad_runs_per_program_is_refused(tmp_path, value):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.sweep",
-            "--config=experiments/configs/cnn1d_mnist1d.py",
-            f"--study_dir={tmp_path}",
-            f"--runs_per_program={value}",
-            "--emit=slurm",
-        ],
+        sweep_cli(tmp_path, f"--runs_per_program={value}", "--emit=slurm"),
         cwd=REPO,
         capture_output=True,
         text=True,

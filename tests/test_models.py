@@ -44,8 +44,7 @@ def test_googlenet_matches_torchvision():
 
 def test_lenet5_classic_has_60000_parameters_layer_by_layer():
     counts = param_counts("lenet5_classic", (1, 32, 32, 1), 10)
-    c3 = counts["C3"] - 900  # the 6x16 kernel's 900 weights the connection table masks (never trained)
-    assert (counts["C1"], counts["S2"], c3, counts["S4"], counts["C5"], counts["F6"]) == (
+    assert (counts["C1"], counts["S2"], counts["C3"], counts["S4"], counts["C5"], counts["F6"]) == (
         156,
         12,
         1_516,
@@ -53,7 +52,7 @@ def test_lenet5_classic_has_60000_parameters_layer_by_layer():
         48_120,
         10_164,
     )
-    assert sum(counts.values()) - 900 - counts["output"] == LENET5_TRAINABLE
+    assert sum(counts.values()) - counts["output"] == LENET5_TRAINABLE and counts["output"] == 84 * 10 + 10
 
 
 def test_mnist1d_baselines_match_the_reference_sizes():
@@ -222,7 +221,9 @@ def test_batchnorm_epsilon_and_momentum_are_the_references():
 
 
 def test_lenet5_classic_c3_follows_the_connection_table():
-    """C3 runs as one convolution with a masked kernel; each map must read exactly its table's S2 maps."""
+    """C3 holds 5x5 weights for each of the table's 60 (input map, output map) pairs, in row-major order over
+    the 6x16 table; each output map must read exactly its table's S2 maps with its own weights, and every
+    weight must get a gradient."""
     from cnn_jax import ops
     from cnn_jax.models.lenet import C3_TABLE, squash
 
@@ -231,15 +232,15 @@ def test_lenet5_classic_c3_follows_the_connection_table():
     variables = model.init(KEY, x)
     seen = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])[1]["intermediates"]
     s2, got = squash(seen["S2"]["__call__"][0]), seen["C3"]["__call__"][0]
-    kernel, bias = variables["params"]["C3"]["kernel"], variables["params"]["C3"]["bias"]
+    weights, bias = variables["params"]["C3"]["kernel"], variables["params"]["C3"]["bias"]
+    assert weights.shape == (5, 5, 60)  # 60 connected (input, output) map pairs: 1,500 weights
+    order = sorted((i, j) for j, inputs in enumerate(C3_TABLE) for i in inputs)  # (input map, output map)
     for j, inputs in enumerate(C3_TABLE):
-        expected = ops.conv(s2[..., list(inputs)], kernel[:, :, list(inputs), j : j + 1]) + bias[j]
+        kernel = jnp.stack([weights[:, :, order.index((i, j))] for i in inputs], -1)[..., None]
+        expected = ops.conv(s2[..., list(inputs)], kernel) + bias[j]
         np.testing.assert_allclose(got[..., j : j + 1], expected, rtol=1e-5, atol=1e-5)
     grads = jax.grad(lambda p: model.apply({"params": p}, x).sum())(variables["params"])["C3"]["kernel"]
-    unconnected = np.ones((6, 16), bool)
-    for j, inputs in enumerate(C3_TABLE):
-        unconnected[list(inputs), j] = False
-    assert not np.any(grads[:, :, unconnected]) and np.all(np.any(grads[:, :, ~unconnected], axis=0))
+    assert np.all(np.any(grads != 0, axis=(0, 1)))
 
 
 def test_residual_mlp_is_the_mnist1d_reference_form():

@@ -154,6 +154,38 @@ def test_modules_take_any_number_of_batch_axes(rng, module):
     close(module.apply(variables, x[0, 0]), np.asarray(flat[0]), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("make", "axes"),  # the kernel's last two axes: (C_in, C_out), or (C_out, C_in) for ConvTranspose
+    [
+        (lambda **table: cnn.Conv(4, (3, 2), padding="VALID", **table), (3, 4)),
+        (lambda **table: cnn.TiledConv(4, (3, 2), tile=2, **table), (3, 4)),
+        (lambda **table: cnn.LocalConv(4, (3, 2), **table), (3, 4)),
+        (lambda **table: cnn.ConvTranspose(4, (3, 2), strides=2, **table), (4, 3)),
+    ],
+    ids=["conv", "tiled", "local", "transpose"],
+)
+def test_a_connection_table_holds_only_the_connected_weights(rng, make, axes):
+    """`connections` computes the layer masked by the same table (`mask`) from the same initial weights and
+    gives the connected weights the masked kernel's gradients, while holding only those weights."""
+    x = jnp.asarray(rng.normal(size=(2, 6, 5, 3)), jnp.float32)
+    table = rng.random(axes) < 0.5
+    table[0, 0] = True
+    sparse, masked = make(connections=table), make(mask=jnp.asarray(table, jnp.float32))
+    p_sparse, p_masked = sparse.init(KEY, x)["params"], masked.init(KEY, x)["params"]
+    full = p_masked["kernel"]
+    assert p_sparse["kernel"].shape == (*full.shape[:-2], table.sum())
+    close(cnn.connected_kernel(p_sparse["kernel"], table), np.asarray(full * table), rtol=0, atol=0)
+    loss = lambda module: lambda p: jnp.sum(jnp.sin(module.apply({"params": p}, x)))  # noqa: E731
+    close(sparse.apply({"params": p_sparse}, x), np.asarray(masked.apply({"params": p_masked}, x)))
+    g_sparse, g_masked = jax.grad(loss(sparse))(p_sparse), jax.grad(loss(masked))(p_masked)
+    close(g_sparse["kernel"], np.asarray(g_masked["kernel"]).reshape(*full.shape[:-2], -1)[..., table.ravel()])
+    close(g_sparse["bias"], np.asarray(g_masked["bias"]))
+    with pytest.raises(ValueError, match=rf"connections has shape \({axes[1]}, {axes[0]}\) and dtype bool; it must"):
+        make(connections=table.T).init(KEY, x)
+    with pytest.raises(ValueError, match=r"connections has shape .* and dtype int64; it must be a bool table"):
+        make(connections=table.astype(int)).init(KEY, x)
+
+
 def test_conv_mask_and_input_dilation(rng):
     x = jnp.asarray(rng.normal(size=(2, 5, 5, 3)), jnp.float32)
     mask = jnp.asarray(rng.integers(0, 2, size=(3, 3, 3, 4)), jnp.float32)

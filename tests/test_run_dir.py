@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ONE_DEVICE, final_state, flat, train_cli
+from helpers import ONE_DEVICE, final_state, flat, sweep_cli, train_cli
 from test_train import TIMING, small_config
 
 from cnn_jax.train import Checkpoints, read_metrics, train_and_evaluate
@@ -100,12 +100,8 @@ def test_held_by_probes_without_taking_the_lock(tmp_path):
 
 
 def test_two_sweeps_on_one_study_directory_share_the_work(tfds_dir, tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "experiments.sweep",
-        "--config=experiments/configs/cnn1d_mnist1d.py",
-        f"--study_dir={tmp_path}",
+    command = sweep_cli(
+        tmp_path,
         "--grid=model.options.channels=4,6,8,10",
         "--seeds=0",
         "--runs_per_program=1",
@@ -113,7 +109,7 @@ def test_two_sweeps_on_one_study_directory_share_the_work(tfds_dir, tmp_path):
         "--set=train.batch_size=80",
         "--set=train.num_steps=400",
         "--set=train.log_every_steps=50",
-    ]
+    )
     env = {**os.environ, **ONE_DEVICE}
     start = lambda: subprocess.Popen(  # noqa: E731
         command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import final_state, flat, train_cli
+from helpers import final_state, flat, sweep_cli, train_cli
 
 pytestmark = pytest.mark.slow
 
@@ -258,12 +258,8 @@ def test_two_task_job_preempted_requeues_and_ends_where_an_uninterrupted_one_end
 
 def test_sweep_array_runs_as_printed_and_a_preempted_task_resumes(slurm, tfds_dir, tmp_path):
     study = tmp_path / "study"
-    emit = [
-        sys.executable,
-        "-m",
-        "experiments.sweep",
-        "--config=experiments/configs/cnn1d_mnist1d.py",
-        f"--study_dir={study}",
+    emit = sweep_cli(
+        study,
         "--grid=model.conv.kind=standard,local",
         "--seeds=0",
         f"--set=dataset.data_dir={tfds_dir}",
@@ -273,7 +269,7 @@ def test_sweep_array_runs_as_printed_and_a_preempted_task_resumes(slurm, tfds_di
         "--set=train.log_every_steps=10",
         "--set=train.checkpoint_every_steps=50",
         "--set=train.num_steps=500",
-    ]
+    )
     printed = slurm.run(*emit, "--emit=slurm").stdout.strip()
     assert printed == f"sbatch --array=0-1 launch/slurm_array.sbatch {study}/jobs.txt"
     slurm.env["SBATCH_OUTPUT"] = f"{tmp_path}/array-%a.out"  # instead of slurm-*.out in the checkout

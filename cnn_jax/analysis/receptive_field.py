@@ -2,7 +2,9 @@
 
 The model's forward pass (eval mode) is traced to a jaxpr, and the receptive field of every
 array with the input's spatial layout is propagated through it (Araujo et al., Distill 2019):
-convolutions, windowed reductions (pooling), pads and strided slices are layers; element-wise
+convolutions, windowed reductions (pooling, and window sums written as a reshape that splits each
+spatial axis into (windows, window) followed by a sum over the window axes), pads and strided slices
+are layers; element-wise
 operations, normalisation and channel concatenation take the union of their inputs' fields
 (residual and Inception branches). The answer is the field of the last spatial map before
 the spatial layout ends (global pooling, flattening), or of the output for dense prediction.
@@ -82,6 +84,8 @@ class _Tracer:
         self.ndim = ndim
         self.last_spatial: Field | None = None  # the field of the last spatial map consumed by a non-spatial op
         self.by_module: dict[str, Field] = {}  # module path -> field of the last spatial array it produced
+        # A spatial array reshaped to (N, o_1, k_1, ..., o_n, k_n, C): its field and the windows (k_1, ..., k_n).
+        self.split: dict[core.Var, tuple[Field, tuple[int, ...]]] = {}
 
     def walk(self, jaxpr, env) -> list:
         read = lambda v: None if isinstance(v, core.Literal) else env.get(v)
@@ -94,6 +98,14 @@ class _Tracer:
         return [read(v) for v in jaxpr.outvars]
 
     def rule(self, eqn, fields: list) -> list:
+        if eqn.primitive.name == "reduce_sum" and eqn.invars[0] in self.split:
+            field, windows = self.split[eqn.invars[0]]
+            if tuple(eqn.params["axes"]) == tuple(range(2, 2 * self.ndim + 1, 2)):
+                return [_layer(field, windows, windows, [0] * self.ndim, [1] * self.ndim)]
+        if eqn.primitive.name == "reshape" and fields[0] is not None:
+            windows = self._windows(eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape)
+            if windows:
+                self.split[eqn.outvars[0]] = (fields[0], windows)
         tracked = [(v, f) for v, f in zip(eqn.invars, fields) if f is not None]
         if not tracked:
             return [None] * len(eqn.outvars)
@@ -143,6 +155,17 @@ class _Tracer:
             return [_union([f for _, f in tracked])] * len(eqn.outvars)
         self.last_spatial = _union([f for _, f in tracked])
         return [None] * len(eqn.outvars)
+
+    def _windows(self, before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, ...] | None:
+        """k_1..k_n if a reshape takes (N, s_1, ..., s_n, C) to (N, s_1/k_1, k_1, ..., s_n/k_n, k_n, C)."""
+        if len(before) != self.ndim + 2 or len(after) != 2 * self.ndim + 2:
+            return None
+        if (before[0], before[-1]) != (after[0], after[-1]):
+            return None
+        pairs = [after[1 + 2 * i : 3 + 2 * i] for i in range(self.ndim)]
+        if any(o * k != s for (o, k), s in zip(pairs, before[1:-1])):
+            return None
+        return tuple(k for _, k in pairs)
 
 
 def _sub_jaxpr(eqn):

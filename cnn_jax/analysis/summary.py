@@ -141,7 +141,9 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> Summary:
 
 def _macs(module, kernel, in_shape, out_shape) -> int:
     """Multiply-adds per example: every output value of a convolution-like layer is one dot product over its
-    kernel window (ops.conv_macs), whether its kernel is shared, tiled or one per position."""
+    kernel window (ops.conv_macs), whether its kernel is shared, tiled or one per position; under a connection
+    table, over its connected channel pairs only (LeCun et al. count LeNet-5's C3 so, as 150,000 multiply-adds,
+    plus one addition per output value for the bias: their 151,600 connections)."""
     if kernel is None:
         return 0
     if isinstance(module, nn.Dense):
@@ -149,6 +151,8 @@ def _macs(module, kernel, in_shape, out_shape) -> int:
     ndim = len(out_shape) - 2
     # A transposed convolution does one kernel's worth per input position (scattered), the others per output.
     positions = in_shape[1:-1] if isinstance(module, cnn.ConvTranspose) else out_shape[1:-1]
+    if module.connections is not None:  # kernel (*lead, *window, connected pairs)
+        return ops.conv_macs(positions, kernel.shape[-1 - ndim : -1], 1, kernel.shape[-1])
     return ops.conv_macs(positions, kernel.shape[-2 - ndim : -2], kernel.shape[-2], kernel.shape[-1])
 
 

@@ -1,6 +1,15 @@
 """Flax linen modules: thin wrappers that create parameters and call cnn_jax.ops."""
 
-from cnn_jax.nn.conv import CONV_KINDS, CONV_PADDING_MODES, Conv, ConvSpec, ConvTranspose, LocalConv, TiledConv
+from cnn_jax.nn.conv import (
+    CONV_KINDS,
+    CONV_PADDING_MODES,
+    Conv,
+    ConvSpec,
+    ConvTranspose,
+    LocalConv,
+    TiledConv,
+    connected_kernel,
+)
 from cnn_jax.nn.norm import BatchNorm, LocalResponseNorm
 from cnn_jax.nn.pool import (
     AdaptiveAvgPool,
@@ -20,6 +29,7 @@ __all__ = [
     "TiledConv",
     "LocalConv",
     "ConvSpec",
+    "connected_kernel",
     "CONV_KINDS",
     "CONV_PADDING_MODES",
     "BatchNorm",

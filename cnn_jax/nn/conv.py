@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.dtypes import promote_dtype
 
 from cnn_jax import ops
@@ -69,7 +70,12 @@ class _ConvBase(nn.Module):
     with an int, the rank gives the spatial axes (one batch axis; rank 2 is an unbatched 1-D input).
     `mask` multiplies the kernel: the kernel's shape in this layer's layout (flax's rule), or any shape that
     broadcasts to it from the trailing axes, e.g. (C_in, C_out) for a connection table that holds for every
-    kernel position, tile phase or output position."""
+    kernel position, tile phase or output position. The masked weights stay parameters (zero gradient).
+    `connections` is such a table, boolean, of the kernel's last two axes' shape ((C_in / groups, C_out) for
+    the forward convolutions), held sparsely: the "kernel" parameter holds only the connected weights,
+    (*leading kernel axes, connections.sum()) in the table's row-major order (`connected_kernel`), and the
+    layer gathers them into the full kernel, zeros elsewhere, for one dense convolution. They start as the
+    full kernel's initializer would start them."""
 
     features: int
     kernel_size: IntOrSeq
@@ -79,6 +85,7 @@ class _ConvBase(nn.Module):
     feature_group_count: int = 1
     use_bias: bool = True
     mask: jax.Array | None = None
+    connections: np.ndarray | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
     precision: Any = None
@@ -98,13 +105,39 @@ class _ConvBase(nn.Module):
         return channels // self.feature_group_count
 
     def _kernel(self, shape: tuple[int, ...], default_init: Initializer) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init or default_init, shape, self.param_dtype)
+        init = self.kernel_init or default_init
+        if self.connections is None:
+            kernel = self.param("kernel", init, shape, self.param_dtype)
+        else:
+            table = np.asarray(self.connections)
+            if table.dtype != bool or table.shape != shape[-2:]:
+                raise ValueError(
+                    f"connections has shape {table.shape} and dtype {table.dtype}; it must be a bool table of the "
+                    f"kernel's last two axes, shape {shape[-2:]}"
+                )
+
+            def connected_init(key: jax.Array, dtype: Any) -> jax.Array:
+                # The connected entries of a full kernel drawn as the dense layer draws it (same scale).
+                return init(key, shape, dtype).reshape(*shape[:-2], -1)[..., table.ravel()]
+
+            kernel = connected_kernel(self.param("kernel", connected_init, self.param_dtype), table)
         if self.mask is None:
             return kernel
         mask_shape = tuple(self.mask.shape)
         if len(mask_shape) > len(shape) or any(m not in (1, k) for m, k in zip(mask_shape[::-1], shape[::-1])):
             raise ValueError(f"mask has shape {mask_shape}; it must have the kernel's shape {shape} or broadcast to it")
         return kernel * self.mask
+
+
+def connected_kernel(weights: jax.Array, connections: np.ndarray) -> jax.Array:
+    """The full kernel (*lead, *connections.shape) of the connected weights (*lead, connections.sum()), listed
+    in the bool table's row-major order, with zeros where `connections` is False: one gather, so the gradient
+    reaches exactly the connected weights."""
+    table = np.asarray(connections, bool)
+    index = np.full(table.size, table.sum())  # an unconnected entry reads the appended zero
+    index[table.ravel()] = np.arange(table.sum())
+    padded = jnp.concatenate([weights, jnp.zeros((*weights.shape[:-1], 1), weights.dtype)], -1)
+    return padded[..., index].reshape(*weights.shape[:-1], *table.shape)
 
 
 class _ForwardConv(_ConvBase):

@@ -78,6 +78,9 @@ PARAMETER_COUNTS = {
 
 LENET5_TRAINABLE = 60_000
 """LeCun et al. 1998: LeNet-5's trainable parameters, output (RBF) layer excluded ("lecun1998")."""
+LENET5_C3 = (1_516, 151_600)
+"""LeCun et al. 1998: C3's trainable parameters and connections (its table's weights and biases, times its
+10x10 outputs) ("lecun1998")."""
 
 RECEPTIVE_FIELDS = {"alexnet": 195, "vgg16": 212, "resnet50": 427}
 """Araujo et al. 2019: the receptive field (pixels) of the last spatial map at 224x224 ("araujo2019")."""

@@ -3,7 +3,8 @@
     python -m experiments.train --config=experiments/configs/lenet5_mnist.py --workdir=runs/lenet5_mnist \
         --config.dataset.download_dir=../shared/datasets
 
-Expected: 99.19% test accuracy after 10 epochs, about 75 s on 2 CPU cores (measured; docs/results.md).
+Expected: 99.16% test accuracy after 10 epochs; 156 s on 2 CPU cores the first time, 120 s once MNIST is
+prepared and the programs cached (measured; docs/performance.md).
 Swap the convolution with --config.model.conv.kind=tiled --config.model.conv.tile=2 (or kind=local).
 """
 
