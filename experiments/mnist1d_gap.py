@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnn_jax.report import SOURCES, load_runs
+from cnn_jax.report import SOURCES, load_runs, provenance_note
 from cnn_jax.report.runs import load_run
-from cnn_jax.report.tables import aggregate, format_mean_std, latex_table, markdown_table, mean_std
+from cnn_jax.report.stats import mean_std
+from cnn_jax.report.tables import aggregate, format_mean_std, latex_table, markdown_table
 from cnn_jax.sweep import Point
 from experiments.study import Study, config, run_cli
 
@@ -45,8 +46,8 @@ def label(config: dict) -> dict:
     return {"model": f"mlp {width}" + (", residual" if config.get("model.options.residual") else "")}
 
 
-def table(study_dir: Path, seed: int) -> tuple[str, str]:
-    """Rows in the order of POINTS (read off the configs of their `seed` runs)."""
+def table(study_dir: Path, seed: int, command: str | None = None) -> tuple[str, str]:
+    """Rows in the order of POINTS (read off the configs of their `seed` runs); `command` regenerates it."""
     runs = [run for run in load_runs(study_dir) if run.final is not None]
     runs_of_points = [study_dir / p.name / f"seed{seed}" for p in POINTS]
     grid = [label(load_run(path).config) for path in runs_of_points if path.exists()]
@@ -67,13 +68,17 @@ def table(study_dir: Path, seed: int) -> tuple[str, str]:
         )
     title = "MNIST-1D: our CNN and MLP variants, final and best test accuracy"
     notes = [SOURCES[s] for s in sources]
-    return markdown_table(header, cells, notes, title=title), latex_table(header, cells, notes, caption=title)
+    provenance = provenance_note(runs, command, str(study_dir / "results.md"))
+    return (
+        markdown_table(header, cells, notes, title=title, provenance=provenance),
+        latex_table(header, cells, notes, caption=title, provenance=provenance),
+    )
 
 
 def define_flags():
     def main(study: Study) -> None:
         study.run(POINTS)
-        markdown, latex = table(study.study_dir, study.seeds[0])
+        markdown, latex = table(study.study_dir, study.seeds[0], study.command)
         (study.study_dir / "results.md").write_text(markdown)
         (study.study_dir / "results.tex").write_text(latex)
         print(markdown)

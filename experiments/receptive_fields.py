@@ -27,12 +27,12 @@ from absl import flags
 from cnn_jax.report import SOURCES, load_runs, write_report
 from cnn_jax.report.figures import erf_growth, erf_heatmaps
 from cnn_jax.report.published import ERF_GROWTH_EXPONENT
+from cnn_jax.report.stats import confidence_interval
 from cnn_jax.report.tables import (
     Comparison,
     aggregate,
     comparison_latex,
     comparison_markdown,
-    confidence_interval,
     format_mean_std,
     latex_table,
     markdown_table,
@@ -233,7 +233,9 @@ def define_flags():
         if part.value == "all":
             accuracy_dir = study_dir / "accuracy"
             study.run(accuracy_points(), accuracy_dir)
-            write_report(accuracy_dir, lambda run: label(run.config), title="Dilation schedules, trained")
+            write_report(
+                accuracy_dir, lambda run: label(run.config), "Dilation schedules, trained", command=study.command
+            )
         depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in depths.value], settings)
         schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir, settings)
         markdown = depth_md + "\n" + schedule_md

@@ -11,12 +11,11 @@ with the study report's verdict rule. The published values are cnn_jax/report/pu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from absl import flags
 
 from cnn_jax.report import SOURCES, load_runs, write_comparison
 from cnn_jax.report.published import PARAMETER_COUNTS, RECEPTIVE_FIELDS
+from cnn_jax.report.runs import Run
 from cnn_jax.report.tables import Comparison, aggregate, format_mean_std, verdict
 from cnn_jax.sweep import Point
 from experiments.study import Study, config, run_cli
@@ -78,7 +77,7 @@ def label(config: dict) -> dict:
     return {"run": f"{model} on {data}"}
 
 
-def trained_rows(study_dir: Path) -> list[Comparison]:
+def trained_rows(runs: list[Run]) -> list[Comparison]:
     return [
         Comparison(
             f"{row.label['run']} test accuracy (%), {row.n} seed{'s' if row.n > 1 else ''}",
@@ -87,7 +86,7 @@ def trained_rows(study_dir: Path) -> list[Comparison]:
             SOURCES[row.source],
             row.verdict,
         )
-        for row in aggregate(load_runs(study_dir), lambda run: label(run.config))
+        for row in aggregate(runs, lambda run: label(run.config))
         if row.published is not None
     ]
 
@@ -96,11 +95,12 @@ def define_flags():
     part = flags.DEFINE_enum("part", "all", ["all", "analytic"], "analytic rows only, or everything")
 
     def main(study: Study) -> None:
-        rows = analytic_rows()
+        rows, runs = analytic_rows(), []
         if part.value == "all":
             study.run(trained_points())
-            rows += trained_rows(study.study_dir)
-        print(write_comparison(study.study_dir, rows, "Ours vs published"))
+            runs = [run for run in load_runs(study.study_dir) if run.final is not None]
+            rows += trained_rows(runs)
+        print(write_comparison(study.study_dir, rows, "Ours vs published", runs=runs, command=study.command))
         print(f"wrote {study.study_dir}/results.md and results.tex")
 
     return main

@@ -32,9 +32,10 @@ import numpy as np
 from absl import flags
 
 from cnn_jax.analysis import predictions_at_shifts, shift_robustness
-from cnn_jax.report import figures
+from cnn_jax.report import figures, provenance_note
 from cnn_jax.report.runs import load_runs
-from cnn_jax.report.tables import format_mean_std, latex_table, markdown_table, mean_std
+from cnn_jax.report.stats import mean_std
+from cnn_jax.report.tables import format_mean_std, latex_table, markdown_table
 from cnn_jax.sweep import Point
 from experiments.study import Study, check_choices, config, run_and_report, run_cli
 
@@ -116,15 +117,15 @@ def _cells(results: list[dict[str, float]]) -> list[str]:
     return [*(format_mean_std(*mean_std([100 * r[k] for r in results])) for k in keys), str(len(results))]
 
 
-def report(study_dir: Path, title: str) -> str:
+def report(study_dir: Path, title: str, command: str | None = None) -> str:
     """From the finished runs, per kind of shift (zero-filled, then wrapped around): a table of accuracy at
     TABLE_SHIFTS and consistency, mean ± std over seeds (results_shift.md/.tex, results_shift_circular.md/.tex),
     and a figure of accuracy at every shift (accuracy_by_shift.png, accuracy_by_circular_shift.png). Returns
-    the Markdown of both tables."""
+    the Markdown of both tables; `command` regenerates them."""
     groups: dict[tuple, list[dict]] = {}
-    for run in load_runs(study_dir):
-        if run.final is not None:
-            groups.setdefault(tuple(label(run.config).values()), []).append(analyse_run(run.path))
+    finished = [run for run in load_runs(study_dir) if run.final is not None]
+    for run in finished:
+        groups.setdefault(tuple(label(run.config).values()), []).append(analyse_run(run.path))
     groups = dict(sorted(groups.items(), key=lambda item: _grid_order(*item[0])))
     header = ["model", "variant", "data", *(f"{s} px (%)" for s in TABLE_SHIFTS), "consistency (%)", "seeds"]
     align = "lll" + "r" * (len(header) - 3)
@@ -132,9 +133,11 @@ def report(study_dir: Path, title: str) -> str:
     for suffix, kind, pick in SHIFT_KINDS:
         rows = [[*key, *_cells([pick(r) for r in runs])] for key, runs in groups.items()]
         caption = f"{title}; test images shifted right, {kind}"
-        markdown.append(markdown_table(header, rows, [], align, title=caption))
+        provenance = provenance_note(finished, command, str(study_dir / f"results_shift{suffix}.md"))
+        markdown.append(markdown_table(header, rows, [], align, title=caption, provenance=provenance))
         (study_dir / f"results_shift{suffix}.md").write_text(markdown[-1])
-        (study_dir / f"results_shift{suffix}.tex").write_text(latex_table(header, rows, [], align, caption=caption))
+        latex = latex_table(header, rows, [], align, caption=caption, provenance=provenance)
+        (study_dir / f"results_shift{suffix}.tex").write_text(latex)
         curves = {
             " ".join(key): np.array([[pick(r)[f"accuracy@shift={s}"] for s in SHIFTS] for r in runs])
             for key, runs in groups.items()
@@ -152,7 +155,7 @@ def define_flags():
     def main(study: Study) -> None:
         title = "Accuracy under shifts: published, anti-aliased and circularly padded"
         run_and_report(study, points(models.value, datasets.value, variants.value), label, title)
-        print(report(study.study_dir, title))
+        print(report(study.study_dir, title, study.command))
         print(f"wrote {study.study_dir}/results_shift[_circular].md/.tex, accuracy_by[_circular]_shift.png")
 
     return main

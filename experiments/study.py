@@ -9,6 +9,7 @@ any directory.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,14 +32,16 @@ def config(name: str, arg: str = "") -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Study:
-    """The common settings of a study command: where its runs go, seeds, processes at once, and the
-    overrides (`--set`, `--download_dir`) every run gets."""
+    """The common settings of a study command: where its runs go, seeds, processes at once, the overrides
+    (`--set`, `--download_dir`) every run gets, and the command line that ran it (finished runs are not run
+    again, so it also regenerates the study's tables, whose provenance line names it)."""
 
     study_dir: Path
     seeds: tuple[int, ...] = (0, 1, 2)
     parallel: int = 1
     fixed: tuple[tuple[str, object], ...] = ()
     runs_per_program: int | None = None  # None: as many as the devices' memory holds
+    command: str | None = None  # None: not known (a study run from Python)
 
     def run(self, points: Sequence[Point], study_dir: str | Path | None = None) -> None:
         """Run every point once per seed (finished runs are skipped) into `study_dir` (default: its own)."""
@@ -57,6 +60,13 @@ def check_choices(flag: str, values: Sequence[str], valid: Sequence[str]) -> Non
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ValueError(f"--{flag}: unknown {unknown}; valid values are {', '.join(valid)}")
+
+
+def _command_line() -> str:
+    """This process's command line as typed: `python -m MODULE FLAGS` for a module run with -m."""
+    spec = sys.modules["__main__"].__spec__
+    program = ["python", "-m", spec.name] if spec is not None else ["python", sys.argv[0]]
+    return shlex.join([*program, *sys.argv[1:]])
 
 
 def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]]) -> None:
@@ -83,7 +93,7 @@ def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]])
         fixed = parse_overrides(overrides) + ((("dataset.download_dir", download_dir),) if download_dir else ())
         try:
             limit = runs_per_program(per_program)
-            main(Study(Path(directory), tuple(int(s) for s in seeds), parallel, fixed, limit))
+            main(Study(Path(directory), tuple(int(s) for s in seeds), parallel, fixed, limit, _command_line()))
         except ValueError as err:  # a bad grid value or override: the message alone
             sys.exit(f"error: {err}")
 
@@ -91,11 +101,17 @@ def run_cli(study_dir: str, define_flags: Callable[[], Callable[[Study], None]])
 
 
 def run_and_report(
-    study: Study, points: Sequence[Point], label: Callable[[dict], dict], title: str, study_dir: Path | None = None
+    study: Study,
+    points: Sequence[Point],
+    label: Callable[[dict], dict],
+    title: str,
+    study_dir: Path | None = None,
+    baseline: dict | None = None,
 ) -> str:
     """Run the points, then write results.md/.tex/learning_curves.png with one row per configuration,
-    labelled by `label` (a run's flattened config -> {column: value}), in grid order; print and return the
-    Markdown. Runs already in the study directory from other grids are reported too, after these."""
+    labelled by `label` (a run's flattened config -> {column: value}), in grid order, with differences from
+    the `baseline` row where one is named (`write_report`); print and return the Markdown. Runs already in
+    the study directory from other grids are reported too, after these."""
     study_dir = study_dir or study.study_dir
     study.run(points, study_dir)
     grid = [label(load_run(study_dir / p.name / f"seed{study.seeds[0]}").config) for p in points]
@@ -103,7 +119,9 @@ def run_and_report(
     def order(row) -> tuple:
         return (grid.index(row.label) if row.label in grid else len(grid), repr(row.label))
 
-    markdown = write_report(study_dir, lambda run: label(run.config), title=title, order=order)
+    markdown = write_report(
+        study_dir, lambda run: label(run.config), title, order, baseline=baseline, command=study.command
+    )
     print(markdown)
     print(f"wrote {study_dir}/results.md, results.tex and learning_curves.png")
     return markdown

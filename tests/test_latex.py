@@ -51,7 +51,22 @@ def test_generated_tables_compile(path, tmp_path):
     compile_table(path.read_text(), tmp_path)
 
 
+def test_the_provenance_line_sets_commands_in_typewriter_type():
+    table = latex_table(["a"], [["1"]], provenance=f"Provenance: 2 runs; regenerate: `{SPECIAL}`.")
+    assert (
+        table.splitlines()[-2]
+        == r"\\[2pt]{\footnotesize Provenance: 2 runs; regenerate: \texttt{" + tex_escape(SPECIAL) + "}.}"
+    )
+
+
 @needs_pdflatex
 def test_special_characters_compile(tmp_path):
-    table = latex_table(["quantity", SPECIAL], [[SPECIAL, "1.00 ± 0.10[^1]"]], [SPECIAL], caption=SPECIAL)
+    provenance = f"Provenance: 3 runs; commit 119ce70+dirty; regenerate: `python -m x {SPECIAL}`."
+    table = latex_table(
+        ["quantity", SPECIAL],
+        [[SPECIAL, "1.00 ± 0.10[^1]"], ["vs baseline", "-5.50 [-8.79, -2.21] *"]],
+        [SPECIAL],
+        caption=SPECIAL,
+        provenance=provenance,
+    )
     compile_table(table, tmp_path)

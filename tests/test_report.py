@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from cnn_jax.report import aggregate, load_runs, mean_std, to_latex, to_markdown, varying_fields, write_report
+from cnn_jax.report.tables import tex_escape
 from cnn_jax.sweep import Point, grid_points, run_sweep
 
 
-def fake_run(path: Path, config: dict, accuracy: float | None, params: int = 100):
+def fake_run(path: Path, config: dict, accuracy: float | None, params: int = 100, provenance: dict | None = None):
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps(config))
+    if provenance is not None:
+        (path / "provenance.json").write_text(json.dumps(provenance))
     (path / "metrics.jsonl").write_text(json.dumps({"step": 10, "test/accuracy": accuracy or 0.0}) + "\n")
     if accuracy is not None:
         (path / "final.json").write_text(
@@ -83,7 +86,9 @@ def test_markdown_and_latex_tables(study):
 def test_write_report_files(study):
     markdown = write_report(study)
     assert (study / "results.md").read_text() == markdown
-    assert "1 of 7 runs have not finished" in markdown
+    last = markdown.strip().splitlines()[-1]
+    assert last.startswith("1 of 7 runs have not finished and are not in the table. Provenance: 6 runs, 6 of them")
+    assert last.endswith(f"regenerate: `python -m experiments.report {study}`.")  # unrecorded: no provenance.json
     assert (study / "results.tex").exists() and (study / "learning_curves.png").stat().st_size > 1000
 
 
@@ -146,10 +151,118 @@ def test_sweep_runs_skips_finished_and_reports_failures(tfds_dir, tmp_path):
 
 
 def test_confidence_interval_uses_students_t():
-    from cnn_jax.report.tables import confidence_interval
+    from cnn_jax.report.stats import confidence_interval
 
     low, high = confidence_interval([1.0, 2.0, 3.0])  # mean 2, std 1, t(0.975, 2 df) = 4.303
     assert (low, high) == pytest.approx((2 - 4.303 / 3**0.5, 2 + 4.303 / 3**0.5))
     assert confidence_interval([5.0, 5.0]) == (5.0, 5.0)
     with pytest.raises(ValueError, match="at least 2 values, got 1"):
         confidence_interval([1.0])
+
+
+def provenance(commit: str, dirty: bool = False, jax: str = "0.10.2", changes: tuple = ()) -> dict:
+    """A run's provenance.json as cnn_jax.provenance writes it (the fields the report reads)."""
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "diff_sha256": "d" * 64 if dirty else None,
+        "versions": {"python": "3.12.3", "jax": jax, "jaxlib": jax, "flax": "0.12.8", "optax": "0.2.8"},
+        "platform": "cpu",
+        "device_kind": "cpu",
+        "device_count": 8,
+        "process_count": 1,
+        "changes": list(changes),
+    }
+
+
+def test_a_table_ends_with_the_commits_and_versions_of_its_runs(tmp_path, caplog):
+    for seed in range(2):
+        fake_run(
+            tmp_path / "a" / f"seed{seed}", mnist1d_config("cnn1d", False, seed), 0.9, provenance=provenance("a" * 40)
+        )
+    fake_run(tmp_path / "b" / "seed0", mnist1d_config("mlp", False, 0), 0.6)  # from before provenance.json
+    with caplog.at_level("WARNING"):
+        markdown = write_report(tmp_path, ["model.name"])
+    last = markdown.strip().splitlines()[-1]
+    assert last == (
+        "Provenance: 3 runs, 1 of them unrecorded (no provenance.json); commit aaaaaaa; jax 0.10.2, "
+        "jaxlib 0.10.2, flax 0.12.8, optax 0.2.8; devices 8 x cpu; "
+        f"regenerate: `python -m experiments.report {tmp_path} --factors=model.name`."
+    )
+    assert "mix" not in caplog.text
+    latex = (tmp_path / "results.tex").read_text().splitlines()
+    assert (
+        latex[-2].startswith(r"\\[2pt]{\footnotesize Provenance: 3 runs") and "commit aaaaaaa; jax 0.10.2" in latex[-2]
+    )
+    assert latex[-2].endswith(
+        r"\texttt{python -m experiments.report " + tex_escape(str(tmp_path)) + r" --factors=model.name}.}"
+    )
+
+
+def test_a_table_mixing_commits_and_versions_warns(tmp_path, caplog):
+    # seed 1 was resumed with a newer jax on a dirty tree of commit b: it counts under both of its states
+    resume = {"time": "t", "host": "h", "command": ["c"], "step": 5, "changed": {"dirty": [False, True]}}
+    resume["changed"] |= {"diff_sha256": [None, "d" * 64], "versions.jax": ["0.10.2", "0.11.2"]}
+    for seed, record in enumerate([provenance("a" * 40), provenance("b" * 40, changes=[resume])]):
+        fake_run(tmp_path / "a" / f"seed{seed}", mnist1d_config("cnn1d", False, seed), 0.9, provenance=record)
+    with caplog.at_level("WARNING"):
+        markdown = write_report(tmp_path, ["model.name"], command="python -m experiments.conv_variants")
+    last = markdown.strip().splitlines()[-1]
+    assert "; commits aaaaaaa (1 run), bbbbbbb (1 run), bbbbbbb+dirty (1 run); jax 0.10.2 / 0.11.2," in last
+    assert last.endswith(
+        "regenerate: `python -m experiments.conv_variants`. Warning: these runs mix 3 code states, jax 0.10.2 and "
+        "0.11.2: a difference between rows may come from the code."
+    )
+    assert f"{tmp_path / 'results.md'}: these runs mix 3 code states, jax 0.10.2 and 0.11.2" in caplog.text
+    assert "Warning: these runs mix 3 code states" in (tmp_path / "results.tex").read_text()
+
+
+def test_welch_interval_by_hand():
+    from cnn_jax.report.stats import t975, welch_interval
+
+    # [90, 91] vs [95, 96, 97]: v = 0.5/2 and 1/3, df = (0.25 + 1/3)^2 / (0.25^2/1 + (1/3)^2/2) = 2.88 -> 2
+    half = 4.303 * math.sqrt(0.25 + 1 / 3)
+    assert welch_interval((90.5, math.sqrt(0.5), 2), (96.0, 1.0, 3)) == pytest.approx((-5.5, -5.5 - half, -5.5 + half))
+    # equal sizes and spreads: df = 2 (n - 1) = 4 exactly, not rounded down to 3 by float error
+    half = 2.776 * math.sqrt(2 / 3)
+    assert welch_interval((2.0, 1.0, 3), (4.0, 1.0, 3)) == pytest.approx((-2.0, -2.0 - half, -2.0 + half))
+    assert welch_interval((1.0, 1.0, 40), (0.0, 1.0, 40)) == pytest.approx(
+        (1.0, 1 - 1.96 * 0.05**0.5, 1 + 1.96 * 0.05**0.5)
+    )
+    assert welch_interval((5.0, 0.0, 3), (4.0, 0.0, 2)) == (1.0, 1.0, 1.0)  # no spread: the difference itself
+    assert (t975(1), t975(2.999), t975(30.5), t975(31)) == (12.706, 4.303, 2.042, 1.96)
+    with pytest.raises(ValueError, match="at least 2 values in each sample, got 1 and 3"):
+        welch_interval((1.0, float("nan"), 1), (0.0, 1.0, 3))
+
+
+def test_differences_from_a_baseline_row(tmp_path):
+    accuracies = {
+        ("max", "mnist"): [0.95, 0.96, 0.97],
+        ("avg", "mnist"): [0.90, 0.91],  # -5.5 [-8.79, -2.21]: the interval excludes 0
+        ("l2", "mnist"): [0.95, 0.97, 0.99],  # +1: v = 4/3 and 1/3, df = (5/3)^2 / ((16/9 + 1/9) / 2) = 2.94 -> 2
+        ("max", "fashion_mnist"): [0.90],
+        ("avg", "fashion_mnist"): [0.88, 0.89],  # the baseline has one seed
+        ("none", "mnist1d"): [0.50, 0.52],  # no max pooling run on this dataset
+    }
+    for (pool, data), values in accuracies.items():
+        for seed, acc in enumerate(values):
+            config = {"seed": seed, "dataset": {"name": data}, "model": {"name": "lenet5", "options": {"pool": pool}}}
+            fake_run(tmp_path / f"{pool}_{data}" / f"seed{seed}", config, acc)
+    rows = aggregate(
+        load_runs(tmp_path), lambda run: {"pool": run.get("model.options.pool"), "data": run.get("dataset.name")}
+    )
+    markdown = to_markdown(rows, baseline={"pool": "max"})
+    half = 4.303 * math.sqrt(0.25 + 1 / 3)  # as in test_welch_interval_by_hand
+    assert "| pool | data | test accuracy (%) | vs baseline (points)[^1] | seeds |" in markdown
+    assert "| max | mnist | 96.00 ± 1.00 | baseline | 3 |" in markdown
+    assert f"| avg | mnist | 90.50 ± 0.71 | -5.50 [{-5.5 - half:.2f}, {-5.5 + half:.2f}] * | 2 |" in markdown
+    assert "| l2 | mnist | 97.00 ± 2.00 | +1.00 [-4.56, 6.56] | 3 |" in markdown  # 1 ± 4.303 sqrt(5/3)
+    assert "| avg | fashion_mnist | 88.50 ± 0.71 | 1 seed | 2 |" in markdown
+    assert "| none | mnist1d | 51.00 ± 1.41 | no baseline row | 2 |" in markdown
+    assert "[^1]: vs baseline: the row's mean test accuracy minus its baseline row's (pool = max, the other" in markdown
+    assert "* marks an interval that excludes 0." in markdown
+    assert r"vs baseline (points)$^{1}$" in to_latex(rows, baseline={"pool": "max"})
+    with pytest.raises(
+        ValueError, match=r"\['pooling'\] are not columns of the table; its columns are \['pool', 'data'\]"
+    ):
+        to_markdown(rows, baseline={"pooling": "max"})

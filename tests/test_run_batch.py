@@ -154,7 +154,7 @@ def test_a_batch_writes_each_run_as_the_run_trained_alone_float32(tfds_dir, tmp_
         alone, batched = tmp_path / "alone" / str(i), tmp_path / "batch" / str(i)
         final = train_and_evaluate(config, alone)
         layout = lambda d: sorted([p.name for p in d.iterdir()] + [p.name for p in (d / "checkpoints").iterdir()])  # noqa: E731
-        assert layout(alone) == layout(batched)
+        assert layout(alone) == layout(batched) and "provenance.json" in layout(batched)
         records = [[{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(d)] for d in (alone, batched)]
         assert json.loads((batched / "config.json").read_text()) == json.loads((alone / "config.json").read_text())
         if form == "sequential":

@@ -1,8 +1,10 @@
 """A run directory survives its users: one writer at a time, damaged checkpoints fall back, failed saves stop
 the run with everything before them intact."""
 
+import datetime
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -11,13 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from helpers import ONE_DEVICE, final_state, flat, sweep_cli, train_cli
 from test_train import TIMING, small_config
 
+from cnn_jax import provenance
 from cnn_jax.train import Checkpoints, read_metrics, train_and_evaluate
 from cnn_jax.train.checkpoint import CheckpointSaveError, CheckpointsDamagedError
+from cnn_jax.train.run_dir import PROVENANCE_FILE, RunDir
 from cnn_jax.train.run_lock import LOCK_NAME, RunLock, RunLockedError, held_by
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,3 +243,63 @@ def test_a_full_filesystem_stops_the_run_with_its_checkpoints_intact(tfds_dir, t
     assert intact and max(intact) < 20, (intact, str(err.value))
     (small_filesystem / "filler").unlink()
     assert train_and_evaluate(config, run) == train_and_evaluate(config, tmp_path / "straight")
+
+
+def _begin(config, workdir, start: int) -> dict:
+    """RunDir.begin at step `start` (as the loop does, on all devices); the provenance.json it leaves."""
+    run = RunDir(config, workdir)
+    run.begin(start)
+    run.close()
+    return json.loads((workdir / PROVENANCE_FILE).read_text())
+
+
+def test_a_run_records_its_provenance_when_it_starts_and_keeps_it_on_resume(tmp_path, caplog):
+    config = small_config("unused")
+    record = _begin(config, tmp_path, 0)
+    assert re.fullmatch("[0-9a-f]{40}", record["commit"]) and record["git_error"] is None  # the tests' checkout
+    assert isinstance(record["dirty"], bool) and (record["diff_sha256"] is not None) == record["dirty"]
+    assert record["versions"]["jax"] == jax.__version__ and set(record["versions"]) == {"python", *provenance.PACKAGES}
+    assert (record["platform"], record["device_count"], record["process_count"]) == ("cpu", len(jax.devices()), 1)
+    assert record["command"] == sys.argv and record["host"] == socket.gethostname() and record["start_step"] == 0
+    assert datetime.datetime.fromisoformat(record["start"]).utcoffset() == datetime.timedelta(0)
+    assert _begin(config, tmp_path, 5) == record  # resumed with the same code: kept as it was
+
+    # As if it had started on another commit, clean, with another jax: the resume keeps that and says what changed.
+    started = {**record, "commit": "0" * 40, "dirty": False, "diff_sha256": None}
+    started["versions"] = {**record["versions"], "jax": "0.0.1"}
+    (tmp_path / PROVENANCE_FILE).write_text(json.dumps(started))
+    with caplog.at_level("WARNING"):
+        resumed = _begin(config, tmp_path, 10)
+    assert {k: v for k, v in resumed.items() if k != "changes"} == started
+    [change] = resumed["changes"]
+    assert (change["step"], change["host"], change["command"]) == (10, socket.gethostname(), sys.argv)
+    expected = {"commit": ["0" * 40, record["commit"]], "versions.jax": ["0.0.1", jax.__version__]}
+    if record["dirty"]:
+        expected |= {"dirty": [False, True], "diff_sha256": [None, record["diff_sha256"]]}
+    assert change["changed"] == expected
+    assert f"{tmp_path} resumes at step 10 with other code, versions or devices" in caplog.text
+    assert f"commit: '{'0' * 40}' -> '{record['commit']}'" in caplog.text
+    assert _begin(config, tmp_path, 15)["changes"] == [change]  # the same code again: nothing more to record
+    assert "changes" not in _begin(config, tmp_path, 0)  # started over: a new record
+
+
+def test_outside_a_git_checkout_the_record_says_why(tmp_path, monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", outside)  # as if cnn_jax were a copy outside any checkout
+    record = _begin(small_config("unused"), tmp_path / "run", 0)
+    assert (record["commit"], record["dirty"], record["diff_sha256"]) == (None, None, None)
+    assert record["git_error"].startswith(f"`git ls-files --error-unmatch -- .` in {outside} failed: ")
+    no_git = tmp_path / "no_git"
+    no_git.mkdir()
+    monkeypatch.setenv("PATH", "")
+    assert provenance.git_state(no_git)["git_error"] == "git is not installed"
+
+
+def test_a_package_that_is_not_installed_has_version_null(monkeypatch):
+    monkeypatch.setattr(provenance, "PACKAGES", ("jax", "no-such-package-here"))
+    provenance.package_versions.cache_clear()
+    try:
+        assert provenance.package_versions()["no-such-package-here"] is None
+    finally:
+        provenance.package_versions.cache_clear()

@@ -2,6 +2,7 @@
 one study run from another directory, and each study command end to end on a tiny grid (long tier)."""
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -147,9 +148,12 @@ def test_study_runs_from_another_directory(tfds_dir, download_dir, tmp_path, mon
         ("dataset.download_dir", download_dir),
     )
     study = Study(Path("study"), seeds=(0,), parallel=2, fixed=fixed)
-    table = run_and_report(study, pooling.points(["avg", "max"], ["mnist"]), pooling.label, "Two pools")
-    rows = [line.split(" |")[:2] for line in table.splitlines() if line.startswith("| avg") or line.startswith("| max")]
-    assert rows == [["| avg", " mnist"], ["| max", " mnist"]]  # grid order, labels read off the configs
+    points = pooling.points(["avg", "max"], ["mnist"])
+    table = run_and_report(study, points, pooling.label, "Two pools", baseline=pooling.BASELINE)
+    rows = [line.split(" |")[:4] for line in table.splitlines() if line.startswith("| avg") or line.startswith("| max")]
+    assert [row[:2] for row in rows] == [["| avg", " mnist"], ["| max", " mnist"]]  # grid order, labels from configs
+    assert [row[3] for row in rows] == [" 1 seed", " baseline"]  # one seed: no interval
+    assert table.strip().splitlines()[-1].startswith("Provenance: 2 runs; commit ")
     assert (tmp_path / "study" / "max__mnist" / "seed0" / "final.json").exists()
     assert config("lenet5_mnist") == str(REPO / "experiments" / "configs" / "lenet5_mnist.py")
 
@@ -234,6 +238,10 @@ def test_pooling_study(tfds_dir, download_dir, tmp_path):
     rows = [line.split(" |")[0] for line in table.splitlines()[4:11]]
     assert rows == ["| max", "| avg", "| l2", "| strided", "| none", "| blurmax", "| blurstrided"]
     assert "| none | fashion_mnist |" in table and "1,119,626" in table  # no pooling: a 9216 x 120 dense layer
+    versus = {line.split(" | ")[0]: line.split(" | ")[3] for line in table.splitlines()[4:11]}
+    assert versus["| max"] == "baseline" and versus["| avg"] == "1 seed"  # each pool against max, one seed
+    command = shlex.join(["python", "-m", "experiments.pooling", *TINY, f"--study_dir={tmp_path}"])
+    assert f"regenerate: `{command} --datasets=fashion_mnist --set=train.batch_size=80" in table
 
 
 @pytest.mark.slow

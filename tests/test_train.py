@@ -104,6 +104,9 @@ def test_evaluation_covers_the_test_split_once(tfds_dir, tmp_path):
     assert [r["step"] for r in records if "test/accuracy" in r] == [5]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["train"]["eval_batch_size"] == 240
+    provenance = json.loads((tmp_path / "provenance.json").read_text())  # details: test_run_dir.py
+    assert len(provenance["commit"]) == 40 and provenance["versions"]["flax"] and provenance["device_count"] == 8
+    assert provenance["end"] >= provenance["start"]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     # Recompute the accuracy over all 1000 test examples in one batch, with the saved parameters.
     from cnn_jax.train.loop import load_data

@@ -1,9 +1,11 @@
 """Study directories -> paper-style tables (Markdown, LaTeX) and figures. Reads only run directories."""
 
 from cnn_jax.report.figures import learning_curves
+from cnn_jax.report.provenance import provenance_note
 from cnn_jax.report.published import REFERENCES, SOURCES, find_reference
 from cnn_jax.report.runs import Run, load_runs, varying_fields
-from cnn_jax.report.tables import Row, aggregate, mean_std, to_latex, to_markdown
+from cnn_jax.report.stats import confidence_interval, mean_std, welch_interval
+from cnn_jax.report.tables import Row, aggregate, to_latex, to_markdown
 from cnn_jax.report.write import write_comparison, write_report
 
 __all__ = [
@@ -14,9 +16,12 @@ __all__ = [
     "Run",
     "load_runs",
     "varying_fields",
+    "provenance_note",
+    "confidence_interval",
+    "mean_std",
+    "welch_interval",
     "Row",
     "aggregate",
-    "mean_std",
     "to_latex",
     "to_markdown",
     "write_comparison",

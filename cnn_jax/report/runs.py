@@ -11,12 +11,14 @@ from cnn_jax.config_tree import flatten
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One run directory: its flattened config, final.json (None while unfinished) and metrics records."""
+    """One run directory: its flattened config, final.json (None while unfinished), metrics records and
+    provenance.json (None for runs from before it was written)."""
 
     path: Path
     config: dict
     final: dict | None
     metrics: list[dict]
+    provenance: dict | None = None
 
     def get(self, field: str):
         """A config field ("model.conv.kind") or a final value ("test/accuracy", "params")."""
@@ -25,13 +27,18 @@ class Run:
         return (self.final or {}).get(field)
 
 
+def _json_or_none(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load_run(path: Path) -> Run:
-    final_path, metrics_path = path / "final.json", path / "metrics.jsonl"
+    metrics_path = path / "metrics.jsonl"
     return Run(
         path,
         flatten(json.loads((path / "config.json").read_text())),
-        json.loads(final_path.read_text()) if final_path.exists() else None,
+        _json_or_none(path / "final.json"),
         [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else [],
+        _json_or_none(path / "provenance.json"),
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from cnn_jax.report.published import SOURCES, find_reference
 from cnn_jax.report.runs import Run
+from cnn_jax.report.stats import mean_std, welch_interval
 
 METRIC = "test/accuracy"
 SHIFTED = "test/accuracy@shift="  # final.json keys of the translation test, e.g. "test/accuracy@shift=2"
@@ -46,28 +47,6 @@ def verdict(ours: float, published: float, tolerance: float = 0, within: str = "
     if abs(diff) <= tolerance:
         return within if tolerance else "exact"
     return f"off by {diff:{digits}}"
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; nan for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return mean, std
-
-
-# Two-sided 95% quantiles of Student's t by degrees of freedom (1..30); beyond, the normal 1.96.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
-_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def confidence_interval(values: Sequence[float]) -> tuple[float, float]:
-    """The 95% confidence interval of the mean of `values` (Student's t, n - 1 degrees of freedom; n >= 2)."""
-    if len(values) < 2:
-        raise ValueError(f"a confidence interval needs at least 2 values, got {len(values)}")
-    mean, std = mean_std(values)
-    half = (_T975[len(values) - 2] if len(values) <= 31 else 1.96) * std / math.sqrt(len(values))
-    return mean - half, mean + half
 
 
 def aggregate(runs: list[Run], factors: Sequence[str] | Callable[[Run], dict]) -> list[Row]:
@@ -138,13 +117,55 @@ def _published(row: Row, sources: list[str]) -> str:
     return "" if row.published is None else f"{row.published:g}[^{sources.index(row.source) + 1}]"
 
 
-def _table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str], str]:
-    """Header, cells, footnotes and column alignment of the results table."""
+def versus_baseline(row: Row, rows: Sequence[Row], baseline: dict) -> str:
+    """The cell of `row` in the "vs baseline" column: its mean minus its baseline row's, in accuracy points,
+    with the 95% interval by Welch's t over seeds (`stats.welch_interval`), marked " *" when the interval
+    excludes 0; "baseline" for a baseline row, "1 seed" when either row has one, "no baseline row" when none
+    was run. `baseline` names the baseline's values of some factors; a row's baseline row has those values and
+    the row's own in the other factors (`{"pool": "max"}`: max pooling on the row's dataset)."""
+    target = {**row.label, **baseline}
+    if row.label == target:
+        return "baseline"
+    base = next((r for r in rows if r.label == target), None)
+    if base is None:
+        return "no baseline row"
+    if min(row.n, base.n) < 2:
+        return "1 seed"
+    difference, low, high = welch_interval((row.mean, row.std, row.n), (base.mean, base.std, base.n))
+    return f"{difference:+.2f} [{low:.2f}, {high:.2f}]" + (" *" if low > 0 or high < 0 else "")
+
+
+def _check_baseline(rows: list[Row], baseline: dict) -> None:
+    factors = list(rows[0].label) if rows else []
+    unknown = sorted(set(baseline) - set(factors))
+    if rows and unknown:
+        raise ValueError(f"baseline {baseline}: {unknown} are not columns of the table; its columns are {factors}")
+
+
+def _baseline_note(baseline: dict) -> str:
+    named = ", ".join(f"{k} = {_value(v)}" for k, v in baseline.items())
+    return (
+        f"vs baseline: the row's mean test accuracy minus its baseline row's ({named}, the other columns as in "
+        "the row), in points, with its 95% interval by Welch's t over seeds (degrees of freedom rounded down); "
+        "* marks an interval that excludes 0."
+    )
+
+
+def _table(rows: list[Row], baseline: dict | None = None) -> tuple[list[str], list[list[str]], list[str], str]:
+    """Header, cells, footnotes and column alignment of the results table; with a `baseline`
+    (`versus_baseline`), a column of differences from it after the accuracy."""
     factors = list(rows[0].label) if rows else []
     sources, shifts = _sources(rows), _shifts(rows)
+    notes = [SOURCES[s] for s in sources]
+    versus = []
+    if baseline is not None:
+        _check_baseline(rows, baseline)
+        notes.append(_baseline_note(baseline))
+        versus = [f"vs baseline (points)[^{len(notes)}]"]
     header = [
         *factors,
         "test accuracy (%)",
+        *versus,
         *(f"shifted {s}px (%)" for s in shifts),
         "seeds",
         "params",
@@ -153,18 +174,21 @@ def _table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[str], str]
         "published",
         "verdict",
     ]
-    cells = [
-        [_value(v) for v in row.label.values()] + _cells(row, shifts) + [_published(row, sources), row.verdict]
-        for row in rows
-    ]
+    cells = []
+    for row in rows:
+        accuracy, *rest = _cells(row, shifts)
+        differences = [versus_baseline(row, rows, baseline)] if versus else []
+        labels = [_value(v) for v in row.label.values()]
+        cells.append([*labels, accuracy, *differences, *rest, _published(row, sources), row.verdict])
     align = "l" * len(factors) + "r" * (len(header) - len(factors) - 1) + "l"
-    return header, cells, [SOURCES[s] for s in sources], align
+    return header, cells, notes, align
 
 
-def to_markdown(rows: list[Row], title: str = "") -> str:
-    """A Markdown table: factors, accuracy mean ± std over n seeds (and on test inputs shifted by s pixels,
-    where the runs measured it), params, MACs, images/s, published, verdict."""
-    return markdown_table(*_table(rows), title=title)
+def to_markdown(rows: list[Row], title: str = "", baseline: dict | None = None, provenance: str = "") -> str:
+    """A Markdown table: factors, accuracy mean ± std over n seeds (the difference from a `baseline` row,
+    `versus_baseline`; on test inputs shifted by s pixels, where the runs measured it), params, MACs,
+    images/s, published, verdict; `provenance` (`report.provenance.provenance_note`) as its last line."""
+    return markdown_table(*_table(rows, baseline), title=title, provenance=provenance)
 
 
 _TEX = {
@@ -187,15 +211,21 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX.get(char, char) for char in text)
 
 
+def _tex_text(text: str) -> str:
+    """Escaped text whose `code` spans (Markdown's backticks) are set in typewriter type."""
+    parts = text.split("`")
+    return "".join(r"\texttt{" + tex_escape(p) + "}" if i % 2 else tex_escape(p) for i, p in enumerate(parts))
+
+
 def _tex_cell(text: str) -> str:
     """An escaped cell; a trailing Markdown footnote mark "[^2]" becomes a superscript."""
     text, mark = re.fullmatch(r"(.*?)((?:\[\^\d+\])?)", text, re.DOTALL).groups()
     return tex_escape(text) + (f"$^{{{mark[2:-1]}}}$" if mark else "")
 
 
-def to_latex(rows: list[Row], caption: str = "") -> str:
+def to_latex(rows: list[Row], caption: str = "", baseline: dict | None = None, provenance: str = "") -> str:
     """The same table as LaTeX (booktabs); sources as footnote marks under the table."""
-    return latex_table(*_table(rows), caption=caption)
+    return latex_table(*_table(rows, baseline), caption=caption, provenance=provenance)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,9 +245,11 @@ def markdown_table(
     footnotes: Sequence[str] = (),
     align: str = "",
     title: str = "",
+    provenance: str = "",
 ) -> str:
     """A Markdown table of preformatted cells; a cell may end in a footnote mark "[^i]" for footnotes[i-1].
-    align: one "l" or "r" per column (default: first left)."""
+    align: one "l" or "r" per column (default: first left). provenance: the closing line, after the footnotes
+    (`report.provenance.provenance_note`)."""
     align = align or "l" + "r" * (len(header) - 1)
     lines = [
         f"**{title}**\n" if title else "",
@@ -226,6 +258,7 @@ def markdown_table(
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     lines += [""] + [f"[^{i}]: {note}" for i, note in enumerate(footnotes, 1)]
+    lines += ["", provenance] if provenance else []
     return "\n".join(lines).strip() + "\n"
 
 
@@ -235,8 +268,9 @@ def latex_table(
     footnotes: Sequence[str] = (),
     align: str = "",
     caption: str = "",
+    provenance: str = "",
 ) -> str:
-    """The same as LaTeX (booktabs): text escaped, footnote marks as superscripts."""
+    """The same as LaTeX (booktabs): text escaped, footnote marks as superscripts, `code` in typewriter type."""
     align = align or "l" + "r" * (len(header) - 1)
     lines = [
         r"\begin{table}[t]",
@@ -251,6 +285,7 @@ def latex_table(
     lines += [
         r"\\[2pt]{\footnotesize $^{" + str(i) + "}$" + tex_escape(note) + "}" for i, note in enumerate(footnotes, 1)
     ]
+    lines += [r"\\[2pt]{\footnotesize " + _tex_text(provenance) + "}"] if provenance else []
     if caption:
         lines.append(r"\caption{" + tex_escape(caption) + "}")
     return "\n".join(lines + [r"\end{table}"]) + "\n"
@@ -262,11 +297,11 @@ def _comparison(rows: list[Comparison]) -> tuple[list[str], list[list[str]], lis
     return ["quantity", "ours", "published", "verdict"], cells, sources, "lrrl"
 
 
-def comparison_markdown(rows: list[Comparison], title: str = "") -> str:
-    """quantity | ours | published | verdict, sources as numbered footnotes."""
-    return markdown_table(*_comparison(rows), title=title)
+def comparison_markdown(rows: list[Comparison], title: str = "", provenance: str = "") -> str:
+    """quantity | ours | published | verdict, sources as numbered footnotes; `provenance` as the last line."""
+    return markdown_table(*_comparison(rows), title=title, provenance=provenance)
 
 
-def comparison_latex(rows: list[Comparison], caption: str = "") -> str:
+def comparison_latex(rows: list[Comparison], caption: str = "", provenance: str = "") -> str:
     """The same table as LaTeX (booktabs)."""
-    return latex_table(*_comparison(rows), caption=caption)
+    return latex_table(*_comparison(rows), caption=caption, provenance=provenance)

@@ -1,11 +1,11 @@
 """`train_and_evaluate(config, workdir)`: one run; `train_runs(runs)`: many, as run batches. Top to bottom.
 
-Each run writes its own run directory (`run_dir.py`): config.json, metrics.jsonl, TensorBoard events,
-checkpoints and final.json. A run directory that already holds checkpoints resumes from the latest one and
-reproduces the uninterrupted run: batches, augmentation and dropout are pure functions of (seed, step).
-SIGTERM or SIGUSR1 saves a checkpoint of every run and returns; a non-finite loss stops its run when the
-losses next come back from the device (at the next log record or checkpoint), before any checkpoint of the bad
-state is written, and the other runs of its batch go on.
+Each run writes its own run directory (`run_dir.py`): config.json, provenance.json, metrics.jsonl,
+TensorBoard events, checkpoints and final.json. A run directory that already holds checkpoints resumes from
+the latest one and reproduces the uninterrupted run: batches, augmentation and dropout are pure functions of
+(seed, step). SIGTERM or SIGUSR1 saves a checkpoint of every run and returns; a non-finite loss stops its run
+when the losses next come back from the device (at the next log record or checkpoint), before any checkpoint
+of the bad state is written, and the other runs of its batch go on.
 
 `train_runs` groups the runs by structure (`run_values.structure_key`) and resume step; each group trains as
 one or more run batches (`run_batch.py`) that share the data, the model and the compiled programs. Steps run
@@ -329,7 +329,7 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
         FINAL_FILE,
     )
     for run in runs:
-        run.begin(start)
+        run.begin(start, devices)
     states, values = batch.put(host_states, [run_values(run.config) for run in runs])
     active = [True] * count_runs
 

@@ -2,6 +2,9 @@
 alone or in a run batch.
 
     workdir/config.json     the run's config, written when it starts
+    workdir/provenance.json the code (git commit, dirty state), package versions, devices, host and command
+                            of the run (`cnn_jax/provenance.py`), written when it starts; a resume keeps it
+                            and appends what changed, finishing adds the end time
     workdir/metrics.jsonl   one JSON object per logged step and per evaluation (process 0)
     workdir/tensorboard/    the same scalars as TensorBoard events (process 0)
     workdir/checkpoints/    orbax checkpoints, the last `train.keep_checkpoints`
@@ -15,6 +18,7 @@ alone or in a run batch.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -23,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from cnn_jax.config_tree import flatten
+from cnn_jax.provenance import collect_provenance, resumed, utc_now
 from cnn_jax.train.checkpoint import Checkpoints
 from cnn_jax.train.metrics import MetricWriter
 from cnn_jax.train.run_lock import RunLock
@@ -30,7 +35,15 @@ from cnn_jax.train.run_values import LOCATION_FIELDS
 
 FINAL_FILE = "final.json"
 FAILED_FILE = "failed.json"
+PROVENANCE_FILE = "provenance.json"
 DAMAGED_DIR = "damaged_checkpoints"
+
+
+def _write_json(path: Path, record: dict) -> None:
+    """Write `record` whole or not at all: a run killed mid-write must still resume, and a resume reads it."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
 
 
 class RunDir:
@@ -96,14 +109,36 @@ class RunDir:
             logging.info("resuming from step %d in %s", step, self.path)
         return state, step
 
-    def begin(self, start: int) -> None:
-        """Begin (or resume) writing at step `start`: drop metrics past it, write config.json."""
+    def begin(self, start: int, devices: Sequence[jax.Device] | None = None) -> None:
+        """Begin (or resume) writing at step `start` on `devices` (default: all): drop metrics past it, write
+        config.json and provenance.json."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.writer = MetricWriter(self.path, enabled=self.leader)
         self.writer.truncate_after(start)
         if self.leader:
             (self.path / FAILED_FILE).unlink(missing_ok=True)
             (self.path / "config.json").write_text(self.config.to_json(indent=2))
+            self._record_provenance(start, devices)
+
+    def _record_provenance(self, start: int, devices: Sequence[jax.Device] | None) -> None:
+        """A run from step 0 gets a new record (nothing of an earlier attempt is kept); a resume keeps the
+        record and appends what changed, with a warning, but does not refuse: the code may differ in what
+        changes no number. A resume of a run begun before runs recorded provenance starts a record at its
+        `start_step`."""
+        path, current = self.path / PROVENANCE_FILE, collect_provenance(devices, start)
+        record = current
+        if start and path.exists():
+            record, changed = resumed(json.loads(path.read_text()), current, start)
+            if changed:
+                logging.warning(
+                    "%s resumes at step %d with other code, versions or devices than it ran with (%s); "
+                    "%s records the change",
+                    self.path,
+                    start,
+                    "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items()),
+                    PROVENANCE_FILE,
+                )
+        _write_json(path, record)
 
     def save(self, step: int, state) -> None:
         self.checkpoints.save(step, state)
@@ -117,9 +152,11 @@ class RunDir:
                 logging.warning("could not write %s (%s)", self.path / FAILED_FILE, err)
 
     def finish(self, record: dict) -> None:
-        """Write final.json, once the last checkpoint is on disk."""
+        """Add the end time to provenance.json and write final.json, once the last checkpoint is on disk."""
         self.checkpoints.wait()
         if self.leader:
+            provenance = self.path / PROVENANCE_FILE
+            _write_json(provenance, {**json.loads(provenance.read_text()), "end": utc_now()})
             record = {k: (float(v) if isinstance(v, np.floating) else v) for k, v in record.items()}
             (self.path / FINAL_FILE).write_text(json.dumps(record) + "\n")
 
