@@ -1,12 +1,17 @@
 """What an accelerator compiles, checked on the CPU: programs lowered for CUDA (`jax.export`) hold none of the
 XLA:CPU workarounds of `ops.conv`, which are chosen when lowering for the CPU only."""
 
+import math
+import re
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from benchmarks.flax_nets import FlaxResNet50
 from cnn_jax import models, ops
+from cnn_jax import nn as cnn
 
 OPS = ("stablehlo.pad", "stablehlo.convolution")
 
@@ -62,3 +67,65 @@ def test_tiled_conv_for_cuda_uses_per_phase_convolutions_only_where_they_measure
     tiled = lambda x, w: ops.tiled_conv(x, w, tile=tile, padding="SAME")
     assert op_counts(tiled, x, w, platform="cuda")["stablehlo.convolution"] == convolutions
     assert op_counts(tiled, x, w, platform="cpu")["stablehlo.convolution"] == 0
+
+
+def full_size_reductions(text: str, whole: Callable[[list[int]], bool]) -> dict[str, set[str]]:
+    """Each reduction of a StableHLO module whose operand's dimensions are `whole` (a whole activation), mapped
+    to the whole-activation reductions among its operand's ancestors."""
+    defs: dict[str, tuple[str, list[str], str]] = {}
+    for line in text.splitlines():
+        match = re.match(r"\s*(%[\w.]+)(?::\d+)? = ([\w.]+)(.*)", line)
+        if match:
+            name, op, rest = match.groups()
+            defs[name] = (op, [u.split("#")[0] for u in re.findall(r"%[\w.#]+", rest.split(" loc(")[0])], rest)
+
+    def operand_dims(rest: str) -> list[int]:
+        return [int(d) for d in re.search(r": \(tensor<((?:\d+x)*)\w+>", rest).group(1).split("x")[:-1]]
+
+    full = {name for name, (op, _, rest) in defs.items() if op == "stablehlo.reduce" and whole(operand_dims(rest))}
+
+    def ancestors(name: str) -> set[str]:
+        seen, todo = set(), list(defs[name][1])
+        while todo:
+            value = todo.pop()
+            if value in seen or value not in defs:
+                continue
+            seen.add(value)
+            todo.extend(defs[value][1])
+        return seen
+
+    return {name: ancestors(name) & full for name in full}
+
+
+@pytest.mark.parametrize("virtual_batch_size", [None, 2])
+def test_batchnorm_statistics_for_cuda_read_the_activations_in_one_pass(virtual_batch_size):
+    # Shifted moments: E[x - s] and E[(x - s)^2] side by side, neither waiting for a reduction over the whole
+    # activation (the shift is a reduction over the first example only); XLA fuses the two into one pass.
+    layer = cnn.BatchNorm(use_running_average=False, virtual_batch_size=virtual_batch_size)
+    x = jnp.zeros((8, 4, 4, 16), jnp.bfloat16)
+    variables = layer.init(jax.random.key(0), x)
+    text = jax.export.export(jax.jit(lambda v, x: layer.apply(v, x, mutable=["batch_stats"])), platforms=["cuda"])(
+        variables, x
+    ).mlir_module()
+    reductions = full_size_reductions(text, lambda dims: math.prod(dims) == x.size)
+    assert len(reductions) == 2 and not any(reductions.values()), reductions
+
+
+def test_resnet50_step_for_cuda_reduces_its_activations_no_more_often_than_plain_flax():
+    def reductions(model) -> int:
+        x = jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.bfloat16)
+        variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False))
+
+        def loss(params, batch_stats, x):
+            logits, _ = model.apply(
+                {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+            )
+            return logits.astype(jnp.float32).sum()
+
+        exported = jax.export.export(jax.jit(jax.grad(loss)), platforms=["cuda"])
+        text = exported(variables["params"], variables["batch_stats"], x).mlir_module()
+        return len(full_size_reductions(text, lambda dims: len(dims) == 4 and dims[0] == 2))
+
+    ours = reductions(models.create("resnet50", num_classes=1000, dtype=jnp.bfloat16))
+    flax = reductions(FlaxResNet50(num_classes=1000, dtype=jnp.bfloat16))
+    assert flax > 100 and ours <= flax, (ours, flax)
