@@ -3,7 +3,7 @@
 # one GPU (a lent device runs at most 10 minutes a call):
 #
 #   bash benchmarks/accelerator.sh DATA_DIR DOWNLOAD_DIR OUT_DIR fixed_costs   # time to 99%, compile, run batches
-#   bash benchmarks/accelerator.sh DATA_DIR DOWNLOAD_DIR OUT_DIR steps         # train steps, tiled_conv
+#   bash benchmarks/accelerator.sh DATA_DIR DOWNLOAD_DIR OUT_DIR steps         # train steps, tiled_conv, determinism
 #
 # DATA_DIR: a TFDS data directory with MNIST prepared (reading it needs no TensorFlow); DOWNLOAD_DIR: the raw
 # MNIST files as DOWNLOAD_DIR/mnist/*-ubyte.gz (the PyTorch side reads them). Writes every benchmark's output to
@@ -11,7 +11,8 @@
 # overruns costs only its own row. fixed_costs: time to 99% on MNIST (cold and warm compilation cache, PyTorch
 # beside, then with XLA's command buffers), where a step's compile time goes (ours against flax), a run batch of 8
 # LeNet-5 seeds against one run, the loop against its step. steps: ResNet-50's train step, the small models'
-# steps, tiled_conv at a GPU-sized shape.
+# steps, tiled_conv at a GPU-sized shape, and two LeNet-5 runs with train.deterministic off and two with it on
+# (do they agree, and at what images/s).
 set -uo pipefail
 if [ $# -ne 4 ] || [[ "$4" != fixed_costs && "$4" != steps ]]; then
   echo "usage: bash benchmarks/accelerator.sh DATA_DIR DOWNLOAD_DIR OUT_DIR fixed_costs|steps" >&2
@@ -52,4 +53,6 @@ else
   bench small_steps 110 python3 benchmarks/train_step.py --cases gpu --models resnet20 lenet5 \
     --variants ours flax torch --seconds 2 --json "$out/small_steps.json"
   bench tiled 45 python3 benchmarks/ops.py --only tiled --tiled_shape gpu
+  bench determinism 120 python3 benchmarks/determinism.py --config=experiments/configs/lenet5_mnist.py --steps=2000 \
+    --data_dir="$data" --download_dir="$raw" --json "$out/determinism.json"
 fi

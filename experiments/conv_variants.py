@@ -84,7 +84,8 @@ def mnist1d_label(config: dict) -> dict:
 
 
 def image_label(config: dict) -> dict:
-    return {"model": f"{BACKBONE_MODELS[config['model.name']]}-{rung(config)}", "data": config["dataset.name"]}
+    """A run's row: backbone, rung and dataset (three factors, so the figure's panels are backbone x dataset)."""
+    return {"backbone": BACKBONE_MODELS[config["model.name"]], "model": rung(config), "data": config["dataset.name"]}
 
 
 def define_flags():

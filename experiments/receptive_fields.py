@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
-from cnn_jax.report import SOURCES, load_runs, write_report
+from cnn_jax.report import SOURCES, load_runs, provenance_note, write_report
 from cnn_jax.report.figures import erf_growth, erf_heatmaps
 from cnn_jax.report.published import ERF_GROWTH_EXPONENT
 from cnn_jax.report.stats import confidence_interval
@@ -76,8 +76,9 @@ def _erf(
     return effective_receptive_field(model, (side, side, 1), samples=settings.samples, inits=settings.inits, seed=seed)
 
 
-def depth_tables(study_dir: Path, depths: list[int], settings: ErfSettings) -> tuple[str, str]:
-    """ERF std against depth for each network, the fitted growth exponent against Luo et al.'s 1/2."""
+def depth_tables(study_dir: Path, depths: list[int], settings: ErfSettings, command: str | None) -> tuple[str, str]:
+    """ERF std against depth for each network, the fitted growth exponent against Luo et al.'s 1/2; `command`
+    regenerates them (the tables' provenance line)."""
     erfs = {name: [_erf(d, settings, *network) for d in depths] for name, network in NETWORKS.items()}
     stds = {name: [e.std[0] for e in values] for name, values in erfs.items()}
     fields = [2 * d + 1 for d in depths]
@@ -102,10 +103,12 @@ def depth_tables(study_dir: Path, depths: list[int], settings: ErfSettings) -> t
         for i, (d, f) in enumerate(zip(depths, fields))
     ]
     title = "Effective receptive field by depth (3x3 convolutions, 2-D, std in pixels)"
-    markdown, latex = markdown_table(header, rows, title=title), latex_table(header, rows, caption=title)
+    note = provenance_note([], command, str(study_dir / "results.md"), computed=True)
+    markdown = markdown_table(header, rows, title=title, provenance=note)
+    latex = latex_table(header, rows, caption=title, provenance=note)
     exponents = [_exponent_row(name, depths, stds[name]) for name in NETWORKS]
-    markdown += "\n" + comparison_markdown(exponents, "Growth exponent, least-squares fit on log-log")
-    latex += "\n" + comparison_latex(exponents, "Growth exponent, least-squares fit on log-log")
+    markdown += "\n" + comparison_markdown(exponents, "Growth exponent, least-squares fit on log-log", note)
+    latex += "\n" + comparison_latex(exponents, "Growth exponent, least-squares fit on log-log", note)
     erf_growth(depths, stds, fields, study_dir / "erf_growth.png")
     erf_heatmaps(
         {f"depth {d}": e for d, e in zip(depths, relu)}, study_dir / "erf_depth_heatmaps.png", columns=len(depths)
@@ -129,11 +132,11 @@ def _fit(depths: list[int], stds: list[float]) -> float:
     return float(np.polyfit(np.log(depths), np.log(stds), 1)[0])
 
 
-def exponent_tables(depths: list[int], seeds: int, settings: ErfSettings) -> tuple[str, str]:
+def exponent_tables(depths: list[int], seeds: int, settings: ErfSettings, command: str | None) -> tuple[str, str]:
     """The growth exponent of the random networks, one initialisation per seed: fitted over the whole depth
     range and its deeper half, and locally between consecutive depths, as mean and 95% confidence interval
     over seeds. An exponent that falls towards 1/2 as the depths grow is a finite-depth effect; one that
-    stays above it at every depth is a real disagreement."""
+    stays above it at every depth is a real disagreement. `command` regenerates the table."""
     one_init = dataclasses.replace(settings, inits=1)
     deep = depths[len(depths) // 2 - 1 :]
     ranges = {
@@ -152,7 +155,10 @@ def exponent_tables(depths: list[int], seeds: int, settings: ErfSettings) -> tup
             low, high = confidence_interval(exponents)
             rows.append([name, label_, f"{np.mean(exponents):.3f}", f"[{low:.3f}, {high:.3f}]", str(seeds)])
     title = f"ERF growth exponent by depth range, random initialisations (Luo et al.: {ERF_GROWTH_EXPONENT:g})"
-    return markdown_table(header, rows, title=title), latex_table(header, rows, caption=title)
+    note = provenance_note([], command, "the exponent table", computed=True)
+    return markdown_table(header, rows, title=title, provenance=note), latex_table(
+        header, rows, caption=title, provenance=note
+    )
 
 
 def accuracy_points() -> list[Point]:
@@ -173,12 +179,16 @@ def label(config: dict) -> dict:
     return {"task": config["dataset.name"], "dilations": tuple(config["model.options.dilations"])}
 
 
-def schedule_tables(study_dir: Path, accuracy_dir: Path | None, settings: ErfSettings) -> tuple[str, str]:
-    """Per schedule: theoretical field, ERF std and holes (2-D, random ReLU), test accuracy per task."""
+def schedule_tables(
+    study_dir: Path, accuracy_dir: Path | None, settings: ErfSettings, command: str | None
+) -> tuple[str, str]:
+    """Per schedule: theoretical field, ERF std and holes (2-D, random ReLU), test accuracy per task (the
+    finished runs in `accuracy_dir`, if given); `command` regenerates them."""
     erfs = {name: _erf(dilations, settings) for name, dilations in SCHEDULES.items()}
     accuracy = {}
-    if accuracy_dir is not None:
-        for row in aggregate(load_runs(accuracy_dir), lambda run: label(run.config)):
+    runs = [run for run in load_runs(accuracy_dir) if run.final is not None] if accuracy_dir is not None else []
+    if runs:
+        for row in aggregate(runs, lambda run: label(run.config)):
             accuracy[row.label["task"], row.label["dilations"]] = f"{format_mean_std(row.mean, row.std)} ({row.n})"
     header = [
         "dilations",
@@ -201,7 +211,10 @@ def schedule_tables(study_dir: Path, accuracy_dir: Path | None, settings: ErfSet
     ]
     erf_heatmaps({f"dilations {name}": erf for name, erf in erfs.items()}, study_dir / "erf_dilation_heatmaps.png")
     title = "Dilation schedules: four 3x3 layers, ERF of random ReLU networks (2-D), accuracy of 1-D versions"
-    return markdown_table(header, rows, title=title), latex_table(header, rows, caption=title)
+    note = provenance_note(runs, command, str(study_dir / "results.md"), computed=True)
+    return markdown_table(header, rows, title=title, provenance=note), latex_table(
+        header, rows, caption=title, provenance=note
+    )
 
 
 def define_flags():
@@ -223,7 +236,9 @@ def define_flags():
         study_dir, settings = study.study_dir, ErfSettings(samples.value, inits.value)
         study_dir.mkdir(parents=True, exist_ok=True)
         if part.value == "exponent":
-            markdown, latex = exponent_tables([int(d) for d in exponent_depths.value], exponent_seeds.value, settings)
+            markdown, latex = exponent_tables(
+                [int(d) for d in exponent_depths.value], exponent_seeds.value, settings, study.command
+            )
             (study_dir / "exponent.md").write_text(markdown)
             (study_dir / "exponent.tex").write_text(latex)
             print(markdown)
@@ -236,8 +251,8 @@ def define_flags():
             write_report(
                 accuracy_dir, lambda run: label(run.config), "Dilation schedules, trained", command=study.command
             )
-        depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in depths.value], settings)
-        schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir, settings)
+        depth_md, depth_tex = depth_tables(study_dir, [int(d) for d in depths.value], settings, study.command)
+        schedule_md, schedule_tex = schedule_tables(study_dir, accuracy_dir, settings, study.command)
         markdown = depth_md + "\n" + schedule_md
         (study_dir / "results.md").write_text(markdown)
         (study_dir / "results.tex").write_text(depth_tex + "\n" + schedule_tex)

@@ -138,10 +138,10 @@ def report(study_dir: Path, title: str, command: str | None = None) -> str:
         (study_dir / f"results_shift{suffix}.md").write_text(markdown[-1])
         latex = latex_table(header, rows, [], align, caption=caption, provenance=provenance)
         (study_dir / f"results_shift{suffix}.tex").write_text(latex)
-        curves = {
-            " ".join(key): np.array([[pick(r)[f"accuracy@shift={s}"] for s in SHIFTS] for r in runs])
+        curves = [
+            (dict(zip(header, key)), np.array([[pick(r)[f"accuracy@shift={s}"] for s in SHIFTS] for r in runs]))
             for key, runs in groups.items()
-        }
+        ]
         xlabel = f"shift of the test images (pixels, to the right, {kind})"
         figures.accuracy_by_shift(curves, SHIFTS, study_dir / f"accuracy_by{suffix}_shift.png", xlabel)
     return "\n".join(markdown)

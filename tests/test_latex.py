@@ -70,3 +70,49 @@ def test_special_characters_compile(tmp_path):
         provenance=provenance,
     )
     compile_table(table, tmp_path)
+
+
+def test_the_committed_paper_is_what_the_command_writes_from_the_committed_results():
+    from experiments.paper import paper
+
+    committed = RESULTS.parent / "paper.tex"
+    assert committed.read_text() == paper(RESULTS, committed), "stale: run python -m experiments.paper"
+
+
+def test_a_study_description_keeps_its_commands_verbatim_and_escapes_its_text():
+    from experiments.paper import describe
+
+    latex = describe("Study 9: 50% of a_b.\n\n    python -m x --a=1   # 2 min\n\nWrites STUDY_DIR/results.md.\n")
+    assert latex.split("\n\n") == [
+        r"Study 9: 50\% of a\_b.",
+        "{\\footnotesize\n\\begin{verbatim}\npython -m x --a=1   # 2 min\n\\end{verbatim}\n}",
+        r"Writes STUDY\_DIR/results.md.",
+    ]
+
+
+def test_the_paper_refuses_missing_and_unlisted_results(tmp_path):
+    from experiments.paper import paper
+
+    for path in RESULTS.iterdir():
+        shutil.copy(path, tmp_path)
+    (tmp_path / "pooling.tex").unlink()
+    with pytest.raises(ValueError, match=r"lacks \['pooling.tex'\]: run the studies"):
+        paper(tmp_path, tmp_path / "paper.tex")
+    shutil.copy(RESULTS / "pooling.tex", tmp_path)
+    (tmp_path / "extra_study.tex").write_text("")
+    with pytest.raises(ValueError, match=r"no section of experiments/paper.py lists \['extra_study.tex'\]"):
+        paper(tmp_path, tmp_path / "paper.tex")
+
+
+@needs_pdflatex
+def test_the_paper_compiles(tmp_path):
+    from experiments.paper import compile_pdf, paper
+
+    source = tmp_path / "paper.tex"
+    source.write_text(paper(RESULTS, source))
+    pdf = compile_pdf(source)
+    log = source.with_suffix(".log").read_text(errors="replace")
+    assert pdf.stat().st_size > 100_000  # the figures are in it
+    assert "Overfull" not in log and "undefined" not in log.lower()  # every table and command fits the page
+    toc = source.with_suffix(".toc").read_text()
+    assert toc.count("\\contentsline {section}") == 7

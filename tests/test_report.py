@@ -266,3 +266,54 @@ def test_differences_from_a_baseline_row(tmp_path):
         ValueError, match=r"\['pooling'\] are not columns of the table; its columns are \['pool', 'data'\]"
     ):
         to_markdown(rows, baseline={"pooling": "max"})
+
+
+def test_crowded_figures_become_small_multiples_with_shared_axes_and_one_legend(tmp_path, monkeypatch):
+    from cnn_jax.report import figures
+
+    study1 = [
+        {"backbone": b, "model": m, "data": d}
+        for b in ("lenet", "resnet")
+        for d in ("mnist", "fashion_mnist")
+        for m in ("cnn", "tiled2", "tiled4", "local")
+    ]
+    assert figures.panel_factors(study1) == ("backbone", "data")  # fewest values first, until <= 6 a panel
+    assert figures.panel_factors([{"pool": p, "data": d} for p in range(7) for d in "ab"]) == ("data",)
+    assert figures.panel_factors([{"pool": p, "data": "a"} for p in range(7)]) == ()  # one factor: nothing to split
+    assert figures.panel_factors(study1[:6]) == ()  # few enough for one axis
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or Path(path))
+    shifts = (0, 1, 2)
+    curves = [(label, np.full((2, 3), i / 20)) for i, label in enumerate(study1)]  # 2 seeds each
+    figures.accuracy_by_shift(curves, shifts, tmp_path / "shift.png")
+    (fig,) = drawn
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == [
+        f"backbone={b}, data={d}" for b in ("lenet", "resnet") for d in ("mnist", "fashion_mnist")
+    ]
+    assert all(len(ax.get_lines()) == 4 for ax in panels)
+    assert len({ax.get_ylim() for ax in panels}) == 1 and len({ax.get_xlim() for ax in panels}) == 1  # shared
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["model=cnn", "model=tiled2", "model=tiled4", "model=local"]
+    colours = {(ax.get_title(), line.get_label()): line.get_color() for ax in panels for line in ax.get_lines()}
+    assert len({c for (_, name), c in colours.items() if name == "model=local"}) == 1  # one colour per legend entry
+    np.testing.assert_allclose(panels[0].get_lines()[1].get_ydata(), 100 * 1 / 20)  # the mean over seeds, in %
+
+
+def test_learning_curves_average_seeds_per_step_even_when_a_seed_is_short(tmp_path, monkeypatch):
+    from cnn_jax.report import figures
+
+    for seed, records in enumerate([[(1, 0.5), (2, 0.7)], [(1, 0.3)]]):
+        path = tmp_path / f"seed{seed}"
+        fake_run(path, mnist1d_config("cnn1d", False, seed), 0.7)
+        (path / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": s, "test/accuracy": a}) + "\n" for s, a in records)
+        )
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or Path(path))
+    figures.learning_curves(load_runs(tmp_path), ["model.name"], tmp_path / "curves.png")
+    (fig,) = drawn
+    (ax,) = [ax for ax in fig.axes if ax.axison]
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_ydata(), [0.4, 0.7])
+    assert line.get_label() == "name=cnn1d" and ax.get_title() == ""

@@ -2,6 +2,7 @@
 one study run from another directory, and each study command end to end on a tiny grid (long tier)."""
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -132,10 +133,15 @@ def test_mnist1d_gap_table_reads_final_and_best_accuracy(tmp_path):
 @pytest.mark.slow
 def test_erf_exponent_sweep_table():
     settings = receptive_fields.ErfSettings(samples=2, inits=1)
-    markdown, latex = receptive_fields.exponent_tables([1, 2, 3, 4], 2, settings)
+    command = "python -m experiments.receptive_fields --part=exponent"
+    markdown, latex = receptive_fields.exponent_tables([1, 2, 3, 4], 2, settings, command)
     rows = [line for line in markdown.splitlines() if line.startswith("| random")]
     assert [r.split(" | ")[1] for r in rows] == ["1-4 (fit)", "2-4 (fit)", "1-2", "2-3", "3-4"] * 2
     assert all(r.endswith("| 2 |") for r in rows) and r"\begin{tabular}" in latex
+    # No runs behind it: the line names this process's own code, versions and devices.
+    last = markdown.strip().splitlines()[-1]
+    assert re.match(r"Provenance: values computed by the command itself; commit [0-9a-f]{7}(\+dirty)?; jax ", last)
+    assert last.endswith(f"regenerate: `{command}`.") and "Warning" not in last
 
 
 def test_study_runs_from_another_directory(tfds_dir, download_dir, tmp_path, monkeypatch):
@@ -219,6 +225,9 @@ def test_receptive_fields_study(tfds_dir, tmp_path):
     for schedule in ("1-1-1-1", "2-2-2-2", "1-2-4-8", "1-2-5-9"):
         assert (tmp_path / "accuracy" / f"long_range_xor__d{schedule}" / "seed0" / "final.json").exists()
     assert "not run" not in table and "(1) | " in table  # accuracies of both tasks, one seed each
+    notes = [line for line in table.splitlines() if line.startswith("Provenance: ")]
+    assert len(notes) == 3  # the depth table, the exponent fit and the schedules, each ends with its sources
+    assert notes[-1].startswith("Provenance: 8 runs and values computed by the command itself; commit")
     for figure in ("erf_growth.png", "erf_depth_heatmaps.png", "erf_dilation_heatmaps.png"):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
 

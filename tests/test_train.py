@@ -21,6 +21,7 @@ from cnn_jax.train import (
     train_and_evaluate,
     validate,
 )
+from cnn_jax.train import program as program_module
 from cnn_jax.train.checkpoint import SaveSchedule
 from cnn_jax.train.config import default_config
 from cnn_jax.train.optim import make_optimizer, make_schedule
@@ -351,3 +352,22 @@ def test_optimizers_apply_weight_decay_and_clipping(name):
         assert float(optax.tree.norm(updates)) == pytest.approx(
             0.1 * float(optax.tree.norm({"w": jax.numpy.full(4, 0.5) + 0.5})), rel=1e-5
         )
+
+
+def test_deterministic_compiles_every_program_with_xla_s_options(tfds_dir, tmp_path, monkeypatch):
+    # XLA:CPU is deterministic either way: the same numbers. On a GPU, benchmarks/accelerator.sh checks that two
+    # deterministic runs write identical metrics.jsonl files, and what it costs.
+    plain = train_and_evaluate(small_config(tfds_dir), tmp_path / "plain")
+    same = train_and_evaluate(small_config(tfds_dir, deterministic=True), tmp_path / "deterministic")
+    assert without_timing([same]) == without_timing([plain])
+    assert without_timing(read_metrics(tmp_path / "deterministic")) == without_timing(read_metrics(tmp_path / "plain"))
+    # The options reach the compiler: one XLA does not know fails the run's first compilation.
+    monkeypatch.setattr(program_module, "DETERMINISTIC_OPTIONS", {"xla_no_such_option": True})
+    with pytest.raises(Exception, match="No such compile option: 'xla_no_such_option'"):
+        train_and_evaluate(small_config(tfds_dir, deterministic=True), tmp_path / "unknown")
+
+
+def test_deterministic_needs_shard_map():
+    config = small_config("", deterministic=True, parallel="pmap")
+    with pytest.raises(ValueError, match="deterministic=True needs config.train.parallel='shard_map' .*pmap takes no"):
+        validate(config, device_count=8)

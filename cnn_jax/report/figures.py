@@ -1,7 +1,9 @@
-"""Figures: learning curves per configuration (mean over seeds), effective receptive fields."""
+"""Figures: learning curves per configuration (mean over seeds), accuracy by input shift (both as small multiples
+when they hold more than MAX_CURVES curves), effective receptive fields."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -10,10 +12,100 @@ import numpy as np
 from cnn_jax.analysis import EffectiveReceptiveField
 from cnn_jax.report.runs import Run
 
+Label = dict[str, object]  # a curve's label: factor -> value, e.g. {"pool": "max", "data": "mnist"}
+MAX_CURVES = 6  # more curves than this on one axis stop being told apart: the figure becomes small multiples
 
-def _label(run: Run, factors: Sequence[str] | Callable[[Run], dict]) -> str:
-    label = factors(run) if callable(factors) else {f.split(".")[-1]: run.config.get(f) for f in factors}
+
+def _label(run: Run, factors: Sequence[str] | Callable[[Run], dict]) -> Label:
+    return dict(factors(run)) if callable(factors) else {f.split(".")[-1]: run.config.get(f) for f in factors}
+
+
+def _text(label: Label) -> str:
     return ", ".join(f"{k}={v}" for k, v in label.items()) or "run"
+
+
+def panel_factors(labels: Sequence[Label], max_curves: int = MAX_CURVES) -> tuple[str, ...]:
+    """The factors whose values split a figure into panels: none while the curves fit one axis, else factors
+    with the fewest values first, until no panel holds more than `max_curves` curves, always leaving one
+    varying factor to tell a panel's curves apart (study 1's images: backbone, then dataset, 4 curves each)."""
+    keys = list(dict.fromkeys(k for label in labels for k in label))
+    values = {k: dict.fromkeys(repr(label.get(k)) for label in labels) for k in keys}
+    varying = sorted((k for k in keys if len(values[k]) > 1), key=lambda k: len(values[k]))  # stable: ties keep order
+    split: list[str] = []
+
+    def most_per_panel() -> int:
+        panels: dict[tuple, set] = {}
+        for label in labels:
+            panels.setdefault(tuple(repr(label.get(k)) for k in split), set()).add(repr(sorted(label.items())))
+        return max(map(len, panels.values()), default=0)
+
+    while most_per_panel() > max_curves and len(varying) - len(split) > 1:
+        split.append(varying[len(split)])
+    return tuple(split)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One line of a figure: its label, x values, and the mean and the min..max band over seeds at each x."""
+
+    label: Label
+    x: np.ndarray
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def over_seeds(cls, label: Label, x: Sequence[float], values: Sequence[Sequence[float]]) -> Curve:
+        """From each x's values over seeds (their number may differ between x: unfinished runs)."""
+        values = [np.asarray(v, float) for v in values]
+        return cls(label, np.asarray(x), *(np.array([f(v) for v in values]) for f in (np.mean, np.min, np.max)))
+
+
+def _small_multiples(curves: Sequence[Curve], xlabel: str, ylabel: str, path: str | Path, ticks: bool = False) -> Path:
+    """Draw the curves, each as its mean with a min..max band: on one axis, or, with more than MAX_CURVES, one
+    panel per value of the `panel_factors` (two factors: rows x columns) with shared axes and one legend, a
+    curve's colour the same in every panel. ticks: a tick and a marker at every x."""
+    plt = _pyplot()
+    split = panel_factors([c.label for c in curves])
+    panel = [tuple((k, str(c.label.get(k))) for k in split) for c in curves]  # str: lists are values too
+    legend = [_text({k: v for k, v in c.label.items() if k not in split}) for c in curves]
+    panels, names = list(dict.fromkeys(panel)), list(dict.fromkeys(legend))
+    if len(split) == 2:  # rows: the first factor's values, columns: the second's
+        row_values, column_values = (list(dict.fromkeys(p[i] for p in panels)) for i in (0, 1))
+        place = {p: (row_values.index(p[0]), column_values.index(p[1])) for p in panels}
+        rows, columns = len(row_values), len(column_values)
+    else:  # a row of up to 4 panels, then the next
+        columns = min(len(panels), 4)
+        place = {p: divmod(i, columns) for i, p in enumerate(panels)}
+        rows = -(-len(panels) // columns)
+    size = (8, 4) if len(panels) == 1 else (3.4 * columns, 2.8 * rows)
+    fig, axes = plt.subplots(rows, columns, figsize=size, sharex=True, sharey=True, squeeze=False)
+    palette = plt.cm.tab10.colors if len(names) <= 10 else plt.cm.tab20.colors  # distinct before any repeat
+    for ax in axes.flat:
+        ax.set_axis_off()  # back on below for the panels that hold curves
+    for this, cell in place.items():
+        ax = axes[cell]
+        ax.set_axis_on()
+        for curve, where, name in zip(curves, panel, legend):
+            if where == this:
+                colour = palette[names.index(name) % len(palette)]
+                marker = {"marker": "o", "markersize": 3} if ticks else {}
+                ax.plot(curve.x, curve.mean, color=colour, label=name, **marker)
+                ax.fill_between(curve.x, curve.low, curve.high, color=colour, alpha=0.2)
+        ax.set_title(_text(dict(this)) if split else "", fontsize=9)
+        ax.grid(alpha=0.3)
+        if ticks:
+            ax.set_xticks(curves[panel.index(this)].x)
+    if len(panels) == 1:
+        axes[0, 0].set(xlabel=xlabel, ylabel=ylabel)
+    else:  # once for the grid: per panel, a long label runs into the next panel's
+        fig.supxlabel(xlabel, fontsize=10)
+        fig.supylabel(ylabel, fontsize=10)
+    handles = {line.get_label(): line for ax in axes.flat for line in ax.get_lines()}
+    fig.tight_layout()
+    # one legend for every panel, beside them: never over a curve
+    fig.legend(handles.values(), handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _save(fig, path)
 
 
 def _pyplot():
@@ -36,27 +128,17 @@ def _save(fig, path: str | Path) -> Path:
 def learning_curves(
     runs: list[Run], factors: Sequence[str] | Callable[[Run], dict], path: str | Path, metric: str = "test/accuracy"
 ) -> Path:
-    """Plot `metric` against step, one line per configuration (mean over its seeds, band = min..max)."""
-    plt = _pyplot()
-    curves: dict[str, dict[int, list[float]]] = {}
+    """Plot `metric` against step, one line per configuration (mean over its seeds, band = min..max); with more
+    than MAX_CURVES configurations, as small multiples (`panel_factors`)."""
+    points: dict[str, tuple[Label, dict[int, list[float]]]] = {}
     for run in runs:
-        points = curves.setdefault(_label(run, factors), {})
+        label = _label(run, factors)
+        by_step = points.setdefault(repr(label), (label, {}))[1]
         for record in run.metrics:
             if metric in record:
-                points.setdefault(record["step"], []).append(record[metric])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # 20 distinct colours before any repeats
-    for label, points in curves.items():
-        steps = sorted(points)
-        values = [np.asarray(points[s]) for s in steps]
-        ax.plot(steps, [v.mean() for v in values], label=label)
-        ax.fill_between(steps, [v.min() for v in values], [v.max() for v in values], alpha=0.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: never over a curve
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+                by_step.setdefault(record["step"], []).append(record[metric])
+    curves = [Curve.over_seeds(label, sorted(v), [v[s] for s in sorted(v)]) for label, v in points.values()]
+    return _small_multiples(curves, "step", metric, path)
 
 
 def erf_heatmaps(erfs: dict[str, EffectiveReceptiveField], path: str | Path, columns: int = 4) -> Path:
@@ -104,24 +186,13 @@ def erf_growth(
 
 
 def accuracy_by_shift(
-    curves: dict[str, np.ndarray],
+    curves: Sequence[tuple[Label, np.ndarray]],
     shifts: Sequence[int],
     path: str | Path,
     xlabel: str = "shift of the test images (pixels, to the right)",
 ) -> Path:
     """Test accuracy (%) against input shift: per label, an array (seeds, len(shifts)) of accuracies in [0, 1],
-    drawn as its mean with a min..max band."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.set_prop_cycle(color=plt.cm.tab20.colors)
-    for label, accuracies in curves.items():
-        percent = 100 * np.asarray(accuracies).reshape(-1, len(shifts))
-        ax.plot(shifts, percent.mean(0), marker="o", markersize=3, label=label)
-        ax.fill_between(shifts, percent.min(0), percent.max(0), alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(list(shifts))
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
+    drawn as its mean with a min..max band; with more than MAX_CURVES labels, as small multiples."""
+    percent = [(label, 100 * np.asarray(a).reshape(-1, len(shifts))) for label, a in curves]
+    curves = [Curve.over_seeds(label, shifts, a.T) for label, a in percent]
+    return _small_multiples(curves, xlabel, "test accuracy (%)", path, ticks=True)

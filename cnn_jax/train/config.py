@@ -77,6 +77,9 @@ def default_config() -> ml_collections.ConfigDict:
     # the single-run step; auto: sequential on CPU devices, vmap on accelerators; cnn_jax/train/run_batch.py)
     c.train.run_form = "auto"
     c.train.data_placement = "auto"  # auto | device | host: splits on the devices (auto: where they fit)
+    # GPUs: compile with XLA's deterministic ops, so identical runs give identical numbers, at a cost
+    # (docs/training.md); shard_map only. CPU runs are deterministic either way.
+    c.train.deterministic = False
     c.train.log_every_steps = 100
     c.train.eval_every_epochs = 1
     # Checkpoints are written in the background, at the end, on SIGTERM/SIGUSR1, and every checkpoint_every_steps
@@ -137,6 +140,11 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         "dataset.augment.crop_padding",
     ):
         _positive(field, _get(config, field), allow_zero=True)
+    if config.train.deterministic and config.train.parallel != "shard_map":
+        raise ValueError(
+            f"config.train.deterministic=True needs config.train.parallel='shard_map' (it is "
+            f"{config.train.parallel!r}): jax.pmap takes no compiler options"
+        )
     if not 0 <= config.train.label_smoothing < 1:
         raise ValueError(f"config.train.label_smoothing={config.train.label_smoothing!r} must be in [0, 1)")
     if config.dataset.augment.flip and not DATASETS[config.dataset.name].flip:

@@ -36,7 +36,7 @@ from cnn_jax.train.config import validate
 from cnn_jax.train.feed import Feed, TrainRows, device_memory, dispatch_plan, eval_rows, pad_steps, resident
 from cnn_jax.train.metrics import Progress
 from cnn_jax.train.parallel import RUNNERS
-from cnn_jax.train.program import Program, build_program, schedule_length
+from cnn_jax.train.program import Program, build_program, compiler_options, schedule_length
 from cnn_jax.train.run_batch import RunBatch, group_runs, runs_that_fit, vmapped
 from cnn_jax.train.run_dir import FINAL_FILE, RunDir
 from cnn_jax.train.run_lock import RunLockedError
@@ -283,7 +283,9 @@ def _runs_in_memory(program: Program, runs: Sequence[RunDir], data: Dataset, dev
     config = runs[0].config
     state = jax.eval_shape(program.init, 0)
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
-    runner = RUNNERS[config.train.parallel](program.train_step, program.eval_step, devices)
+    runner = RUNNERS[config.train.parallel](
+        program.train_step, program.eval_step, devices, compiler_options=compiler_options(config)
+    )
     local = config.train.batch_size // jax.process_count()
     shapes = (
         jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state),
@@ -316,6 +318,7 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
         config.train.dispatch_form,
         runs=count_runs,
         vmapped=vmapped(config.train.run_form, devices, count_runs),
+        compiler_options=compiler_options(config),
     )
     params, macs = params_and_macs(program.model, data.input_shape)  # for final.json and the study tables
     names = [f"{run.path}: " if count_runs > 1 else "" for run in runs]

@@ -138,11 +138,17 @@ def _named(fn: Callable, name: str) -> Callable:
     return named
 
 
+# XLA's compiler options for bit-identical reruns on GPUs (`train.deterministic`): deterministic reductions and
+# scatters, and only deterministic algorithms when autotuning. XLA:CPU is deterministic already and ignores them.
+DETERMINISTIC_OPTIONS = {"xla_gpu_deterministic_ops": True}
+
+
 class ShardMapRunner:
     """Global arrays over Mesh(devices, ("batch",)), all devices by default; the state replicated, batches
     split along their batch axis. `dispatch_form`: how a dispatch runs its steps, one of DISPATCH_FORMS.
     `batched`: the dispatch programs take a run batch (a leading run axis on the state, the values and the
-    train data; see `run_batch.py`)."""
+    train data; see `run_batch.py`). `compiler_options`: XLA options every program compiles with (for
+    example DETERMINISTIC_OPTIONS)."""
 
     def __init__(
         self,
@@ -151,6 +157,7 @@ class ShardMapRunner:
         devices: Sequence[jax.Device] | None = None,
         dispatch_form: str = "auto",
         batched: bool = False,
+        compiler_options: dict | None = None,
     ):
         devices = list(devices or jax.devices())
         self.mesh = Mesh(np.array(devices), (AXIS,))
@@ -162,6 +169,7 @@ class ShardMapRunner:
             return jax.jit(
                 jax.shard_map(fn, mesh=self.mesh, in_specs=(P(), *arg_specs), out_specs=(P(), P()), check_vma=False),
                 donate_argnums=0 if donate else (),
+                compiler_options=compiler_options,
             )
 
         def arg_specs(resident, count, runs):
@@ -202,7 +210,7 @@ class ShardMapRunner:
 class PmapRunner:
     """`jax.pmap` over the local devices (all of them unless `devices` is given); the state carries a
     leading local-device axis. `dispatch_form`: how a dispatch runs its steps, one of DISPATCH_FORMS.
-    `batched`: as for ShardMapRunner."""
+    `batched`: as for ShardMapRunner. `compiler_options` must be empty: jax.pmap takes none."""
 
     def __init__(
         self,
@@ -211,7 +219,10 @@ class PmapRunner:
         devices: Sequence[jax.Device] | None = None,
         dispatch_form: str = "auto",
         batched: bool = False,
+        compiler_options: dict | None = None,
     ):
+        if compiler_options:
+            raise ValueError(f"compiler_options={compiler_options}: jax.pmap takes none; use ShardMapRunner")
         self._devices = list(devices or jax.local_devices())
 
         def compile_(fn, in_axes, donate):

@@ -23,7 +23,7 @@ from cnn_jax import models
 from cnn_jax.data import Dataset, steps_per_epoch
 from cnn_jax.nn import ConvSpec
 from cnn_jax.train.optim import make_optimizer, make_schedule, optimizer_init
-from cnn_jax.train.parallel import RUNNERS
+from cnn_jax.train.parallel import DETERMINISTIC_OPTIONS, RUNNERS
 from cnn_jax.train.state import TrainState, state_initializer
 from cnn_jax.train.step import AXIS, InputSpec, make_eval_step, make_train_step
 
@@ -97,8 +97,19 @@ def build_program(config: ml_collections.ConfigDict, data: Dataset) -> Program:
     )
 
 
+def compiler_options(config: ml_collections.ConfigDict) -> dict:
+    """The XLA options every program of a run compiles with: DETERMINISTIC_OPTIONS for train.deterministic."""
+    return dict(DETERMINISTIC_OPTIONS) if config.train.deterministic else {}
+
+
 def build_runner(config: ml_collections.ConfigDict, data: Dataset, devices: Sequence[jax.Device]):
     """(program, runner): config's program on `data` and its single-run runner on `devices`."""
     program = build_program(config, data)
-    runner = RUNNERS[config.train.parallel](program.train_step, program.eval_step, devices, config.train.dispatch_form)
+    runner = RUNNERS[config.train.parallel](
+        program.train_step,
+        program.eval_step,
+        devices,
+        config.train.dispatch_form,
+        compiler_options=compiler_options(config),
+    )
     return program, runner

@@ -69,9 +69,10 @@ def runs_that_fit(state_bytes: int, step_bytes: int, memory_bytes: int | None, v
 class RunBatch:
     """The device side of a run batch: its states, values and dispatches, in either form.
 
-    Arguments as for the runners (`parallel.py`), plus `runs` (R) and `vmapped`. States and outputs are opaque
-    to the caller: `host_states` and `host_steps` return them per run. In the sequential form, runs not
-    `active` (stopped by a non-finite loss) are skipped; in the vmapped form they are computed and ignored.
+    Arguments as for the runners (`parallel.py`, `compiler_options` included), plus `runs` (R) and `vmapped`.
+    States and outputs are opaque to the caller: `host_states` and `host_steps` return them per run. In the
+    sequential form, runs not `active` (stopped by a non-finite loss) are skipped; in the vmapped form they are
+    computed and ignored.
     """
 
     def __init__(
@@ -84,8 +85,11 @@ class RunBatch:
         *,
         runs: int,
         vmapped: bool,
+        compiler_options: dict | None = None,
     ):
-        self.runner = runner_class(train_step, eval_step, devices, dispatch_form, batched=vmapped)
+        self.runner = runner_class(
+            train_step, eval_step, devices, dispatch_form, batched=vmapped, compiler_options=compiler_options
+        )
         self.runs, self.vmapped = runs, vmapped
 
     def put(self, host_states: Sequence, values: Sequence[dict]) -> tuple:
