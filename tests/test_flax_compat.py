@@ -2,8 +2,11 @@
 tests/linen/linen_test.py), run on flax.linen and cnn_jax side by side, with flax's expected values checked exactly.
 
 Where cnn_jax follows another convention on purpose, the case converts with the one-liner from
-docs/coming_from_flax_and_pytorch.md, then compares.
+docs/coming_from_flax_and_pytorch.md, then compares. ConvTranspose takes flax's `transpose_kernel`: with it set,
+flax's parameters load unchanged, so its cases run both ways.
 """
+
+import functools
 
 import flax.linen as fnn
 import jax
@@ -16,6 +19,8 @@ from jax.nn import initializers
 
 from cnn_jax import nn as cnn
 from cnn_jax import ops
+from cnn_jax.nn.conv import with_one_batch_axis
+from cnn_jax.ops.shapes import as_tuple
 
 KEY = jax.random.PRNGKey(0)
 
@@ -253,27 +258,38 @@ def test_causal_conv1d():
 VALID_TRANSPOSE = np.array([4.0, 7.0] + [10.0] * 6 + [7.0, 4.0])[:, None].repeat(4, -1)
 
 
+def from_flax_transpose(p):
+    """flax ConvTranspose's default parameters as cnn_jax's default (transpose_kernel=None) layout."""
+    return {**p, "kernel": transpose_from_flax(p["kernel"])}
+
+
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("x_shape", [(1, 8, 3), (2, 5, 8, 3), (8, 3)])
 def test_conv_transpose(use_bias, x_shape):
     kw = dict(features=4, use_bias=use_bias, kernel_size=(3,), padding="VALID", **ONES)
-    convert = lambda p: {**p, "kernel": transpose_from_flax(p["kernel"])}
-    y_flax, y_ours, variables = both(fnn.ConvTranspose(**kw), cnn.ConvTranspose(**kw), jnp.ones(x_shape), convert)
+    y_flax, y_ours, variables = both(
+        fnn.ConvTranspose(**kw), cnn.ConvTranspose(transpose_kernel=False, **kw), jnp.ones(x_shape)
+    )
+    y_converted = cnn.ConvTranspose(**kw).apply({"params": from_flax_transpose(variables["params"])}, jnp.ones(x_shape))
     assert variables["params"]["kernel"].shape == (3, 3, 4)
     expected = np.broadcast_to(VALID_TRANSPOSE - (0 if use_bias else 1), (*x_shape[:-2], 10, 4))
-    for y in (y_flax, y_ours):
+    for y in (y_flax, y_ours, y_converted):
         np.testing.assert_array_equal(y, expected)
 
 
 def test_single_input_masked_conv_transpose():
+    """The mask in flax's layout with transpose_kernel=False; converted with the kernel in cnn_jax's."""
     mask = jnp.tril(jnp.ones((3, 3, 4)))
     expected = np.array([[4.0, 3, 2, 1], [7, 5, 3, 1]] + [[10, 7, 4, 1]] * 6 + [[7, 5, 3, 1], [4, 3, 2, 1]])
     kw = dict(features=4, kernel_size=(3,), padding="VALID", **ONES)
-    y_flax, variables = fnn.ConvTranspose(mask=mask, **kw).init_with_output(KEY, jnp.ones((8, 3)))
-    ours = cnn.ConvTranspose(mask=transpose_from_flax(mask), **kw)
-    params = {**variables["params"], "kernel": transpose_from_flax(variables["params"]["kernel"])}
-    y_ours = ours.apply({"params": params}, jnp.ones((8, 3)))
-    for y in (y_flax, y_ours):
+    x = jnp.ones((8, 3))
+    y_flax, y_ours, variables = both(
+        fnn.ConvTranspose(mask=mask, **kw), cnn.ConvTranspose(mask=mask, transpose_kernel=False, **kw), x
+    )
+    ours_init = cnn.ConvTranspose(mask=mask, transpose_kernel=False, **kw).init_with_output(KEY, x)[0]
+    converted = cnn.ConvTranspose(mask=transpose_from_flax(mask), **kw)
+    y_converted = converted.apply({"params": from_flax_transpose(variables["params"])}, x)
+    for y in (y_flax, y_ours, ours_init, y_converted):
         np.testing.assert_array_equal(y, expected)
 
 
@@ -289,8 +305,14 @@ def test_circular_conv_transpose_constant(kernel_size):
             bias_init=initializers.zeros,
         )
         expected = np.full((*x_shape[:-1], 2), kernel_size**ndim * x_shape[-1])
-        np.testing.assert_array_equal(fnn.ConvTranspose(**kw).init_with_output(KEY, jnp.ones(x_shape))[0], expected)
-        np.testing.assert_array_equal(cnn.ConvTranspose(**kw).init_with_output(KEY, jnp.ones(x_shape))[0], expected)
+        for module in (
+            fnn.ConvTranspose(**kw),
+            cnn.ConvTranspose(**kw),
+            cnn.ConvTranspose(transpose_kernel=False, **kw),
+        ):
+            y, variables = module.init_with_output(KEY, jnp.ones(x_shape))
+            np.testing.assert_array_equal(y, expected)
+        assert variables["params"]["kernel"].shape == (*kw["kernel_size"], x_shape[-1], 2)  # flax's layout
 
 
 def test_circular_conv_transpose_with_vmap():
@@ -301,42 +323,31 @@ def test_circular_conv_transpose_with_vmap():
         assert jax.vmap(layer.apply, in_axes=(None, 0))(variables, jnp.ones((8, 32, 2))).shape == (8, 32, 5)
 
 
-def test_circular_conv_transpose_custom():
-    # Stride 3: flax's result, and ours rolled by the documented alignment shift.
+FlaxLayoutConvTranspose = functools.partial(cnn.ConvTranspose, transpose_kernel=False)
+
+
+@pytest.mark.parametrize("ours", [FlaxLayoutConvTranspose, cnn.ConvTranspose], ids=["flax layout", "converted"])
+def test_circular_conv_transpose_custom(ours):
+    convert = (lambda k: k) if ours is FlaxLayoutConvTranspose else transpose_from_flax
+    # Stride 3: flax's result, and ours rolled by the documented alignment shift (ours is the exact adjoint).
     expected = np.expand_dims(np.outer(np.arange(1, 6), (1, 2, 1)).ravel(), (0, 2))
     y_flax, y_ours = _custom(
-        fnn.ConvTranspose,
-        cnn.ConvTranspose,
-        X5,
-        K121,
-        transpose_from_flax,
-        features=1,
-        kernel_size=(3,),
-        strides=(3,),
-        padding="CIRCULAR",
+        fnn.ConvTranspose, ours, X5, K121, convert, features=1, kernel_size=(3,), strides=(3,), padding="CIRCULAR"
     )
     np.testing.assert_array_equal(y_flax, expected)
     shift = circular_transpose_shift((5,), (3,), (3,), (1,), False)
+    assert shift != (0,)
     np.testing.assert_array_equal(jnp.roll(y_ours, -shift[0], 1), expected)
     # Stride 1: the same numbers.
-    for y in _custom(
-        fnn.ConvTranspose,
-        cnn.ConvTranspose,
-        X3x3,
-        CROSS,
-        transpose_from_flax,
-        features=1,
-        kernel_size=(3, 3),
-        padding="CIRCULAR",
-    ):
+    for y in _custom(fnn.ConvTranspose, ours, X3x3, CROSS, convert, features=1, kernel_size=(3, 3), padding="CIRCULAR"):
         np.testing.assert_array_equal(y, np.expand_dims(((18, 21, 24), (27, 30, 33), (36, 39, 42)), (0, 3)))
     x, kernel = np.expand_dims(((1, 2), (3, 4)), (0, 3)), np.expand_dims(((1, 2), (3, 4)), (2, 3))
     x, layer = jnp.asarray(x, jnp.float32), dict(features=1, kernel_size=(2, 2), padding="CIRCULAR")
     y_flax, variables = fnn.ConvTranspose(
         kernel_init=lambda *_: jnp.asarray(kernel, jnp.float32), bias_init=initializers.ones, **layer
     ).init_with_output(KEY, x)
-    y_ours = cnn.ConvTranspose(**layer).apply(
-        {"params": {**variables["params"], "kernel": transpose_from_flax(variables["params"]["kernel"])}}, x
+    y_ours = ours(**layer).apply(
+        {"params": {**variables["params"], "kernel": convert(variables["params"]["kernel"])}}, x
     )
     for y in (y_flax, y_ours):
         np.testing.assert_array_equal(y, np.expand_dims(((21, 23), (29, 31)), (0, 3)))
@@ -344,19 +355,27 @@ def test_circular_conv_transpose_custom():
 
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_transpose_kernel_conv_transpose(use_bias):
-    """flax's transpose_kernel=True is cnn_jax's layout: kernel (*kernel, features, C_in), output (1, 30, 30, 4)."""
-    kw = dict(features=4, use_bias=use_bias, strides=2, kernel_size=(6, 6), padding="CIRCULAR")
+    """flax's case on both (kernel (*kernel, features, C_in), output (1, 30, 30, 4)); the same parameters
+    as flax's init, and flax's numbers after the documented circular shift."""
+    kw = dict(features=4, use_bias=use_bias, strides=2, kernel_size=(6, 6), padding="CIRCULAR", transpose_kernel=True)
     x = jax.random.normal(KEY, (1, 15, 15, 3))
-    y_flax, variables = fnn.ConvTranspose(transpose_kernel=True, **kw).init_with_output(KEY, x)
-    y_ours = cnn.ConvTranspose(**kw).apply(variables, x)
-    assert variables["params"]["kernel"].shape == (6, 6, 4, 3)
-    assert y_flax.shape == y_ours.shape == (1, 30, 30, 4)
+    y_flax, variables = fnn.ConvTranspose(**kw).init_with_output(KEY, x)
+    y_ours, ours_variables = cnn.ConvTranspose(**kw).init_with_output(KEY, x)
+    for v, y in ((variables, y_flax), (ours_variables, y_ours)):
+        assert v["params"]["kernel"].shape == (6, 6, 4, 3)
+        assert y.shape == (1, 30, 30, 4)
+    assert jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), variables, ours_variables))
     shift = circular_transpose_shift((15, 15), (6, 6), (2, 2), (1, 1), True)
     close(jnp.roll(y_ours, [-s for s in shift], (1, 2)), y_flax, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
-    "module", [(fnn.Conv, cnn.Conv), (fnn.ConvLocal, cnn.LocalConv), (fnn.ConvTranspose, cnn.ConvTranspose)]
+    "module",
+    [
+        (fnn.Conv, cnn.Conv),
+        (fnn.ConvLocal, cnn.LocalConv),
+        (fnn.ConvTranspose, cnn.ConvTranspose, FlaxLayoutConvTranspose),
+    ],
 )
 def test_int_kernel_equality(module):
     for m in module:
@@ -428,43 +447,100 @@ def test_local_conv_equals_flax_conv_local(rng, kw, batch):
     close(y_ours, y_flax, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "kw",
-    [
-        dict(kernel_size=(3, 2), strides=2, padding="SAME"),
-        dict(kernel_size=(4, 3), strides=(2, 3), padding="VALID"),
-        dict(kernel_size=(3, 3), kernel_dilation=2, padding="SAME"),
-        dict(kernel_size=(4, 3), strides=(2, 1), padding="CIRCULAR"),
-        dict(kernel_size=(5,), strides=3, kernel_dilation=2, padding="CIRCULAR"),
-    ],
-)
+TRANSPOSE_CASES = [
+    dict(kernel_size=(3, 2), strides=2, padding="SAME"),
+    dict(kernel_size=(4, 3), strides=(2, 3), padding="VALID"),
+    dict(kernel_size=(3, 3), kernel_dilation=2, padding="SAME"),
+    dict(kernel_size=(4, 3), strides=(2, 1), padding="CIRCULAR"),
+    dict(kernel_size=(5,), strides=3, kernel_dilation=2, padding="CIRCULAR"),
+    dict(kernel_size=(4, 2), strides=(2, 1), padding=1),
+    dict(kernel_size=(3, 3), strides=2, kernel_dilation=(1, 2), padding=((0, 2), (4, 6))),  # 6 > span - 1
+    dict(kernel_size=(3,), strides=3, padding=((-1, 1),)),  # flax crops
+]
+
+
+def circular_aligned(y_ours, x, kw, transpose_kernel):
+    """Ours rolled onto flax's CIRCULAR alignment (no change for other paddings)."""
+    if kw["padding"] != "CIRCULAR":
+        return y_ours
+    ndim = len(kw["kernel_size"])
+    strides = as_tuple(kw.get("strides", 1), ndim, "strides")
+    dilation = as_tuple(kw.get("kernel_dilation", 1), ndim, "kernel_dilation")
+    shift = circular_transpose_shift(x.shape[1:-1], kw["kernel_size"], strides, dilation, transpose_kernel)
+    return jnp.roll(y_ours, [-s for s in shift], tuple(range(1, ndim + 1)))
+
+
+@pytest.mark.parametrize("kw", TRANSPOSE_CASES)
 @pytest.mark.parametrize("transpose_kernel", [True, False])
 def test_conv_transpose_equals_flax(rng, kw, transpose_kernel):
+    """flax's parameters, unchanged, with the same `transpose_kernel`: flax's initial parameters, output and
+    gradients in the parameters and the input (CIRCULAR: after the documented shift)."""
     ndim = len(kw["kernel_size"])
     x = jnp.asarray(rng.normal(size=(2, *(5, 4)[:ndim], 3)), jnp.float32)
-    convert = (lambda p: p) if transpose_kernel else (lambda p: {**p, "kernel": transpose_from_flax(p["kernel"])})
+    layer = dict(features=4, transpose_kernel=transpose_kernel, **kw)
+    flax_layer, ours = fnn.ConvTranspose(**layer), cnn.ConvTranspose(**layer)
+    y_flax, _, variables = both(flax_layer, ours, x)
+    assert jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), variables, ours.init(KEY, x)))
+    aligned = lambda v, x: circular_aligned(ours.apply(v, x), x, kw, transpose_kernel)  # noqa: E731
+    close(aligned(variables, x), y_flax, rtol=1e-5, atol=1e-5)
+    loss = lambda apply: lambda v, x: jnp.sum(jnp.sin(apply(v, x)))  # noqa: E731
+    grads = [jax.grad(loss(apply), (0, 1))(variables, x) for apply in (aligned, flax_layer.apply)]
+    jax.tree.map(lambda a, b: close(a, np.asarray(b), rtol=1e-5, atol=1e-5), *grads)
+
+
+@pytest.mark.parametrize("kw", [c for c in TRANSPOSE_CASES if isinstance(c["padding"], str)])
+@pytest.mark.parametrize("transpose_kernel", [True, False])
+def test_conv_transpose_in_cnn_jax_layout_equals_flax(rng, kw, transpose_kernel):
+    """The default (transpose_kernel=None) on flax's parameters converted as the docs say."""
+    ndim = len(kw["kernel_size"])
+    x = jnp.asarray(rng.normal(size=(2, *(5, 4)[:ndim], 3)), jnp.float32)
+    convert = (lambda p: p) if transpose_kernel else from_flax_transpose
     y_flax, y_ours, _ = both(
         fnn.ConvTranspose(features=4, transpose_kernel=transpose_kernel, **kw),
         cnn.ConvTranspose(features=4, **kw),
         x,
         convert,
     )
-    if kw["padding"] == "CIRCULAR":
-        strides = ((kw["strides"],) * ndim) if isinstance(kw["strides"], int) else kw["strides"]
-        dilation = (kw.get("kernel_dilation", 1),) * ndim
-        shift = circular_transpose_shift(x.shape[1:-1], kw["kernel_size"], strides, dilation, transpose_kernel)
-        y_ours = jnp.roll(y_ours, [-s for s in shift], tuple(range(1, ndim + 1)))
-    close(y_ours, y_flax, rtol=1e-5, atol=1e-5)
+    close(circular_aligned(y_ours, x, kw, transpose_kernel), y_flax, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("k, s, a, b", [(3, 2, 1, 2), (4, 1, 0, 3), (3, 3, 2, 2), (5, 2, 1, 1)])
 def test_conv_transpose_explicit_padding_converts(rng, k, s, a, b):
-    """flax pads the transposed convolution by (a, b); ours is the forward convolution's (span-1-a, span-1-b)."""
+    """flax pads the transposed convolution by (a, b); cnn_jax's default, the forward convolution by
+    (span-1-a, span-1-b). With transpose_kernel set, ours takes flax's (a, b) as it is."""
     x = jnp.asarray(rng.normal(size=(2, 5, 2)), jnp.float32)
     layer = dict(features=3, kernel_size=(k,), strides=(s,))
     y_flax, variables = fnn.ConvTranspose(padding=((a, b),), transpose_kernel=True, **layer).init_with_output(KEY, x)
     ours = cnn.ConvTranspose(padding=((k - 1 - a, k - 1 - b),), input_size=y_flax.shape[1:-1], **layer)
     close(ours.apply(variables, x), y_flax, rtol=1e-5, atol=1e-5)
+    drop_in = cnn.ConvTranspose(padding=((a, b),), transpose_kernel=True, **layer)
+    close(drop_in.apply(variables, x), y_flax, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_rejects_what_flax_layout_cannot_mean():
+    """A kernel in the other layout, a transpose_kernel that is not a bool, groups in flax's default layout,
+    input_size next to flax's explicit padding and an empty output each get a ValueError that says why."""
+    x = jnp.ones((2, 8, 3))
+    flax_default, ours_default = fnn.ConvTranspose(4, (3,)).init(KEY, x), cnn.ConvTranspose(4, (3,)).init(KEY, x)
+    for transpose_kernel, variables, message in [
+        (
+            None,
+            flax_default,
+            r"shape \(3, 3, 4\); with transpose_kernel=None it must have shape \(3, 4, 3\), cnn_jax's",
+        ),
+        (True, flax_default, r"\(3, 3, 4\); with transpose_kernel=True .* pass transpose_kernel=False"),
+        (False, ours_default, r"\(3, 4, 3\); with .* shape \(3, 3, 4\), flax's default .* pass transpose_kernel=True"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            cnn.ConvTranspose(4, (3,), transpose_kernel=transpose_kernel).apply(variables, x)
+    for module, x, message in [
+        (cnn.ConvTranspose(4, (3,), transpose_kernel="yes"), x, r"transpose_kernel='yes': expected None .* or a bool"),
+        (cnn.ConvTranspose(4, (3,), transpose_kernel=False, feature_group_count=2), jnp.ones((2, 8, 4)), "no groups"),
+        (cnn.ConvTranspose(4, (3,), transpose_kernel=True, padding=1, input_size=(9,)), x, r"input_size=\(9,\) .*drop"),
+        (cnn.ConvTranspose(4, (5,), transpose_kernel=True, padding=((0, -1),)), x[:, :1], r"output size -4 .*>= 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            module.init(KEY, x)
 
 
 def test_local_conv_initialisation_is_per_position():
@@ -484,10 +560,13 @@ def test_local_conv_initialisation_is_per_position():
 # --- linen_test.py: pooling --------------------------------------------------------------------------------------
 
 
-def test_pool_custom_reduce():
-    x = jnp.full((1, 3, 3, 1), 2.0)
+@pytest.mark.parametrize("batch", [(1,), (), (2, 3)])
+def test_pool_custom_reduce(batch):
+    """flax's case, and the same without a batch axis and with two (flax's rule: rank len(window) + 1 is one
+    unbatched input)."""
+    x = jnp.full((*batch, 3, 3, 1), 2.0)
     for y in (fnn.pooling.pool(x, 1.0, lax.mul, (2, 2), (1, 1), "VALID"), ops.pool(x, 1.0, lax.mul, (2, 2), 1)):
-        np.testing.assert_array_equal(y, np.full((1, 2, 2, 1), 2.0**4))
+        np.testing.assert_array_equal(y, np.full((*batch, 2, 2, 1), 2.0**4))
 
 
 AVG_GRAD = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
@@ -500,6 +579,7 @@ def test_avg_pool(count_include_pad, batch):
     x = jnp.full((*batch, 3, 3, 1), 2.0)
     pools = [
         lambda x: fnn.avg_pool(x, (2, 2), count_include_pad=count_include_pad),
+        lambda x: ops.avg_pool(x, (2, 2), 1, count_include_pad=count_include_pad),
         lambda x: cnn.AvgPool((2, 2), strides=1, count_include_pad=count_include_pad).apply({}, x),
     ]
     for pool in pools:
@@ -532,6 +612,7 @@ def test_avg_pool_padding_same(count_include_pad, expected):
 def test_pooling_batch_dims(x_shape, y_shape):
     x = jnp.zeros(x_shape)
     assert fnn.max_pool(x, (2, 2), (2, 2)).shape == y_shape
+    assert ops.max_pool(x, (2, 2), (2, 2)).shape == y_shape
     assert cnn.MaxPool((2, 2), (2, 2)).apply({}, x).shape == y_shape
     assert cnn.AvgPool((2, 2)).apply({}, x).shape == y_shape  # the stride defaults to the window
 
@@ -540,9 +621,22 @@ def test_pooling_batch_dims(x_shape, y_shape):
     "window, strides, padding",
     [((2, 2), (1, 1), "VALID"), ((3, 2), (2, 1), "SAME"), ((3, 3), (2, 2), ((1, 1), (0, 2))), ((2,), (2,), "VALID")],
 )
-def test_pools_equal_flax_on_random_inputs(rng, window, strides, padding):
-    x = jnp.asarray(rng.normal(size=(2, *(7, 6)[: len(window)], 3)), jnp.float32)
-    close(ops.max_pool(x, window, strides, padding), fnn.max_pool(x, window, strides, padding))
-    close(ops.min_pool(x, window, strides, padding), fnn.pooling.min_pool(x, window, strides, padding))
-    for include in (True, False):
-        close(ops.avg_pool(x, window, strides, padding, include), fnn.avg_pool(x, window, strides, padding, include))
+@pytest.mark.parametrize("batch", [(2,), (), (2, 3)])
+def test_pools_equal_flax_on_random_inputs(rng, window, strides, padding, batch):
+    """The ops on flax's inputs (any batch axes before len(window) spatial axes): flax's outputs and gradients."""
+    x = jnp.asarray(rng.normal(size=(*batch, *(7, 6)[: len(window)], 3)), jnp.float32)
+    args = (window, strides, padding)
+    pairs = [
+        (lambda x: ops.pool(x, 0.0, lax.add, *args), lambda x: fnn.pooling.pool(x, 0.0, lax.add, *args)),
+        (lambda x: ops.max_pool(x, *args), lambda x: fnn.max_pool(x, *args)),
+        (lambda x: ops.min_pool(x, *args), lambda x: fnn.pooling.min_pool(x, *args)),
+        (lambda x: ops.avg_pool(x, *args, True), lambda x: fnn.avg_pool(x, *args, True)),
+        (lambda x: ops.avg_pool(x, *args, False), lambda x: fnn.avg_pool(x, *args, False)),
+    ]
+    loss = lambda pool: lambda x: jnp.sum(jnp.sin(pool(x)))  # noqa: E731
+    for ours, theirs in pairs:
+        if len(batch) > 1 and not isinstance(padding, str):
+            # flax's pool pads only one batch axis (its explicit padding fails on more): give it one.
+            theirs = functools.partial(with_one_batch_axis, theirs, ndim=len(window))
+        close(ours(x), theirs(x))
+        close(jax.grad(loss(ours))(x), jax.grad(loss(theirs))(x))

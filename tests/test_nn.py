@@ -9,6 +9,7 @@ from helpers import close
 
 from cnn_jax import nn as cnn
 from cnn_jax import ops
+from cnn_jax.ops import reference
 
 KEY = jax.random.PRNGKey(0)
 
@@ -112,6 +113,58 @@ def test_conv_transpose_module_is_the_adjoint_of_conv(rng):
     lhs = jnp.vdot(ops.conv(x_like, kernel, stride=2, padding="SAME"), y)
     rhs = jnp.vdot(x_like, module.apply(params, y))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-4)
+
+
+def flax_conv_transpose_reference(x, w, strides, dilation, padding):
+    """flax.linen.ConvTranspose by its definition: each input scattered through the forward kernel w
+    (*kernel, features, C_in) at i * s + tap * d (the VALID output, (n - 1) * s + span long), then padded by
+    (a - (span - 1), b - (span - 1)) on each axis: zeros where positive, cropped where negative."""
+    ndim = x.ndim - 2
+    spans = [d * (k - 1) + 1 for k, d in zip(w.shape[:ndim], dilation)]
+    full = reference.conv_transpose(
+        x, w, [(n - 1) * s + span for n, s, span in zip(x.shape[1:-1], strides, spans)], strides, "VALID", dilation
+    )
+    for axis, ((a, b), span) in enumerate(zip(padding, spans), start=1):
+        lo, hi = a - (span - 1), b - (span - 1)
+        widths = [(0, 0)] * full.ndim
+        widths[axis] = (max(lo, 0), max(hi, 0))
+        full = np.pad(full, widths)
+        full = np.take(full, range(max(-lo, 0), full.shape[axis] - max(-hi, 0)), axis=axis)
+    return full
+
+
+@pytest.mark.parametrize("transpose_kernel", [True, False])
+def test_conv_transpose_takes_flax_padding_and_layout(rng, transpose_kernel):
+    """With transpose_kernel set, explicit padding is flax's (of the stride-dilated input; beyond span - 1 and
+    negative included) and the kernel and mask are in flax's layout for that value: the NumPy definition."""
+    for _ in range(8):
+        ndim = int(rng.integers(1, 3))
+        kernel, strides, dilation = (tuple(int(v) for v in rng.integers(1, 4, ndim)) for _ in range(3))
+        spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+        padding = tuple((int(rng.integers(-1, span + 2)), int(rng.integers(-1, span + 2))) for span in spans)
+        x = rng.normal(size=(2, *rng.integers(2, 6, ndim), 3))
+        if any(
+            (n - 1) * s + a + b - span + 2 < 1 for n, s, (a, b), span in zip(x.shape[1:-1], strides, padding, spans)
+        ):
+            continue  # an empty output
+        forward = rng.normal(size=(*kernel, 4, 3))  # the forward convolution's kernel (*kernel, features, C_in)
+        scatter = np.flip(forward, tuple(range(ndim))).swapaxes(-1, -2)  # flax's default layout
+        mask = (rng.random(forward.shape if transpose_kernel else scatter.shape) < 0.7).astype(np.float64)
+        masked = forward * mask if transpose_kernel else np.flip(scatter * mask, tuple(range(ndim))).swapaxes(-1, -2)
+        expected = flax_conv_transpose_reference(x, masked, strides, dilation, padding)
+        module = cnn.ConvTranspose(
+            4,
+            kernel,
+            strides,
+            padding,
+            dilation,
+            use_bias=False,
+            mask=jnp.asarray(mask, jnp.float32),
+            transpose_kernel=transpose_kernel,
+        )
+        kernel_param = forward if transpose_kernel else scatter
+        got = module.apply({"params": {"kernel": jnp.asarray(kernel_param, jnp.float32)}}, jnp.asarray(x, jnp.float32))
+        close(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_conv_spec_fits_the_tile_to_small_outputs():

@@ -34,6 +34,37 @@ def test_pools_match_reference_on_random_shapes(rng, ndim):
         )
 
 
+@pytest.mark.parametrize("batch", [(), (2, 3)])
+def test_a_sequence_window_takes_any_batch_axes(rng, batch):
+    """flax's rule: len(window) spatial axes after any number of batch axes, none included; the NumPy
+    definitions on the batch axes merged into one."""
+    for x_shape, window, stride, padding, dilation, _, _ in random_configs(rng, 2, 8):
+        geo = conv_geometry(x_shape[1:-1], window, stride, padding)
+        if dilation != (1, 1) or any(max(p) >= k for p, k in zip(geo.padding, window)):
+            continue
+        x = rng.normal(size=(*batch, *x_shape[1:]))
+        merged = x.reshape(-1, *x_shape[1:])
+        unmerge = lambda y: y.reshape(*batch, *y.shape[1:])  # noqa: E731
+        xj = jnp.asarray(x, jnp.float32)
+        close(ops.max_pool(xj, window, stride, padding), unmerge(reference.max_pool(merged, window, stride, padding)))
+        close(
+            ops.pool(xj, 1.0, jax.lax.mul, window, stride, padding),
+            unmerge(reference.pool(merged, 1.0, np.multiply, window, stride, padding)),
+            rtol=1e-4,
+        )
+        for include in (True, False):
+            expected = reference.avg_pool(merged, window, stride, padding, include)
+            close(ops.avg_pool(xj, window, stride, padding, include), unmerge(expected))
+        close(
+            ops.lp_pool(xj, window, stride, padding, p=3.0),
+            unmerge(reference.lp_pool(merged, window, stride, padding, 3.0)),
+            rtol=1e-4,
+            atol=1e-5,
+        )
+    with pytest.raises(ValueError, match=r"too few axes for window=\(2, 2\): expected \(\*batch, 2 spatial axes, C\)"):
+        ops.max_pool(jnp.ones((4, 4)), (2, 2))
+
+
 def test_stride_defaults_to_window():
     assert ops.max_pool(jnp.ones((1, 8, 8, 1)), 2).shape == (1, 4, 4, 1)
 

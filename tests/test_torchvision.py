@@ -2,11 +2,14 @@
 `models.from_torch_state_dict`, give the same eval-mode logits as the PyTorch reference networks
 (tests/torchvision_nets.py, written from torchvision's definitions)."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
 import torch
 import torchvision_nets
+from flax import traverse_util
 
 from cnn_jax import models
 from cnn_jax.models.common import ceil_mode_padding
@@ -182,3 +185,95 @@ def test_wrong_shape_is_named(resnet18_state):
 def test_model_without_torchvision_counterpart_is_refused(resnet18_state):
     with pytest.raises(ValueError, match=r"model 'resnet20' has no torchvision counterpart; valid names are alexnet"):
         models.from_torch_state_dict("resnet20", resnet18_state)
+
+
+def antialiased_reference(name: str, filter_size: int, num_classes: int = 1000) -> torch.nn.Module:
+    net = torchvision_nets.build_antialiased(name, filter_size, num_classes)
+    torchvision_nets.randomise(net, torch.Generator().manual_seed(0))
+    return net
+
+
+# 64 is the smallest size at which every filter size reflects (layer4 blurs 4x4 maps); 75 makes the maps the
+# stem and layer3 blur odd (37, 5), so the padding's asymmetry and ceil(n / 2) count.
+@pytest.mark.parametrize(
+    "name, filter_size, size",
+    [
+        ("resnet18", 4, 64),
+        ("resnet18", 3, 75),
+        ("resnet18", 1, 64),
+        pytest.param("resnet18", 7, 75, marks=pytest.mark.slow),
+        pytest.param("resnet50", 3, 32, marks=pytest.mark.slow),
+        pytest.param("resnet50", 4, 75, marks=pytest.mark.slow),
+    ],
+)
+def test_logits_match_antialiased_cnns(name, filter_size, size):
+    """Zhang's published state_dicts (antialiased-cnns 0.3 naming) load into blur_size=filter_size."""
+    net = antialiased_reference(name, filter_size)
+    x = images(2, size)
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x))
+    variables = models.from_torch_state_dict(name, net.state_dict(), blur_size=filter_size)
+    model = models.create(name, num_classes=1000, blur_size=filter_size)
+    # One program: run eagerly, every blur's strided slices compile one by one (resnet18: 8 s against 2 s).
+    apply = jax.jit(functools.partial(model.apply, train=False))
+    assert_same_logits(apply(variables, x.transpose(0, 2, 3, 1)), theirs)
+
+
+def test_antialiased_names_map_to_the_blurred_layers_and_filters_are_not_loaded():
+    net = torchvision_nets.build_antialiased("resnet50", 4, num_classes=10)
+    variables = models.from_torch_state_dict("resnet50", net.state_dict(), num_classes=10, blur_size=4)
+    model = models.create("resnet50", num_classes=10, blur_size=4)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3))))
+    assert set(traverse_util.flatten_dict(variables)) == set(traverse_util.flatten_dict(dict(shapes)))
+    block = variables["params"]["stage2_block1"]
+    np.testing.assert_array_equal(
+        block["conv3"]["kernel"], net.layer2[0].conv3[1].weight.detach().numpy().transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_array_equal(block["shortcut_norm"]["scale"], net.layer2[0].downsample[2].weight.detach().numpy())
+    # layer1's projection does not subsample: no BlurPool, torchvision's names.
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["stage1_block1"]["shortcut_norm"]["mean"],
+        net.layer1[0].downsample[1].running_mean.numpy(),
+    )
+
+
+@pytest.fixture(scope="module")
+def antialiased_state():
+    return torchvision_nets.build_antialiased("resnet18", 4, num_classes=10).state_dict()
+
+
+def test_wrong_blur_filter_is_named(antialiased_state):
+    filt = antialiased_state["layer3.0.conv2.0.filt"].clone()
+    filt[5] = 1 / 16
+    state = {**antialiased_state, "layer3.0.conv2.0.filt": filt}
+    with pytest.raises(
+        ValueError,
+        match=r"'layer3.0.conv2.0.filt' is not blur_size=4's binomial filter in 1 of 256 channels: "
+        r"channel 5 holds \[\[0.0625, .*expected \[\[0.015625, 0.046875, 0.046875, 0.015625\], ",
+    ):
+        models.from_torch_state_dict("resnet18", state, num_classes=10, blur_size=4)
+
+
+def test_other_blur_size_is_named(antialiased_state):
+    with pytest.raises(
+        ValueError,
+        match=r"'maxpool.1.filt' has shape \(64, 1, 4, 4\), expected \(64, 1, 3, 3\): blur_size=3's filter "
+        r"per channel \(a state_dict for blur_size=4\?\)",
+    ):
+        models.from_torch_state_dict("resnet18", antialiased_state, num_classes=10, blur_size=3)
+
+
+def test_missing_blur_filter_is_named(antialiased_state):
+    state = {k: v for k, v in antialiased_state.items() if k != "layer4.0.downsample.0.filt"}
+    with pytest.raises(ValueError, match=r"missing 'layer4.0.downsample.0.filt' \(a BlurPool filter, checked"):
+        models.from_torch_state_dict("resnet18", state, num_classes=10, blur_size=4)
+
+
+def test_antialiased_state_without_blur_size_names_its_tensors_and_the_option(antialiased_state):
+    with pytest.raises(ValueError) as error:
+        models.from_torch_state_dict("resnet18", antialiased_state, num_classes=10)
+    message = str(error.value)
+    assert "missing 'layer2.0.conv2.weight' (for cnn_jax params/stage2_block1/conv2/kernel)" in message
+    assert "unexpected 'layer2.0.conv2.1.weight'" in message
+    assert "'layer2.0.downsample.1.weight' has shape (128, 64, 1, 1), expected (128,)" in message
+    assert message.endswith("'maxpool.1.filt' is an antialiased-cnns BlurPool filter of 4 taps: load with blur_size=4")

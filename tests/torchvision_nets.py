@@ -3,10 +3,15 @@
 torchvision itself cannot be installed beside the CPU build of torch, so these are the reference: the
 same modules, names (hence state_dict keys), padding, BatchNorm epsilon, pooling (ceil_mode included)
 and flatten order. Only inference is needed, so dropout and weight initialisation are left out.
+The antialiased ResNets are written the same way from Zhang's antialiased-cnns 0.3
+(github.com/adobe/antialiased-cnns, antialiased_cnns/{blurpool,resnet}.py, tag v0.3).
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -151,6 +156,64 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class BlurPool(nn.Module):
+    """antialiased_cnns.BlurPool: reflection padding (f - 1) // 2 before, ceil((f - 1) / 2) after, then the
+    depthwise binomial filter `filt` (channels, 1, f, f) at `stride`; filt_size 1 only subsamples."""
+
+    def __init__(self, channels: int, filt_size: int = 4, stride: int = 2):
+        super().__init__()
+        self.filt_size, self.stride = filt_size, stride
+        a = np.array([math.comb(filt_size - 1, k) for k in range(filt_size)], np.float64)
+        filt = torch.Tensor(a[:, None] * a[None, :])
+        self.register_buffer("filt", (filt / filt.sum())[None, None].repeat(channels, 1, 1, 1))
+        self.pad = nn.ReflectionPad2d([(filt_size - 1) // 2, filt_size // 2] * 2)
+
+    def forward(self, x):
+        if self.filt_size == 1:
+            return x[:, :, :: self.stride, :: self.stride]
+        return nn.functional.conv2d(self.pad(x), self.filt, stride=self.stride, groups=x.shape[1])
+
+
+class AntialiasedBasicBlock(BasicBlock):
+    """conv1 at stride 1; a subsampling block blurs before conv2: conv2 = Sequential(BlurPool, conv3x3)."""
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, downsample=None, filter_size: int = 4):
+        super().__init__(cin, planes, 1, downsample)
+        if stride != 1:
+            self.conv2 = nn.Sequential(BlurPool(planes, filter_size, stride), conv3x3(planes, planes))
+
+
+class AntialiasedBottleneck(Bottleneck):
+    """conv2 at stride 1; a subsampling block blurs before conv3: conv3 = Sequential(BlurPool, conv1x1)."""
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, downsample=None, filter_size: int = 4):
+        super().__init__(cin, planes, 1, downsample)
+        if stride != 1:
+            self.conv3 = nn.Sequential(BlurPool(planes, filter_size, stride), conv1x1(planes, planes * 4))
+
+
+class AntialiasedResNet(ResNet):
+    """pool_only=True (the published weights): the 7x7 stem keeps stride 2, maxpool = Sequential(MaxPool2d(2,
+    stride=1), BlurPool); a subsampling shortcut is Sequential(BlurPool, conv1x1, BatchNorm2d)."""
+
+    def __init__(self, block: type, layers: list[int], num_classes: int = 1000, filter_size: int = 4):
+        self.filter_size = filter_size  # read by _make_layer, which ResNet.__init__ calls
+        super().__init__(block, layers, num_classes)
+        self.maxpool = nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=1), BlurPool(64, filter_size, 2))
+
+    def _make_layer(self, block: type, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            blur = [BlurPool(self.inplanes, self.filter_size, stride)] if stride != 1 else []
+            downsample = nn.Sequential(
+                *blur, conv1x1(self.inplanes, planes * block.expansion), nn.BatchNorm2d(planes * block.expansion)
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, self.filter_size)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, filter_size=self.filter_size) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+
 class BasicConv2d(nn.Module):
     def __init__(self, cin: int, cout: int, **kwargs):
         super().__init__()
@@ -262,6 +325,16 @@ def build(name: str, num_classes: int = 1000, **options) -> nn.Module:
         "googlenet": lambda: GoogLeNet(num_classes, **options),
     }
     return builders[name]().eval()
+
+
+def build_antialiased(name: str, filter_size: int, num_classes: int = 1000) -> nn.Module:
+    """antialiased-cnns' ResNet `name` (resnet18/34/50) with `filter_size`, in eval mode."""
+    blocks = {
+        "resnet18": (AntialiasedBasicBlock, [2, 2, 2, 2]),
+        "resnet34": (AntialiasedBasicBlock, [3, 4, 6, 3]),
+        "resnet50": (AntialiasedBottleneck, [3, 4, 6, 3]),
+    }
+    return AntialiasedResNet(*blocks[name], num_classes, filter_size).eval()
 
 
 @torch.no_grad()

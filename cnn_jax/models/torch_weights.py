@@ -10,8 +10,10 @@ Conv and Linear "kernel" <- "weight" (OIHW -> HWIO, (out, in) -> (in, out)), "bi
 BatchNorm "scale" <- "weight", "bias" <- "bias", batch_stats "mean" <- "running_mean", "var" <-
 "running_var" ("num_batches_tracked" is ignored). A dense layer that reads a flattened feature map
 (AlexNet's and VGG's first classifier layer, GoogLeNet's auxiliary fc1) has its input rows permuted
-from PyTorch's NCHW flatten order to cnn_jax's NHWC order. Anything missing, unexpected or
-mis-shaped fails with one ValueError naming every such tensor.
+from PyTorch's NCHW flatten order to cnn_jax's NHWC order. The ResNets with `blur_size` take the names
+of Zhang's antialiased-cnns (`_resnet`); its BlurPool `filt` buffers are checked against the model's
+filter, not loaded. Anything missing, unexpected, mis-shaped or a wrong filter fails with one
+ValueError naming every such tensor.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from cnn_jax import ops
 from cnn_jax.models.registry import create
 
 Path = tuple[str, ...]
@@ -47,10 +50,14 @@ class Family:
 
     rename: a cnn_jax module-path component -> its torchvision name (components it leaves out keep theirs).
     flattened: module path of a dense layer -> (H, W) of the feature map flattened into it.
+    moved: module path -> the whole torch module name, where renaming each component does not give it.
+    filters: torch buffer name -> the value it must hold; checked, never loaded (BlurPool's `filt`).
     """
 
     rename: Callable[[str], str]
     flattened: Mapping[Path, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    moved: Mapping[Path, str] = dataclasses.field(default_factory=dict)
+    filters: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def _table(names: Mapping[str, str]) -> Callable[[str], str]:
@@ -98,7 +105,33 @@ def _resnet_component(component: str) -> str:
 
 
 def _resnet(model: nn.Module) -> Family:
-    return Family(_resnet_component)
+    """torchvision's names; with `blur_size`, antialiased-cnns' (Zhang 2019, v0.3) in the subsampling blocks.
+
+    There a BlurPool precedes the conv that follows the subsampling, in one Sequential: the BasicBlock's
+    conv2 is `conv2.1` after the BlurPool `conv2.0` (the Bottleneck's conv3: `conv3.0`, `conv3.1`), the
+    shortcut is `downsample.0` BlurPool, `.1` conv, `.2` BatchNorm, and the stem's MaxBlurPool is
+    `maxpool.0` max-pool, `maxpool.1` BlurPool. Each BlurPool holds its filter as a buffer `filt`.
+    """
+    if not model.blur_size:
+        return Family(_resnet_component)
+    expansion = 1 if model.block == "basic" else 4
+    blurred = "conv2" if model.block == "basic" else "conv3"  # the conv after the block's BlurPool
+    moved, filters = {}, {"maxpool.1.filt": _blur_filter(model.blur_size, model.widths[0])}
+    # The first block of every stage after the first subsamples (ResNet's stride rule).
+    for stage in range(2, len(model.stage_sizes) + 1):
+        block, layer = f"stage{stage}_block1", f"layer{stage}.0"
+        moved[(block, blurred)] = f"{layer}.{blurred}.1"
+        moved[(block, "shortcut_conv")] = f"{layer}.downsample.1"
+        moved[(block, "shortcut_norm")] = f"{layer}.downsample.2"
+        filters[f"{layer}.{blurred}.0.filt"] = _blur_filter(model.blur_size, model.widths[stage - 1])
+        filters[f"{layer}.downsample.0.filt"] = _blur_filter(model.blur_size, expansion * model.widths[stage - 2])
+    return Family(_resnet_component, moved=moved, filters=filters)
+
+
+def _blur_filter(size: int, channels: int) -> np.ndarray:
+    """antialiased-cnns' BlurPool buffer: the 2-D binomial filter once per channel, (channels, 1, size, size)."""
+    taps = ops.binomial_filter(size)
+    return np.broadcast_to(np.outer(taps, taps), (channels, 1, size, size))
 
 
 def _googlenet(model: nn.Module) -> Family:
@@ -147,7 +180,8 @@ def _torch_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _torch_key(family: Family, path: Path) -> str:
     collection, *modules, leaf = path
-    return ".".join([*(family.rename(m) for m in modules), LEAF_NAMES[(collection, leaf)]])
+    module = family.moved.get(tuple(modules)) or ".".join(family.rename(m) for m in modules)
+    return f"{module}.{LEAF_NAMES[(collection, leaf)]}"
 
 
 def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_classes: int = 1000, **options) -> dict:
@@ -156,13 +190,15 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     Args:
       name: a model with a torchvision counterpart: alexnet, vgg11/13/16/19 (and _bn), resnet18/34/50,
         googlenet (torchvision's has a 3x3 "5x5" branch: pass branch5x5_kernel=3; aux_heads=True for a
-        state_dict that holds aux1 and aux2).
+        state_dict that holds aux1 and aux2); resnet18/34/50 with blur_size=k (1..7) for antialiased-cnns'
+        ResNets of filter_size=k (Zhang 2019; the published weights' `torch.load(path)["state_dict"]`).
       state_dict: torchvision's tensor names -> CPU tensors or arrays (`module.state_dict()`).
       num_classes, options: as for `models.create`; they must describe the torch model's shapes.
     Returns:
       float32 variables for `model.apply(variables, x_nhwc, train=False)`.
     Raises:
-      ValueError naming every missing, unexpected or mis-shaped tensor, or the supported names.
+      ValueError naming every missing, unexpected or mis-shaped tensor and every BlurPool filter that is not
+      the model's, or the supported names.
     """
     if name not in FAMILIES:
         raise ValueError(f"model {name!r} has no torchvision counterpart; valid names are {', '.join(FAMILIES)}")
@@ -171,7 +207,7 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
     leaves = traverse_util.flatten_dict(dict(shapes))
     keys = {path: _torch_key(family, path) for path in leaves}
-    _check(name, state_dict, keys, leaves)
+    _check(name, state_dict, keys, leaves, family.filters)
     flat = {
         path: jnp.asarray(_to_flax(np.asarray(state_dict[key]), family.flattened.get(path[1:-1])), leaves[path].dtype)
         for path, key in keys.items()
@@ -179,13 +215,20 @@ def from_torch_state_dict(name: str, state_dict: Mapping[str, Any], *, num_class
     return traverse_util.unflatten_dict(flat)
 
 
-def _check(name: str, state_dict: Mapping[str, Any], keys: Mapping[Path, str], leaves: Mapping[Path, Any]) -> None:
-    """Raise one ValueError listing every missing, unexpected and mis-shaped tensor."""
-    wanted = set(keys.values())
+def _check(
+    name: str,
+    state_dict: Mapping[str, Any],
+    keys: Mapping[Path, str],
+    leaves: Mapping[Path, Any],
+    filters: Mapping[str, np.ndarray],
+) -> None:
+    """Raise one ValueError listing every missing, unexpected, mis-shaped and (for filters) mis-valued tensor."""
+    wanted = set(keys.values()) | set(filters)
     problems = [
         f"missing {key!r} (for cnn_jax {'/'.join(path)})" for path, key in keys.items() if key not in state_dict
     ]
-    problems += [f"unexpected {key!r}" for key in state_dict if key not in wanted and not key.endswith(IGNORED_SUFFIX)]
+    unexpected = [key for key in state_dict if key not in wanted and not key.endswith(IGNORED_SUFFIX)]
+    problems += [f"unexpected {key!r}" for key in unexpected]
     for path, key in keys.items():
         expected = _torch_shape(leaves[path].shape)
         if key in state_dict and tuple(np.shape(state_dict[key])) != expected:
@@ -193,5 +236,45 @@ def _check(name: str, state_dict: Mapping[str, Any], keys: Mapping[Path, str], l
                 f"{key!r} has shape {tuple(np.shape(state_dict[key]))}, expected {expected} "
                 f"(for cnn_jax {'/'.join(path)})"
             )
+    problems += _filter_problems(state_dict, filters, unexpected)
     if problems:
         raise ValueError(f"state_dict does not fit {name!r} with these options:\n  " + "\n  ".join(problems))
+
+
+def _filter_problems(
+    state_dict: Mapping[str, Any], filters: Mapping[str, np.ndarray], unexpected: list[str]
+) -> list[str]:
+    """Every missing or wrong BlurPool filter; for a model without any, what an unexpected one asks for."""
+    if not filters:
+        blur_filter = next((key for key in unexpected if key.endswith(".filt")), None)
+        if blur_filter is None:
+            return []
+        size = np.shape(state_dict[blur_filter])[-1]
+        return [f"{blur_filter!r} is an antialiased-cnns BlurPool filter of {size} taps: load with blur_size={size}"]
+    problems = [f"missing {key!r} (a BlurPool filter, checked, not loaded)" for key in filters if key not in state_dict]
+    return problems + [
+        problem
+        for key, expected in filters.items()
+        if key in state_dict and (problem := _wrong_filter(key, np.asarray(state_dict[key], np.float64), expected))
+    ]
+
+
+def _wrong_filter(key: str, value: np.ndarray, expected: np.ndarray) -> str | None:
+    """How the BlurPool buffer `value` differs from the filter the model applies, or None if it does not."""
+    size = expected.shape[-1]
+    if value.shape != expected.shape:
+        hint = (
+            f" (a state_dict for blur_size={value.shape[-1]}?)" if value.ndim == 4 and value.shape[-1] != size else ""
+        )
+        return (
+            f"{key!r} has shape {value.shape}, expected {expected.shape}: blur_size={size}'s filter per channel{hint}"
+        )
+    # Zhang's float32 filters are exact: binomial coefficients over a power of two.
+    wrong = np.flatnonzero(~np.isclose(value, expected, rtol=1e-6, atol=0).all(axis=(1, 2, 3)))
+    if not wrong.size:
+        return None
+    channel = wrong[0]
+    return (
+        f"{key!r} is not blur_size={size}'s binomial filter in {wrong.size} of {len(value)} channels: "
+        f"channel {channel} holds {np.round(value[channel, 0], 6).tolist()}, expected {expected[channel, 0].tolist()}"
+    )

@@ -20,7 +20,7 @@ from flax.linen.dtypes import promote_dtype
 
 from cnn_jax import ops
 from cnn_jax.ops.conv import dilated_sizes
-from cnn_jax.ops.shapes import PaddingLike, as_tuple, conv_geometry, spatial_ndim
+from cnn_jax.ops.shapes import PaddingLike, as_tuple, conv_geometry, effective_kernel_size, spatial_ndim
 
 Initializer = Any
 IntOrSeq = int | Sequence[int]
@@ -288,33 +288,145 @@ class ConvTranspose(_ConvBase):
     forward convolution (`input_size`; by default the smallest one, or spatial * strides for SAME,
     CIRCULAR and REFLECT). kernel (*kernel_size, features / feature_group_count, C_in): the forward
     convolution's kernel, as flax.linen.ConvTranspose with transpose_kernel=True.
+
+    `transpose_kernel` is flax's argument, for flax code and parameters. None (the default) keeps the
+    conventions above. True or False says the layer is flax's ConvTranspose with that argument:
+      - the kernel (and `mask`, `connections`) has flax's layout: True, (*kernel_size, features, C_in), the
+        layout above; False, flax's default (*kernel_size, C_in, features), the kernel flax slides over the
+        stride-dilated input (the forward kernel flipped in space, its channel axes swapped; no groups);
+      - the kernel starts as flax's does (LeCun normal with the fan-in over axis -2 of that layout);
+      - an explicit `padding` is flax's, that of the stride-dilated input, and sets the output size (no
+        `input_size`). "SAME" and "VALID" mean the same in both conventions, and "CIRCULAR" stays the exact
+        adjoint: flax's differs by a circular shift, at stride > 1 and for even kernels with True
+        (docs/coming_from_flax_and_pytorch.md).
+    flax's parameters then load unchanged and give flax's output.
     """
 
     input_size: Sequence[int] | None = None
+    transpose_kernel: bool | None = None
 
     @nn.compact
     def forward(self, x: jax.Array) -> jax.Array:
         ndim = spatial_ndim(x.shape, "x")
         kernel_size = as_tuple(self.kernel_size, ndim, "kernel_size")
-        groups = self.feature_group_count
-        if self.features % groups:
-            raise ValueError(f"feature_group_count={groups} does not divide features={self.features}")
-        kernel = self._kernel(
-            (*kernel_size, self.features // groups, x.shape[-1]), nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)
-        )
+        kernel = self._forward_kernel(kernel_size, x.shape[-1])
         bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        padding, input_size, zeros = self._forward_padding(x.shape[1:-1], kernel_size)
         y = ops.conv_transpose(
             x,
             kernel,
             stride=self.strides,
-            padding=self.padding,
+            padding=padding,
             dilation=self.kernel_dilation,
-            groups=groups,
-            input_size=self.input_size,
+            groups=self.feature_group_count,
+            input_size=input_size,
             precision=self.precision,
         )
+        if any(lo or hi for lo, hi in zeros):
+            y = jnp.pad(y, ((0, 0), *zeros, (0, 0)))
         return y if bias is None else y + bias
+
+    def _forward_kernel(self, kernel_size: tuple[int, ...], in_features: int) -> jax.Array:
+        """The forward convolution's kernel (*kernel_size, features / groups, C_in), from the parameter held in
+        the layout `transpose_kernel` names."""
+        groups = self.feature_group_count
+        if self.features % groups:
+            raise ValueError(f"feature_group_count={groups} does not divide features={self.features}")
+        if not (self.transpose_kernel is None or isinstance(self.transpose_kernel, bool)):
+            raise ValueError(
+                f"transpose_kernel={self.transpose_kernel!r}: expected None (cnn_jax's conventions) or a bool "
+                "(flax.linen.ConvTranspose's)"
+            )
+        if self.transpose_kernel is False and groups != 1:
+            raise ValueError(
+                f"transpose_kernel=False with feature_group_count={groups}: flax's default layout has no groups "
+                "(flax.linen.ConvTranspose has none); use transpose_kernel=True or None"
+            )
+        forward_shape = (*kernel_size, self.features // groups, in_features)
+        shape = (*kernel_size, in_features, self.features) if self.transpose_kernel is False else forward_shape
+        self._check_given_kernel(shape)
+        if self.transpose_kernel is None:
+            init = nn.initializers.lecun_normal(in_axis=-1, out_axis=-2)  # fan-in prod(kernel) * C_in
+        else:
+            init = nn.initializers.lecun_normal()  # flax's: fan-in over axis -2 of its layout
+        kernel = self._kernel(shape, init)
+        if self.transpose_kernel is False:
+            return jnp.flip(kernel, tuple(range(len(kernel_size)))).swapaxes(-1, -2)
+        return kernel
+
+    def _check_given_kernel(self, shape: tuple[int, ...]) -> None:
+        """A clear error for a given kernel in another layout than `transpose_kernel` says (flax's own names
+        only the shapes)."""
+        if self.connections is not None or not self.has_variable("params", "kernel"):
+            return
+        given = tuple(self.get_variable("params", "kernel").shape)
+        if given == shape:
+            return
+        k = len(shape) - 2
+        layouts = {
+            None: "cnn_jax's (*kernel_size, features / feature_group_count, C_in)",
+            True: "flax's transpose_kernel=True (*kernel_size, features / feature_group_count, C_in)",
+            False: "flax's default (*kernel_size, C_in, features)",
+        }
+        hint = ""
+        if given[:k] == shape[:k] and given[k:] == shape[k:][::-1] and self.feature_group_count == 1:
+            other = "transpose_kernel=False" if self.transpose_kernel is not False else "transpose_kernel=True"
+            hint = f"; a kernel of shape {given} is in the other layout: pass {other}"
+        raise ValueError(
+            f"kernel has shape {given}; with transpose_kernel={self.transpose_kernel!r} it must have shape "
+            f"{shape}, {layouts[self.transpose_kernel]}{hint}"
+        )
+
+    def _forward_padding(self, in_sizes: Sequence[int], kernel_size: tuple[int, ...]):
+        """The forward convolution's padding and input size for ops.conv_transpose, and the (lo, hi) zero rows
+        flax's explicit padding adds beyond them, per axis."""
+        ndim = len(kernel_size)
+        if self.transpose_kernel is None or isinstance(self.padding, str):
+            return self.padding, self.input_size, ((0, 0),) * ndim
+        if self.input_size is not None:
+            raise ValueError(
+                f"input_size={tuple(self.input_size)} with transpose_kernel={self.transpose_kernel} and "
+                f"padding={self.padding!r}: flax's explicit padding sets the output size; drop input_size"
+            )
+        return _flax_transpose_padding(
+            self.padding,
+            in_sizes,
+            kernel_size,
+            as_tuple(self.strides, ndim, "strides"),
+            as_tuple(self.kernel_dilation, ndim, "kernel_dilation"),
+        )
+
+
+def _flax_transpose_padding(
+    padding: PaddingLike,
+    in_sizes: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """flax.linen.ConvTranspose's explicit padding as cnn_jax's: (forward padding, forward input size, zeros).
+
+    flax pads the stride-dilated input (n - 1) * s + 1 by (a, b) and slides the kernel (span d*(k-1)+1) over
+    it: out = (n - 1) * s + a + b - span + 2. That is the adjoint of the forward convolution of an input of
+    that size padded by (span - 1 - a, span - 1 - b); where a or b exceeds span - 1, flax's outermost
+    a - (span - 1) rows see only padding, zeros here, and the forward padding on that side is 0.
+    """
+    pairs = nn.linear.canonicalize_padding(padding, len(kernel))
+    forward, sizes, zeros = [], [], []
+    for axis, (n, k, s, d, (a, b)) in enumerate(zip(in_sizes, kernel, strides, dilation, pairs)):
+        span = effective_kernel_size(k, d)
+        out = (n - 1) * s + a + b - span + 2
+        if out < 1:
+            raise ValueError(
+                f"padding={padding!r} gives spatial axis {axis} the output size {out} (flax's ConvTranspose: "
+                f"(n - 1) * stride + lo + hi - span + 2, n={n}, stride={s}, span={span}); it must be >= 1"
+            )
+        lo, hi = span - 1 - a, span - 1 - b
+        forward.append((max(lo, 0), max(hi, 0)))
+        zeros.append((max(-lo, 0), max(-hi, 0)))
+        sizes.append(out - zeros[-1][0] - zeros[-1][1])
+    return tuple(forward), tuple(sizes), tuple(zeros)
 
 
 CONV_KINDS = ("standard", "tiled", "local")

@@ -249,7 +249,8 @@ def conv_transpose(
 
     For CIRCULAR padding this is the periodic adjoint: what would land in the padding wraps
     around onto the other end (REFLECT: is mirrored back). flax.linen.ConvTranspose with
-    padding="CIRCULAR" agrees at stride 1 and up to a circular shift otherwise
+    padding="CIRCULAR" agrees up to a circular shift: none at stride 1 for its default kernel layout, one
+    at stride > 1 and, with transpose_kernel=True, for an even kernel span
     (docs/coming_from_flax_and_pytorch.md).
     """
     ndim = spatial_ndim(y.shape, "y")

@@ -1,6 +1,8 @@
 """Pooling over the spatial axes of channels-last activations (N, *spatial, C).
 
-Windows, strides and padding follow `conv` (modes, ints or (lo, hi) pairs); the
+The windowed pools (`pool`, `max_pool`, `min_pool`, `avg_pool`, `lp_pool`) also take flax.linen.pooling's
+inputs: with a sequence `window`, x is (*batch, *spatial, C) with len(window) spatial axes after any number
+of batch axes, none included. Windows, strides and padding follow `conv` (modes, ints or (lo, hi) pairs); the
 stride defaults to the window, the usual pooling convention (PyTorch, Keras; flax
 defaults to 1). Zero-style padding is the reduction's identity (-inf for max, 0 for
 sums); "CIRCULAR" and "REFLECT" pad with input values, so every window is all real inputs.
@@ -37,6 +39,19 @@ def _pool_geometry(x_shape, window: IntOrSeq, stride, padding) -> ConvGeometry:
     return geo
 
 
+def _spatial_axes(x_shape: Sequence[int], window: IntOrSeq) -> int:
+    """Spatial axes of a pooling input: len(window) for a sequence window, after any number of batch axes
+    (flax.linen.pooling's rule); for an int window, those of NWC, NHWC or NDHWC (one batch axis)."""
+    if isinstance(window, int):
+        return spatial_ndim(x_shape, "x")
+    if len(x_shape) < len(window) + 1:
+        raise ValueError(
+            f"x has shape {tuple(x_shape)}, too few axes for window={tuple(window)}: expected "
+            f"(*batch, {len(window)} spatial axes, C)"
+        )
+    return len(window)
+
+
 def pool(
     x: jax.Array,
     init,
@@ -45,23 +60,26 @@ def pool(
     stride: IntOrSeq | None = None,
     padding: PaddingLike = "VALID",
 ) -> jax.Array:
-    """Fold `reduce_fn` over each window of x (N, *spatial, C), starting from `init` -> (N, *out, C).
+    """Fold `reduce_fn` over each window of x (*batch, *spatial, C), starting from `init` -> (*batch, *out, C).
 
-    The generic form of the named pools (flax.linen.pooling.pool, with the stride defaulting to
-    the window). Zero-style padding holds `init`; CIRCULAR and REFLECT hold input values.
+    The generic form of the named pools: flax.linen.pooling.pool, with the stride defaulting to the
+    window. Zero-style padding holds `init`; CIRCULAR and REFLECT hold input values.
 
     Args:
+      x: (N, *spatial, C) for an int `window`; for a sequence, len(window) spatial axes after any number of
+        batch axes, none included (flax's rule: (3, 3, 1) with window (2, 2) is one unbatched image).
       init: the identity of `reduce_fn` (0 for a sum, -inf for a max, 1 for a product).
       reduce_fn: an associative (T, T) -> T such as lax.add or lax.max. Only max, min and sums
         with a concrete `init` are differentiable (XLA's reduce_window has no general gradient).
     """
+    batch_shape = x.shape[: x.ndim - _spatial_axes(x.shape, window) - 1]
+    x = x.reshape(-1, *x.shape[len(batch_shape) :])  # the batch axes merged: the windows below have one
     geo = _pool_geometry(x.shape, window, stride, padding)
     x, geo = pad_with_input_values(x, geo, padding)
     # A concrete (NumPy) initial value lets JAX recognise max/min/add windows, which have gradient rules.
     init = init if isinstance(init, jax.Array) else np.asarray(init, x.dtype)
-    return lax.reduce_window(
-        x, init, reduce_fn, (1, *geo.kernel, 1), (1, *geo.stride, 1), ((0, 0), *geo.padding, (0, 0))
-    )
+    y = lax.reduce_window(x, init, reduce_fn, (1, *geo.kernel, 1), (1, *geo.stride, 1), ((0, 0), *geo.padding, (0, 0)))
+    return y.reshape(*batch_shape, *y.shape[1:])
 
 
 def max_pool(
@@ -88,10 +106,12 @@ def avg_pool(
     """Mean over each window. With count_include_pad=False, windows that overlap the padding
     divide by the number of real inputs they hold (PyTorch's count_include_pad=False)."""
     total = pool(x, 0, lax.add, window, stride, padding)
+    ndim = _spatial_axes(x.shape, window)
     if count_include_pad or array_pad_mode(padding):
-        return total / prod(as_tuple(window, x.ndim - 2, "window"))
-    count = pool(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0, lax.add, window, stride, padding)
-    return total / count
+        return total / prod(as_tuple(window, ndim, "window"))
+    # Every example and channel has the same count: pool ones of size 1 along the batch and channel axes.
+    ones = jnp.ones((*[1] * (x.ndim - ndim - 1), *x.shape[-ndim - 1 : -1], 1), x.dtype)
+    return total / pool(ones, 0, lax.add, window, stride, padding)
 
 
 def lp_pool(
