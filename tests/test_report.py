@@ -317,3 +317,15 @@ def test_learning_curves_average_seeds_per_step_even_when_a_seed_is_short(tmp_pa
     (line,) = ax.get_lines()
     np.testing.assert_allclose(line.get_ydata(), [0.4, 0.7])
     assert line.get_label() == "name=cnn1d" and ax.get_title() == ""
+
+
+def test_the_report_draws_its_curves_in_the_table_s_row_order(study, monkeypatch):
+    from cnn_jax.report import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or Path(path))
+    monkeypatch.setattr("cnn_jax.report.write.learning_curves", figures.learning_curves)
+    write_report(study, ["model.name"], order=lambda row: row.label["model.name"] != "mlp")  # mlp's row first
+    (fig,) = drawn
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["name=mlp", "name=cnn1d"]

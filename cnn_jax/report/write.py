@@ -53,7 +53,11 @@ def write_report(
     markdown = to_markdown(rows, title, baseline, provenance)
     (study_dir / "results.md").write_text(markdown)
     (study_dir / "results.tex").write_text(to_latex(rows, title, baseline, provenance))
-    learning_curves(runs, factors, study_dir / "learning_curves.png")
+    # The figure's curves, panels and legend in the table's row order (unfinished runs' curves last).
+    label = factors if callable(factors) else (lambda run: {f: run.config.get(f) for f in factors})
+    rank = {repr(row.label): i for i, row in enumerate(rows)}
+    in_order = sorted(runs, key=lambda run: rank.get(repr(label(run)), len(rank)))
+    learning_curves(in_order, factors, study_dir / "learning_curves.png")
     return markdown
 
 
