@@ -31,9 +31,9 @@ def test_a_misspelt_field_ends_the_cli_with_a_suggestion_and_no_traceback(tmp_pa
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"error: --config.train.batch_sise: {CONFIG} has no field 'batch_sise' in train; valid fields there: "
-        "batch_size, checkpoint_every_seconds, checkpoint_every_steps, data_placement, deterministic, dispatch_form, dtype, "
-        "eval_batch_size, eval_every_epochs, keep_checkpoints, label_smoothing, log_every_steps, num_epochs, "
-        "num_steps, parallel, run_form, steps_per_dispatch",
+        "batch_size, checkpoint_every_seconds, checkpoint_every_steps, data_placement, deterministic, "
+        "dispatch_form, dtype, eval_batch_size, eval_every_epochs, keep_checkpoints, label_smoothing, "
+        "log_every_steps, num_epochs, num_steps, parallel, run_form, steps_per_dispatch",
         "did you mean --config.train.batch_size?",
     ]
     assert not (tmp_path / "run").exists()

@@ -50,10 +50,13 @@ def provenance_note(runs: Sequence[Run], command: str | None, table: str = "the 
     more source, which may be the only one (`runs` empty)."""
     recorded = [code_states(run.provenance) for run in runs if run.provenance is not None]
     unrecorded = len(runs) - len(recorded)
-    sources = [_runs(len(runs)) + (f", {unrecorded} of them unrecorded (no provenance.json)" if unrecorded else "")]
+    sources = []
+    if runs or not computed:
+        missing = f", {unrecorded} of them unrecorded (no provenance.json)" if unrecorded else ""
+        sources.append(_runs(len(runs)) + missing)
     own = code_states(collect_provenance()) if computed else []
     if computed:
-        sources = sources[: bool(runs)] + ["values computed by the command itself"]
+        sources.append("values computed by the command itself")
     parts = [" and ".join(sources)]
     mixed = []
     states = [state for run_states in [*recorded, own] for state in run_states]

@@ -49,12 +49,17 @@ def verdict(ours: float, published: float, tolerance: float = 0, within: str = "
     return f"off by {diff:{digits}}"
 
 
+def row_label(factors: Sequence[str] | Callable[[Run], dict]) -> Callable[[Run], dict]:
+    """A run -> its row label {column: value}: `factors` itself if a function, else the run's config fields."""
+    return factors if callable(factors) else (lambda run: {f: run.config.get(f) for f in factors})
+
+
 def aggregate(runs: list[Run], factors: Sequence[str] | Callable[[Run], dict]) -> list[Row]:
     """Group finished runs by their values of `factors` (seeds pooled), in first-seen order.
 
     factors: config fields, or a function from a run to its row label {column: value}.
     """
-    label = factors if callable(factors) else (lambda run: {f: run.config.get(f) for f in factors})
+    label = row_label(factors)
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         if run.final is not None:

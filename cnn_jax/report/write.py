@@ -14,6 +14,7 @@ from cnn_jax.report.tables import (
     aggregate,
     comparison_latex,
     comparison_markdown,
+    row_label,
     to_latex,
     to_markdown,
 )
@@ -54,7 +55,7 @@ def write_report(
     (study_dir / "results.md").write_text(markdown)
     (study_dir / "results.tex").write_text(to_latex(rows, title, baseline, provenance))
     # The figure's curves, panels and legend in the table's row order (unfinished runs' curves last).
-    label = factors if callable(factors) else (lambda run: {f: run.config.get(f) for f in factors})
+    label = row_label(factors)
     rank = {repr(row.label): i for i, row in enumerate(rows)}
     in_order = sorted(runs, key=lambda run: rank.get(repr(label(run)), len(rank)))
     learning_curves(in_order, factors, study_dir / "learning_curves.png")
