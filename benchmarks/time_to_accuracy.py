@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.metadata
 import json
 import math
 import os
@@ -173,6 +172,7 @@ def race(who: str, command: list[str], workdir: Path, target: float, stop_at_tar
 def machine_line() -> str:
     """Imported only now: jax must not hold the GPU while the children run."""
     from benchmarks.train_step import machine_line as train_step_machine_line
+    from cnn_jax.provenance import package_versions
 
     try:
         import torch
@@ -181,10 +181,7 @@ def machine_line() -> str:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
-    return (
-        train_step_machine_line(torch, device)
-        + f"; tensorflow-datasets {importlib.metadata.version('tensorflow-datasets')}"
-    )
+    return train_step_machine_line(torch, device) + f"; tensorflow-datasets {package_versions()['tensorflow-datasets']}"
 
 
 def fmt(value: float | None, spec: str) -> str:

@@ -8,8 +8,9 @@ MNIST and Fashion-MNIST, with test accuracy on inputs shifted by 2 and 4 pixels.
 Pooling buys a little invariance to small translations for free (Scherer et al. 2010; Boureau et al.
 2010 compare max and average); strided convolution learns its downsampling; "none" keeps full resolution
 and puts 1.1M parameters into the first dense layer; blurring before subsampling (3-tap binomial filter) is
-meant to keep a shifted input's features close to the unshifted ones. Each run takes about 3 minutes on 2 CPU cores
-(10 epochs; "none" about twice that). Writes STUDY_DIR/results.md, results.tex, learning_curves.png; the
+meant to keep a shifted input's features close to the unshifted ones. A run (10 epochs) takes from half a minute
+(strided) to 6 minutes ("none"), two at a time on 2 CPU cores; the grid about 70 minutes, with or without run
+batches (docs/results.md). Writes STUDY_DIR/results.md, results.tex, learning_curves.png; the
 table gives each row's test accuracy (unshifted) against max pooling on the same dataset, with a 95% interval
 over seeds.
 """

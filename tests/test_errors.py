@@ -50,6 +50,7 @@ W = jnp.ones((3, 3, 3, 4))
         (lambda: ops.conv(jnp.ones((5, 5)), W), r"x has shape \(5, 5\) \(rank 2\); expected rank 3, 4 or 5"),
         (lambda: ops.conv(X, jnp.ones((3, 3, 4))), r"w has shape \(3, 3, 4\); .* must have rank 4 \(HWIO\)"),
         (lambda: ops.conv(X, W, stride=(1, 1, 1)), r"expected an int or 2 ints"),
+        (lambda: ops.conv(X, W, dilation=None), r"dilation=None: expected an int or 2 ints"),
         (lambda: ops.conv_transpose(jnp.ones((2, 3, 3, 4)), W, input_size=(9, 9)), r"gives conv output \(7, 7\)"),
         (
             lambda: ops.tiled_conv(X, jnp.ones((4, 4, 3, 3, 3, 4)), tile=4),

@@ -416,6 +416,7 @@ CONV_CASES = [
     dict(kernel_size=(3, 3), input_dilation=(2, 1), padding=((1, 2), (0, 1))),
     dict(kernel_size=(3,), feature_group_count=3, padding="CAUSAL"),
     dict(kernel_size=(2, 2, 2), strides=(1, 2, 1), padding="CIRCULAR"),
+    dict(kernel_size=(3, 2), strides=None, kernel_dilation=None, input_dilation=None),  # flax: None means 1
 ]
 
 
@@ -436,6 +437,7 @@ def test_conv_equals_flax_on_random_parameters(rng, kw, batch):
         dict(kernel_size=(3,), padding="CAUSAL"),
         dict(kernel_size=(3, 2), input_dilation=(2, 1), padding=((1, 2), (0, 1))),
         dict(kernel_size=(2,), strides=2, input_dilation=3, padding=((2, 1),)),
+        dict(kernel_size=(3, 2), strides=None, kernel_dilation=None, input_dilation=None, padding="VALID"),
     ],
 )
 @pytest.mark.parametrize("batch", [(), (2, 3)])
@@ -456,6 +458,7 @@ TRANSPOSE_CASES = [
     dict(kernel_size=(4, 2), strides=(2, 1), padding=1),
     dict(kernel_size=(3, 3), strides=2, kernel_dilation=(1, 2), padding=((0, 2), (4, 6))),  # 6 > span - 1
     dict(kernel_size=(3,), strides=3, padding=((-1, 1),)),  # flax crops
+    dict(kernel_size=(3, 2), strides=None, kernel_dilation=None, padding="SAME"),
 ]
 
 

@@ -284,9 +284,11 @@ def test_crowded_figures_become_small_multiples_with_shared_axes_and_one_legend(
     drawn = []
     monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or Path(path))
     shifts = (0, 1, 2)
-    curves = [(label, np.full((2, 3), i / 20)) for i, label in enumerate(study1)]  # 2 seeds each
+    curves = [(label, np.full((2, 3), i % 4 / 20 + i / 400)) for i, label in enumerate(study1)]  # 2 seeds each
     figures.accuracy_by_shift(curves, shifts, tmp_path / "shift.png")
-    (fig,) = drawn
+    apart = [(label, values + 0.5 * (label["backbone"] == "resnet")) for label, values in curves]
+    figures.accuracy_by_shift(apart, shifts, tmp_path / "apart.png")
+    fig, fig_apart = drawn
     panels = [ax for ax in fig.axes if ax.axison]
     assert [ax.get_title() for ax in panels] == [
         f"backbone={b}, data={d}" for b in ("lenet", "resnet") for d in ("mnist", "fashion_mnist")
@@ -297,7 +299,10 @@ def test_crowded_figures_become_small_multiples_with_shared_axes_and_one_legend(
     assert [t.get_text() for t in legend.get_texts()] == ["model=cnn", "model=tiled2", "model=tiled4", "model=local"]
     colours = {(ax.get_title(), line.get_label()): line.get_color() for ax in panels for line in ax.get_lines()}
     assert len({c for (_, name), c in colours.items() if name == "model=local"}) == 1  # one colour per legend entry
-    np.testing.assert_allclose(panels[0].get_lines()[1].get_ydata(), 100 * 1 / 20)  # the mean over seeds, in %
+    np.testing.assert_allclose(panels[0].get_lines()[1].get_ydata(), 100 * (1 / 20 + 1 / 400))  # seeds' mean, in %
+    # resnet's curves 50 points above lenet's: on one y axis each panel's curves would fill a quarter of it
+    ylims = [ax.get_ylim() for ax in fig_apart.axes if ax.axison]
+    assert ylims[0] != ylims[2] and all(high - low < 20 for low, high in ylims)
 
 
 def test_learning_curves_average_seeds_per_step_even_when_a_seed_is_short(tmp_path, monkeypatch):

@@ -79,9 +79,9 @@ class _ConvBase(nn.Module):
 
     features: int
     kernel_size: IntOrSeq
-    strides: IntOrSeq = 1
+    strides: IntOrSeq | None = 1
     padding: PaddingLike = "SAME"
-    kernel_dilation: IntOrSeq = 1
+    kernel_dilation: IntOrSeq | None = 1
     feature_group_count: int = 1
     use_bias: bool = True
     mask: jax.Array | None = None
@@ -95,6 +95,15 @@ class _ConvBase(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         with layer_errors(self):
             return with_one_batch_axis(self.forward, x, spatial_axes(x, self.kernel_size, "kernel_size"))
+
+    # flax reads None for a stride or a dilation as 1.
+    @property
+    def _strides(self) -> IntOrSeq:
+        return 1 if self.strides is None else self.strides
+
+    @property
+    def _kernel_dilation(self) -> IntOrSeq:
+        return 1 if self.kernel_dilation is None else self.kernel_dilation
 
     def _in_group(self, channels: int) -> int:
         """Channels per group of the input, once the group count is checked."""
@@ -147,8 +156,12 @@ class _ForwardConv(_ConvBase):
     circular shifts) or "reflect". `padding` still sets how much is padded on each side; under "circular" and
     "reflect", x is padded explicitly and the op runs unpadded."""
 
-    input_dilation: IntOrSeq = 1
+    input_dilation: IntOrSeq | None = 1
     padding_mode: str = "zeros"
+
+    @property
+    def _input_dilation(self) -> IntOrSeq:
+        return 1 if self.input_dilation is None else self.input_dilation
 
     def _padded(self, x: jax.Array) -> tuple[jax.Array, PaddingLike]:
         """x and the padding left for the op: (x, padding) for "zeros", else (x padded with its own values, 0)."""
@@ -158,20 +171,20 @@ class _ForwardConv(_ConvBase):
         if self.padding_mode == "zeros":
             return x, self.padding
         ndim = spatial_ndim(x.shape, "x")
-        if max(as_tuple(self.input_dilation, ndim, "input_dilation")) > 1:
+        if max(as_tuple(self._input_dilation, ndim, "input_dilation")) > 1:
             raise ValueError(
-                f"padding_mode={self.padding_mode!r} with input_dilation={self.input_dilation}: padding with input "
+                f"padding_mode={self.padding_mode!r} with input_dilation={self._input_dilation}: padding with input "
                 'values is not defined between dilated inputs; use padding_mode="zeros"'
             )
         kernel = as_tuple(self.kernel_size, ndim, "kernel_size")
-        geo = conv_geometry(x.shape[1:-1], kernel, self.strides, self.padding, self.kernel_dilation)
+        geo = conv_geometry(x.shape[1:-1], kernel, self._strides, self.padding, self._kernel_dilation)
         return jnp.pad(x, ((0, 0), *geo.padding, (0, 0)), mode=CONV_PADDING_MODES[self.padding_mode]), 0
 
     def _geometry(self, x: jax.Array, padding: PaddingLike):
         ndim = spatial_ndim(x.shape, "x")
         kernel = as_tuple(self.kernel_size, ndim, "kernel_size")
-        sizes = dilated_sizes(x.shape[1:-1], padding, self.input_dilation)
-        return ndim, kernel, conv_geometry(sizes, kernel, self.strides, padding, self.kernel_dilation)
+        sizes = dilated_sizes(x.shape[1:-1], padding, self._input_dilation)
+        return ndim, kernel, conv_geometry(sizes, kernel, self._strides, padding, self._kernel_dilation)
 
 
 class Conv(_ForwardConv):
@@ -196,12 +209,12 @@ class Conv(_ForwardConv):
         y = ops.conv(
             x,
             kernel,
-            stride=self.strides,
+            stride=self._strides,
             padding=padding,
-            dilation=self.kernel_dilation,
+            dilation=self._kernel_dilation,
             groups=self.feature_group_count,
             flip=self.flip,
-            input_dilation=self.input_dilation,
+            input_dilation=self._input_dilation,
             precision=self.precision,
         )
         return y if bias is None else y + bias
@@ -233,11 +246,11 @@ class TiledConv(_ForwardConv):
             x,
             kernel,
             tile=tile,
-            stride=self.strides,
+            stride=self._strides,
             padding=padding,
-            dilation=self.kernel_dilation,
+            dilation=self._kernel_dilation,
             groups=self.feature_group_count,
-            input_dilation=self.input_dilation,
+            input_dilation=self._input_dilation,
             precision=self.precision,
         )
         if bias is None:
@@ -271,11 +284,11 @@ class LocalConv(_ForwardConv):
         y = ops.local_conv(
             x,
             kernel,
-            stride=self.strides,
+            stride=self._strides,
             padding=padding,
-            dilation=self.kernel_dilation,
+            dilation=self._kernel_dilation,
             groups=self.feature_group_count,
-            input_dilation=self.input_dilation,
+            input_dilation=self._input_dilation,
             precision=self.precision,
         )
         return y if bias is None else y + bias
@@ -316,9 +329,9 @@ class ConvTranspose(_ConvBase):
         y = ops.conv_transpose(
             x,
             kernel,
-            stride=self.strides,
+            stride=self._strides,
             padding=padding,
-            dilation=self.kernel_dilation,
+            dilation=self._kernel_dilation,
             groups=self.feature_group_count,
             input_size=input_size,
             precision=self.precision,
@@ -393,8 +406,8 @@ class ConvTranspose(_ConvBase):
             self.padding,
             in_sizes,
             kernel_size,
-            as_tuple(self.strides, ndim, "strides"),
-            as_tuple(self.kernel_dilation, ndim, "kernel_dilation"),
+            as_tuple(self._strides, ndim, "strides"),
+            as_tuple(self._kernel_dilation, ndim, "kernel_dilation"),
         )
 
 

@@ -26,7 +26,7 @@ ARRAY_PAD_MODES = {"CIRCULAR": "wrap", "REFLECT": "reflect"}
 
 def as_tuple(value: int | Sequence[int], ndim: int, name: str, minimum: int = 1) -> tuple[int, ...]:
     """An int, or a sequence of `ndim` ints, as a tuple of `ndim` ints >= minimum."""
-    values = (value,) * ndim if isinstance(value, int) else tuple(value)
+    values = (value,) * ndim if isinstance(value, int) else tuple(value) if isinstance(value, Sequence) else ()
     if len(values) != ndim or not all(isinstance(v, int) for v in values):
         raise ValueError(f"{name}={value!r}: expected an int or {ndim} ints (one per spatial axis)")
     if any(v < minimum for v in values):

@@ -63,8 +63,9 @@ class Curve:
 
 def _small_multiples(curves: Sequence[Curve], xlabel: str, ylabel: str, path: str | Path, ticks: bool = False) -> Path:
     """Draw the curves, each as its mean with a min..max band: on one axis, or, with more than MAX_CURVES, one
-    panel per value of the `panel_factors` (two factors: rows x columns) with shared axes and one legend, a
-    curve's colour the same in every panel. ticks: a tick and a marker at every x."""
+    panel per value of the `panel_factors` (two factors: rows x columns) with a shared x axis, a shared y axis
+    where every panel fills at least half of it (`_share_y`), and one legend, a curve's colour the same in every
+    panel. ticks: a tick and a marker at every x."""
     plt = _pyplot()
     split = panel_factors([c.label for c in curves])
     panel = [tuple((k, str(c.label.get(k))) for k in split) for c in curves]  # str: lists are values too
@@ -79,7 +80,7 @@ def _small_multiples(curves: Sequence[Curve], xlabel: str, ylabel: str, path: st
         place = {p: divmod(i, columns) for i, p in enumerate(panels)}
         rows = -(-len(panels) // columns)
     size = (8, 4) if len(panels) == 1 else (3.4 * columns, 2.8 * rows)
-    fig, axes = plt.subplots(rows, columns, figsize=size, sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=size, sharex=True, sharey=_share_y(curves, panel), squeeze=False)
     palette = plt.cm.tab10.colors if len(names) <= 10 else plt.cm.tab20.colors  # distinct before any repeat
     for ax in axes.flat:
         ax.set_axis_off()  # back on below for the panels that hold curves
@@ -106,6 +107,18 @@ def _small_multiples(curves: Sequence[Curve], xlabel: str, ylabel: str, path: st
     # one legend for every panel, beside them: never over a curve
     fig.legend(handles.values(), handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, path)
+
+
+def _share_y(curves: Sequence[Curve], panel: Sequence[tuple]) -> bool:
+    """Whether the panels share one y axis: yes, unless some panel's curves would fill less than half of it (MNIST
+    at 99% beside Fashion-MNIST at 91% would draw MNIST's curves as one flat line); then each panel has its own."""
+    ranges: dict[tuple, tuple[float, float]] = {}
+    for curve, where in zip(curves, panel):
+        low, high = ranges.get(where, (np.inf, -np.inf))
+        ranges[where] = (min(low, float(np.nanmin(curve.low))), max(high, float(np.nanmax(curve.high))))
+    lows, highs = zip(*ranges.values())
+    shared = max(highs) - min(lows)
+    return all(high - low >= shared / 2 for low, high in ranges.values())
 
 
 def _pyplot():
