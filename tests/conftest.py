@@ -3,6 +3,7 @@ cache for the whole session, in a temporary directory unless $CNN_JAX_CACHE_DIR 
 share it, and no test writes to the user's own cache."""
 
 import atexit
+import gc
 import os
 import shutil
 import tempfile
@@ -21,6 +22,21 @@ import pytest  # noqa: E402
 from cnn_jax.compile_cache import enable_compile_cache  # noqa: E402
 
 enable_compile_cache()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Drop a test file's compiled programs after its last test.
+
+    JAX keeps every program it compiles, and XLA:CPU maps each one's code, constants and data into memory (about
+    1.5 maps for a small program) until it is dropped. Both tiers in one process compile enough (random shapes,
+    every model) to near Linux's limit on a process's maps (vm.max_map_count, 65,530 by default; 37,000 before
+    half of the tests). At the limit LLVM fails with "Cannot allocate memory" and XLA:CPU dies with a
+    segmentation fault in the next compilation. Programs shared between files come back from the persistent
+    cache. Some programs are held in reference cycles, hence the collection.
+    """
+    if nextitem is None or nextitem.path != item.path:
+        jax.clear_caches()
+        gc.collect()
 
 
 @pytest.fixture

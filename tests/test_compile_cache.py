@@ -125,3 +125,22 @@ def test_a_short_dispatch_runs_the_same_program(tfds_dir, tmp_path, form):
     assert [p.name for p in programs.records].count("train_dispatch") == 1
     assert [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r] == list(range(1, 31))
     assert int(final_state(tmp_path)["step"]) == 30
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="counts the process's memory maps in /proc (Linux)")
+def test_a_test_file_s_programs_are_unmapped_after_its_last_test(request):
+    """conftest's teardown hook, which keeps a process running both tiers under Linux's limit on memory maps:
+    XLA:CPU maps every program it compiles, and dropping JAX's caches unmaps them."""
+    import conftest
+
+    def code_maps() -> int:
+        """Executable memory backed by no file: compiled code (threads and libraries map other kinds)."""
+        return sum(line.split()[1] == "r-xp" and len(line.split()) == 5 for line in open("/proc/self/maps"))
+
+    before = code_maps()
+    for n in range(1, 61):
+        jax.numpy.zeros((n, 3)).reshape(3, n).block_until_ready()  # new programs for every shape
+    compiled = code_maps()
+    conftest.pytest_runtest_teardown(request.node, nextitem=None)
+    assert compiled - before >= 60, (before, compiled)
+    assert code_maps() <= before, (before, compiled, code_maps())

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from helpers import final_state, flat, train_cli
 
+from cnn_jax.data import normalize
 from cnn_jax.train import (
     Checkpoints,
     NonFiniteLossError,
@@ -27,7 +29,7 @@ from cnn_jax.train.config import default_config
 from cnn_jax.train.optim import make_optimizer, make_schedule
 from cnn_jax.train.parallel import PmapRunner, ShardMapRunner
 from cnn_jax.train.run_values import run_values
-from cnn_jax.train.step import InputSpec
+from cnn_jax.train.step import InputSpec, cross_entropy
 from experiments.configs import cnn1d_mnist1d
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +84,30 @@ def test_step_is_exact_for_any_device_count_and_both_wrappers(x64):
     assert np.abs(reference - flat(host)).max() > 1e-3  # the state did change
     for key, value in results.items():
         np.testing.assert_allclose(value, reference, rtol=1e-12, atol=1e-12, err_msg=str(key))
+
+
+def test_the_input_and_loss_follow_the_step_s_precision(rng):
+    """float32 at least: bfloat16 logits are widened to float32, and under x64 the input and loss are float64, so a
+    float64 reference step is float64 throughout."""
+    x, labels = rng.integers(0, 256, (4, 3, 3, 2)).astype(np.uint8), rng.integers(0, 5, 4)
+    logits = rng.normal(size=(4, 5)) * 30
+    mean, std, scale = (100.3, 27.1), (61.7, 9.9), 1 / 255
+
+    def expected_loss(z):
+        log_probs = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+        targets = np.eye(5)[labels] * 0.9 + 0.1 / 5
+        return -(targets * log_probs).sum(1)
+
+    loss = cross_entropy(jnp.asarray(logits, jnp.bfloat16), labels, 5, 0.1)
+    assert loss.dtype == jnp.float32
+    np.testing.assert_allclose(loss, expected_loss(np.asarray(jnp.asarray(logits, jnp.bfloat16), np.float64)), 1e-5)
+    with jax.enable_x64(True):
+        loss = cross_entropy(jnp.asarray(logits), labels, 5, 0.1)
+        inputs = normalize(jnp.asarray(x), jnp.asarray(mean), jnp.asarray(std), scale)
+    assert loss.dtype == inputs.dtype == jnp.float64
+    np.testing.assert_allclose(loss, expected_loss(logits), rtol=1e-13)
+    np.testing.assert_allclose(inputs, (x * scale - np.multiply(mean, scale)) / np.multiply(std, scale), rtol=1e-13)
+    assert normalize(jnp.asarray(x), jnp.asarray(mean), jnp.asarray(std), scale).dtype == jnp.float32
 
 
 def test_run_is_the_same_on_1_and_8_devices_and_under_pmap(tfds_dir, tmp_path):

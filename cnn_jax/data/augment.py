@@ -11,8 +11,11 @@ import jax.numpy as jnp
 
 
 def normalize(x: jax.Array, mean: jax.Array, std: jax.Array, scale: float) -> jax.Array:
-    """Stored inputs (N, H, W, C) uint8 or (N, L) float -> float32 standardised per channel, NHWC or NLC."""
-    x = x.astype(jnp.float32) * scale
+    """Stored inputs (N, H, W, C) uint8 or (N, L) float -> standardised per channel, NHWC or NLC.
+
+    The result is JAX's default float: float32, or float64 under `jax.enable_x64`.
+    """
+    x = x.astype(float) * scale
     if x.ndim == 2:
         x = x[..., None]
     return (x - mean * scale) / (std * scale)

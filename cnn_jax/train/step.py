@@ -40,9 +40,12 @@ class InputSpec:
 def cross_entropy(
     logits: jax.Array, labels: jax.Array, num_classes: int, label_smoothing: float | jax.Array
 ) -> jax.Array:
-    """Per-example softmax cross-entropy (N,) against one-hot labels smoothed by `label_smoothing`."""
+    """Per-example softmax cross-entropy (N,) against one-hot labels smoothed by `label_smoothing`.
+
+    Computed in float32 at least: bfloat16 logits are widened, and float64 ones (under `jax.enable_x64`) are kept.
+    """
     targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+    return optax.softmax_cross_entropy(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), targets)
 
 
 def _global_indices(local_batch: int) -> jax.Array:
