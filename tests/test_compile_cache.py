@@ -135,7 +135,8 @@ def test_a_test_file_s_programs_are_unmapped_after_its_last_test(request):
 
     def code_maps() -> int:
         """Executable memory backed by no file: compiled code (threads and libraries map other kinds)."""
-        return sum(line.split()[1] == "r-xp" and len(line.split()) == 5 for line in open("/proc/self/maps"))
+        maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+        return sum(fields[1] == "r-xp" and len(fields) == 5 for fields in maps)
 
     before = code_maps()
     for n in range(1, 61):
