@@ -3,6 +3,7 @@
 One check for the sweep (each grid point's FIELD=VALUE) and the training CLI (each --config.FIELD flag): a
 field the config lacks fails at once, naming the field, the closest valid name and the valid fields at that
 level, instead of ml_collections' AttributeError traceback (CLI) or a failed run per grid point (sweep).
+The flag values both commands read (an override's text, --runs_per_program) are parsed here, below both.
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ def load_config(config: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg) if arg else module.get_config()
+
+
+def flag_value(value: object) -> str:
+    """An override as ml_collections parses it from --config.FIELD=VALUE: strings as given, others by repr."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def runs_per_program(text: str) -> int | None:
+    """The --runs_per_program flag: a positive integer, or "auto" (None: as many runs as the devices' memory holds)."""
+    if text == "auto":
+        return None
+    if not text.strip().lstrip("+").isdigit() or int(text) < 1:
+        raise ValueError(
+            f"--runs_per_program={text}: must be a positive integer (1: one run per program), or auto "
+            f"(as many runs of one structure as the devices' memory holds)"
+        )
+    return int(text)
 
 
 def _closest(part: str, names: Sequence[str]) -> str | None:

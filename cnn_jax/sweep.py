@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnn_jax import config_check
+from cnn_jax.config_check import flag_value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,23 +33,6 @@ class Point:
     name: str
     config: str
     overrides: tuple[tuple[str, object], ...] = ()
-
-
-def flag_value(value: object) -> str:
-    """An override as ml_collections parses it from --config.FIELD=VALUE: strings as given, others by repr."""
-    return value if isinstance(value, str) else repr(value)
-
-
-def runs_per_program(text: str) -> int | None:
-    """The --runs_per_program flag: a positive integer, or "auto" (None: as many runs as the devices' memory holds)."""
-    if text == "auto":
-        return None
-    if not text.strip().lstrip("+").isdigit() or int(text) < 1:
-        raise ValueError(
-            f"--runs_per_program={text}: must be a positive integer (1: one run per program), or auto "
-            f"(as many runs of one structure as the devices' memory holds)"
-        )
-    return int(text)
 
 
 def _pair(text: str, flag: str) -> tuple[str, str]:

@@ -17,10 +17,11 @@ from pathlib import Path
 from absl import app, flags
 
 from cnn_jax.compile_cache import enable_compile_cache
+from cnn_jax.config_check import runs_per_program
 from cnn_jax.console import quiet_libraries
 from cnn_jax.report import write_report
 from cnn_jax.report.runs import load_run
-from cnn_jax.sweep import Point, parse_overrides, run_sweep, runs_per_program
+from cnn_jax.sweep import Point, parse_overrides, run_sweep
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 

@@ -19,7 +19,8 @@ import sys
 
 from absl import app, flags
 
-from cnn_jax.sweep import grid_points, run_sweep, runs_per_program, write_job_list
+from cnn_jax.config_check import runs_per_program
+from cnn_jax.sweep import grid_points, run_sweep, write_job_list
 
 
 def define_flags():

@@ -3,6 +3,7 @@ cache for the whole session, in a temporary directory unless $CNN_JAX_CACHE_DIR 
 share it, and no test writes to the user's own cache."""
 
 import atexit
+import collections
 import gc
 import os
 import shutil
@@ -23,6 +24,60 @@ from cnn_jax.compile_cache import enable_compile_cache  # noqa: E402
 
 enable_compile_cache()
 
+# Where a test's time goes: JAX reports each program's tracing, lowering and XLA compilation (or cache load).
+# The phases travel on each test's teardown report, so the summary also adds up the workers of pytest -n.
+_PHASES = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "compile",
+}
+_phase_seconds: collections.Counter = collections.Counter()
+_file_seconds: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+
+
+def _on_duration(event: str, seconds: float, **kwargs) -> None:
+    if event in _PHASES:
+        _phase_seconds[_PHASES[event]] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def pytest_runtest_setup(item):
+    _phase_seconds.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    if call.when == "teardown":
+        item.user_properties.append(("jax_phases", dict(_phase_seconds)))
+    yield
+
+
+def pytest_runtest_logreport(report):
+    counts = _file_seconds[report.location[0]]
+    counts["wall"] += report.duration
+    for key, value in report.user_properties:
+        if key == "jax_phases" and report.when == "teardown":
+            counts.update(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Per test file: the tests' seconds, and those JAX spent tracing, lowering and compiling (or loading from the
+    cache) in the test process. A jit traced inside another's trace counts in both; compilation in a test's
+    subprocesses (the command-line tests) counts as the rest."""
+    rows = sorted(_file_seconds.items(), key=lambda kv: -kv[1]["wall"])
+    if not rows:
+        return
+    total = sum((counts for _, counts in rows), collections.Counter())
+    terminalreporter.section("where the tests' time went (seconds)")
+    terminalreporter.write_line(f"{'file':36} {'wall':>7} {'trace':>7} {'lower':>7} {'compile':>8} {'rest':>7}")
+    for name, s in [*rows, ("all", total)]:
+        rest = s["wall"] - s["trace"] - s["lower"] - s["compile"]
+        terminalreporter.write_line(
+            f"{name:36} {s['wall']:7.1f} {s['trace']:7.1f} {s['lower']:7.1f} {s['compile']:8.1f} {rest:7.1f}"
+        )
+
 
 def pytest_runtest_teardown(item, nextitem):
     """Drop a test file's compiled programs after its last test.
@@ -42,6 +97,14 @@ def pytest_runtest_teardown(item, nextitem):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, the outside reference; the test skips where it is not installed (helpers.TORCH_MISSING)."""
+    from helpers import TORCH_MISSING
+
+    return pytest.importorskip("torch", reason=TORCH_MISSING)
 
 
 @pytest.fixture
@@ -67,5 +130,10 @@ def download_dir() -> str:
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
-    """One TFDS data directory for the whole session, so each dataset is prepared once."""
-    return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+    """One TFDS data directory for the whole session, shared by the workers of `pytest -n` (their temporary
+    directories' parent is common), so each dataset is prepared once: the others wait on its prepare lock."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return str(tmp_path_factory.mktemp("tensorflow_datasets"))
+    shared = tmp_path_factory.getbasetemp().parent / "tensorflow_datasets"
+    shared.mkdir(exist_ok=True)
+    return str(shared)

@@ -38,10 +38,9 @@ def test_blur_pool_matches_reference_on_random_shapes(rng, ndim):
             close(got, reference.blur_pool(x, size, stride, mode))
 
 
-def test_blur_pool_is_the_papers_pytorch_layer(rng):
+def test_blur_pool_is_the_papers_pytorch_layer(torch, rng):
     """antialiased-cnns' BlurPool: ReflectionPad2d([(k-1)//2, ceil((k-1)/2)] * 2), then a depthwise conv2d
     with the normalised outer product of the binomial taps at the stride."""
-    torch = pytest.importorskip("torch")
     for size in (2, 3, 4, 5, 7):
         x = rng.normal(size=(2, 11, 12, 4)).astype(np.float32)
         taps = torch.tensor(ops.binomial_filter(size), dtype=torch.float32)

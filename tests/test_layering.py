@@ -1,5 +1,6 @@
 """The package's layering, checked on fresh interpreters through sys.modules: the library never imports the
-scripts in experiments/, and reading results does not load the training engine (orbax, optax)."""
+scripts in experiments/, training does not import the sweep above it, and reading results does not load the
+training engine (orbax, optax)."""
 
 import subprocess
 import sys
@@ -38,7 +39,14 @@ def test_report_does_not_import_the_training_engine():
     assert not [m for m in loaded if m.startswith("cnn_jax.train") or m.startswith("orbax") or m == "optax"]
 
 
-def test_metric_writer_loads_tensorboardx_without_torch(tmp_path):
+def test_the_training_command_does_not_import_the_sweep():
+    # The sweep launches training commands; the arrow never points back up.
+    loaded = loaded_after("import cnn_jax.train.cli")
+    assert "cnn_jax.config_check" in loaded
+    assert "cnn_jax.sweep" not in loaded
+
+
+def test_metric_writer_loads_tensorboardx_without_torch(torch, tmp_path):
     # tensorboardX imports torch whenever it is installed (seconds of every run's start); scalars need none of it.
     loaded = loaded_after(
         "from cnn_jax.train.metrics import MetricWriter\n"

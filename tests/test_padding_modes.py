@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 from helpers import close, random_configs
 from jax import lax
 from jax.test_util import check_grads
@@ -91,7 +90,7 @@ def test_pools_match_reference(rng, mode, ndim):
         close(ops.lp_pool(xj, window, stride, mode), reference.lp_pool(x, window, stride, mode), rtol=1e-4, atol=1e-5)
 
 
-def _torch_conv(x, w, stride, dilation, groups, mode, padding):
+def _torch_conv(torch, x, w, stride, dilation, groups, mode, padding):
     """PyTorch's Conv1d/Conv2d on channels-last x and (*kernel, C_in/groups, C_out) w."""
     ndim = x.ndim - 2
     layer = (torch.nn.Conv1d, torch.nn.Conv2d)[ndim - 1](
@@ -113,7 +112,7 @@ def _torch_conv(x, w, stride, dilation, groups, mode, padding):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("ndim", [1, 2])
-def test_conv_matches_pytorch_padding_mode(rng, mode, ndim):
+def test_conv_matches_pytorch_padding_mode(torch, rng, mode, ndim):
     """Odd kernels: PyTorch's symmetric padding d*(k-1)/2 is the CIRCULAR / REFLECT geometry at any stride."""
     for x_shape, kernel, stride, dilation, cout in mode_configs(rng, ndim, 6, groups=2):
         kernel = tuple(2 * (k // 2) + 1 for k in kernel)
@@ -122,7 +121,7 @@ def test_conv_matches_pytorch_padding_mode(rng, mode, ndim):
         x, w = rng.normal(size=x_shape).astype(np.float32), rng.normal(size=(*kernel, x_shape[-1] // 2, cout))
         w = w.astype(np.float32)
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-        expected = _torch_conv(x, w, stride, dilation, 2, mode, padding)
+        expected = _torch_conv(torch, x, w, stride, dilation, 2, mode, padding)
         close(
             ops.conv(*_f32(x, w), stride=stride, padding=mode, dilation=dilation, groups=2),
             expected,
@@ -133,10 +132,10 @@ def test_conv_matches_pytorch_padding_mode(rng, mode, ndim):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kernel", [(2, 4), (4, 3)])
-def test_even_kernels_match_pytorch_same_padding_mode(rng, mode, kernel):
+def test_even_kernels_match_pytorch_same_padding_mode(torch, rng, mode, kernel):
     """At stride 1, CIRCULAR / REFLECT put an even kernel's extra row after, as PyTorch's padding="same"."""
     x, w = rng.normal(size=(2, 6, 7, 2)).astype(np.float32), rng.normal(size=(*kernel, 2, 3)).astype(np.float32)
-    close(ops.conv(*_f32(x, w), padding=mode), _torch_conv(x, w, 1, 1, 1, mode, "same"), rtol=1e-4, atol=1e-4)
+    close(ops.conv(*_f32(x, w), padding=mode), _torch_conv(torch, x, w, 1, 1, 1, mode, "same"), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -253,7 +252,7 @@ def test_named_pools_are_the_generic_pool(rng):
     check_grads(lambda x: ops.min_pool(x, 2, 1, 1), (x,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
-def _torch_adaptive(x, out, kind):
+def _torch_adaptive(torch, x, out, kind):
     layer = {"avg": torch.nn.AdaptiveAvgPool2d, "max": torch.nn.AdaptiveMaxPool2d}[kind](out)
     return np.moveaxis(layer(torch.from_numpy(np.moveaxis(x, -1, 1).copy())).numpy(), 1, -1)
 
@@ -261,10 +260,15 @@ def _torch_adaptive(x, out, kind):
 @pytest.mark.parametrize(
     "in_size, out_size", [((1, 1), (7, 7)), ((3, 5), (7, 4)), ((4, 2), (8, 6)), ((5, 7), (3, 11)), ((2, 3), (2, 9))]
 )
-def test_adaptive_pools_match_pytorch_for_any_output_size(rng, in_size, out_size):
+def test_adaptive_pools_match_pytorch_for_any_output_size(torch, rng, in_size, out_size):
     x = rng.normal(size=(2, *in_size, 3)).astype(np.float32)
-    close(ops.adaptive_avg_pool(jnp.asarray(x), out_size), _torch_adaptive(x, out_size, "avg"), rtol=1e-5, atol=1e-6)
-    close(ops.adaptive_max_pool(jnp.asarray(x), out_size), _torch_adaptive(x, out_size, "max"))
+    close(
+        ops.adaptive_avg_pool(jnp.asarray(x), out_size),
+        _torch_adaptive(torch, x, out_size, "avg"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    close(ops.adaptive_max_pool(jnp.asarray(x), out_size), _torch_adaptive(torch, x, out_size, "max"))
 
 
 def test_adaptive_pools_match_the_cell_formula_on_random_sizes(rng):
@@ -290,7 +294,7 @@ LAYER_MODES = {"circular": "wrap", "reflect": "reflect"}
 
 @pytest.mark.parametrize("mode", LAYER_MODES)
 @pytest.mark.parametrize("ndim", [1, 2])
-def test_layer_padding_mode_matches_pytorch(rng, mode, ndim):
+def test_layer_padding_mode_matches_pytorch(torch, rng, mode, ndim):
     """A layer's padding_mode fills whatever padding it has, at any amount and stride, as PyTorch's does:
     here the padding is drawn independently of the kernel, so it is not the CIRCULAR / REFLECT geometry."""
     for x_shape, kernel, stride, dilation, cout in mode_configs(rng, ndim, 6, groups=2):
@@ -301,7 +305,9 @@ def test_layer_padding_mode_matches_pytorch(rng, mode, ndim):
         x = rng.normal(size=x_shape).astype(np.float32)
         params = layer.init(jax.random.PRNGKey(0), x)
         w = np.asarray(params["params"]["kernel"])
-        close(layer.apply(params, x), _torch_conv(x, w, stride, dilation, 2, mode, padding), rtol=1e-4, atol=1e-4)
+        close(
+            layer.apply(params, x), _torch_conv(torch, x, w, stride, dilation, 2, mode, padding), rtol=1e-4, atol=1e-4
+        )
 
 
 @pytest.mark.parametrize("mode", LAYER_MODES)

@@ -7,13 +7,15 @@ import functools
 import jax
 import numpy as np
 import pytest
-import torch
-import torchvision_nets
 from flax import traverse_util
+from helpers import TORCH_MISSING
 
 from cnn_jax import models
 from cnn_jax.models.common import ceil_mode_padding
 from cnn_jax.models.inception import AuxHead
+
+torch = pytest.importorskip("torch", reason=TORCH_MISSING)
+import torchvision_nets  # noqa: E402  (PyTorch's networks: only where PyTorch is)
 
 RTOL = 1e-4  # of the largest logit
 # The models with a torchvision counterpart; the converter must take every one of them.
@@ -277,3 +279,13 @@ def test_antialiased_state_without_blur_size_names_its_tensors_and_the_option(an
     assert "unexpected 'layer2.0.conv2.1.weight'" in message
     assert "'layer2.0.downsample.1.weight' has shape (128, 64, 1, 1), expected (128,)" in message
     assert message.endswith("'maxpool.1.filt' is an antialiased-cnns BlurPool filter of 4 taps: load with blur_size=4")
+
+
+def test_converted_weights_run_in_nnx_code(resnet18_state):
+    """torchvision's weights into the bridged model: NNX's call gives the linen model's eval-mode logits, which
+    test_logits_match_torchvision checks against PyTorch."""
+    variables = models.from_torch_state_dict("resnet18", resnet18_state, num_classes=10)
+    model = models.create("resnet18", num_classes=10)
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    net = models.to_nnx(model, variables)
+    np.testing.assert_array_equal(jax.jit(lambda x: net(x, train=False))(x), model.apply(variables, x, train=False))

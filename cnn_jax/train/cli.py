@@ -28,9 +28,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cnn_jax.compile_cache import enable_compile_cache
-from cnn_jax.config_check import check_cli, with_overrides
+from cnn_jax.config_check import check_cli, flag_value, runs_per_program, with_overrides
 from cnn_jax.console import quiet_libraries
-from cnn_jax.sweep import flag_value, runs_per_program
 
 
 def _define_flags() -> tuple[flags.FlagHolder, ...]:
