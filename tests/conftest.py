@@ -25,7 +25,6 @@ from cnn_jax.compile_cache import enable_compile_cache  # noqa: E402
 enable_compile_cache()
 
 # Where a test's time goes: JAX reports each program's tracing, lowering and XLA compilation (or cache load).
-# The phases travel on each test's teardown report, so the summary also adds up the workers of pytest -n.
 _PHASES = {
     "/jax/core/compile/jaxpr_trace_duration": "trace",
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
@@ -47,19 +46,11 @@ def pytest_runtest_setup(item):
     _phase_seconds.clear()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    if call.when == "teardown":
-        item.user_properties.append(("jax_phases", dict(_phase_seconds)))
-    yield
-
-
 def pytest_runtest_logreport(report):
     counts = _file_seconds[report.location[0]]
     counts["wall"] += report.duration
-    for key, value in report.user_properties:
-        if key == "jax_phases" and report.when == "teardown":
-            counts.update(value)
+    if report.when == "teardown":  # the test's last phase: charge its JAX seconds once
+        counts.update(_phase_seconds)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -130,10 +121,5 @@ def download_dir() -> str:
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory) -> str:
-    """One TFDS data directory for the whole session, shared by the workers of `pytest -n` (their temporary
-    directories' parent is common), so each dataset is prepared once: the others wait on its prepare lock."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return str(tmp_path_factory.mktemp("tensorflow_datasets"))
-    shared = tmp_path_factory.getbasetemp().parent / "tensorflow_datasets"
-    shared.mkdir(exist_ok=True)
-    return str(shared)
+    """One TFDS data directory for the whole session, so each dataset is prepared once."""
+    return str(tmp_path_factory.mktemp("tensorflow_datasets"))

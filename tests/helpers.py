@@ -80,6 +80,11 @@ def final_state(workdir):
     return Checkpoints(Path(workdir) / "checkpoints", 3).restore(None)
 
 
+def cast_floats(tree, dtype):
+    """The tree with its floating-point leaves as NumPy arrays of `dtype` (integers, e.g. step counts, as they are)."""
+    return jax.tree.map(lambda a: np.asarray(a, dtype) if np.issubdtype(a.dtype, np.floating) else a, tree)
+
+
 def flat(tree) -> np.ndarray:
     return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
 

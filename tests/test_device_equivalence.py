@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import flat
+from helpers import cast_floats, flat
 
 from cnn_jax import models
 from cnn_jax.train import make_program
@@ -91,10 +91,6 @@ FLOAT32_WORST = {
 }
 
 
-def _cast(tree, dtype):
-    return jax.tree.map(lambda a: np.asarray(a, dtype) if np.issubdtype(a.dtype, np.floating) else a, tree)
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -123,11 +119,11 @@ def test_the_step_on_1_2_and_8_devices_under_both_runners_in_float64_and_float32
         return runner.host_state(state)
 
     with jax.enable_x64(True):
-        reference = state_after_two_steps(_cast(host, np.float64), ShardMapRunner, 1)
-        eight = state_after_two_steps(_cast(host, np.float64), ShardMapRunner, 8)
+        reference = state_after_two_steps(cast_floats(host, np.float64), ShardMapRunner, 1)
+        eight = state_after_two_steps(cast_floats(host, np.float64), ShardMapRunner, 8)
     assert np.abs(flat(reference) - flat(host)).max() > 1e-2  # the steps did move the state
     np.testing.assert_allclose(flat(eight), flat(reference), rtol=1e-10, atol=1e-10)
     runs = ((ShardMapRunner, 1), (ShardMapRunner, 2), (PmapRunner, 2))
-    float32 = {(c.__name__, n): state_after_two_steps(_cast(host, np.float32), c, n).params for c, n in runs}
+    float32 = {(c.__name__, n): state_after_two_steps(cast_floats(host, np.float32), c, n).params for c, n in runs}
     worst = {key: float(np.abs(flat(value) - flat(reference.params)).max()) for key, value in float32.items()}
     assert max(worst.values()) <= 3 * FLOAT32_WORST[name], worst

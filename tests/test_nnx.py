@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import errors, nnx
-from helpers import flat
+from helpers import cast_floats, flat
 
 from cnn_jax import models
 from cnn_jax.train import make_program
@@ -45,18 +45,9 @@ def _settings(name: str) -> tuple[tuple[int, ...], dict]:
     return SETTINGS[key]
 
 
-def _float64(tree):
-    return jax.tree.map(lambda a: np.asarray(a, np.float64) if np.issubdtype(a.dtype, np.floating) else a, tree)
-
-
 def _state(net: nnx.Module, kind: type) -> dict:
     """The bridged module's variables of one kind as arrays, leaves in the order of linen's collection."""
     return nnx.to_pure_dict(nnx.state(net, kind))
-
-
-def test_every_registered_model_is_covered():
-    assert sorted(name for names in NETWORKS.values() for name in names) == models.names()
-    assert len(NETWORKS) < len(models.names())  # the grouping did merge identical networks
 
 
 def distinct_networks() -> dict[str, list[str]]:
@@ -69,6 +60,11 @@ def distinct_networks() -> dict[str, list[str]]:
 
 
 NETWORKS = distinct_networks()
+
+
+def test_every_registered_model_is_covered():
+    assert sorted(name for names in NETWORKS.values() for name in names) == models.names()
+    assert len(NETWORKS) < len(models.names())  # the grouping did merge identical networks
 
 
 @pytest.mark.parametrize(
@@ -89,7 +85,7 @@ def test_three_nnx_sgd_steps_equal_cnn_jax_s_own_step_in_float64(name):
     rng = np.random.default_rng(0)
     x, labels = rng.integers(0, 256, (8, *shape)).astype(np.uint8), rng.integers(0, 4, 8)
     with jax.enable_x64(True):
-        host = _float64(jax.device_get(program.init(0)))
+        host = cast_floats(jax.device_get(program.init(0)), np.float64)
         values = run_values(config)
         runner = ShardMapRunner(program.train_step, program.eval_step, jax.devices()[:1])
         state, device_values = runner.put_replicated((host, values))
