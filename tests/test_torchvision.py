@@ -288,4 +288,10 @@ def test_converted_weights_run_in_nnx_code(resnet18_state):
     model = models.create("resnet18", num_classes=10)
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     net = models.to_nnx(model, variables)
-    np.testing.assert_array_equal(jax.jit(lambda x: net(x, train=False))(x), model.apply(variables, x, train=False))
+    # The bridge adds no arithmetic, but XLA may fuse the two programs differently: a few float32 ulps apart.
+    np.testing.assert_allclose(
+        jax.jit(lambda x: net(x, train=False))(x),
+        jax.jit(lambda x: model.apply(variables, x, train=False))(x),
+        rtol=1e-5,
+        atol=1e-7,
+    )
