@@ -1,5 +1,6 @@
 """Shared test utilities: random convolution configurations and float32 comparison."""
 
+import functools
 import itertools
 import sys
 from pathlib import Path
@@ -14,6 +15,14 @@ F32 = dict(rtol=2e-5, atol=2e-5)
 # The [test] extra installs PyTorch's CPU build on Python 3.11 only (newer Pythons would get a CUDA build of
 # several GB); CI's Python 3.11 lane runs every PyTorch reference.
 TORCH_MISSING = "PyTorch is not installed (the [test] extra installs it on Python 3.11); CI runs these on 3.11"
+
+
+def compiled(fn, *arrays, **options):
+    """fn(*arrays, **options) as one jitted program (the options fixed, not traced).
+
+    Called eagerly, an op runs primitive by primitive and XLA compiles each one for its shapes: on random shapes
+    about 13 programs per call, against 1 jitted (5.7x the time on 2 cores). Users run the ops jitted too."""
+    return jax.jit(functools.partial(fn, **options))(*arrays)
 
 
 def close(actual, expected, **tol):

@@ -4,11 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import close, random_configs
+from helpers import close, compiled, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import reference
+
+
+def _f32(*arrays):
+    return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -18,7 +22,7 @@ def test_conv_matches_reference_on_random_shapes(rng, ndim):
         w = rng.normal(size=(*kernel, x_shape[-1] // groups, cout))
         flip = bool(rng.integers(2))
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
-        close(ops.conv(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32), **kw), reference.conv(x, w, **kw))
+        close(compiled(ops.conv, *_f32(x, w), **kw), reference.conv(x, w, **kw))
 
 
 def test_im2col_is_the_loop_definition(rng):
@@ -44,9 +48,9 @@ def test_conv_transpose_matches_scatter_reference(rng, ndim):
         w = rng.normal(size=(*kernel, x_shape[-1], cout))
         geo = ops.shapes.conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation)
         y = rng.normal(size=(x_shape[0], *geo.out_sizes, cout))
-        got = ops.conv_transpose(
-            jnp.asarray(y, jnp.float32),
-            jnp.asarray(w, jnp.float32),
+        got = compiled(
+            ops.conv_transpose,
+            *_f32(y, w),
             stride=stride,
             padding=padding,
             dilation=dilation,
@@ -112,7 +116,7 @@ def test_kernel_gradient_is_xcol_times_output_gradient(rng, ndim):
         x = rng.normal(size=x_shape)
         w = jnp.asarray(rng.normal(size=(*kernel, x_shape[-1], cout)), jnp.float32)
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        y, vjp = jax.vjp(lambda w: ops.conv(jnp.asarray(x, jnp.float32), w, **kw), w)
+        y, vjp = jax.vjp(jax.jit(lambda w: ops.conv(jnp.asarray(x, jnp.float32), w, **kw)), w)
         g = rng.normal(size=y.shape)
         x_col = reference.im2col(x, kernel, **kw)
         close(vjp(jnp.asarray(g, jnp.float32))[0], (x_col @ g.reshape(-1, cout)).reshape(w.shape), rtol=1e-4, atol=1e-4)

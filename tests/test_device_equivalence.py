@@ -70,19 +70,22 @@ def test_every_family_with_batchnorm_is_covered():
 INPUTS = InputSpec((127.5,) * 3, (73.9,) * 3, 1 / 255)
 
 # The worst |float32 - float64| over the parameters after those two steps, measured on 1 and 2 devices under both
-# runners; the test allows 3x it. The float64 step is float64 throughout, its input normalisation and loss included.
-# The first step is within about 1e-6 for every network (float32's rounding through the network). The second step
-# amplifies that difference 100-1000x in VGG and GoogLeNet, and PyTorch's network does the same: VGG-16 with the
-# same weights and steps ends 1.6e-4 from float64 in PyTorch, 1.2e-3 here. Which runs are amplified most is chance:
-# it varies with summation order, and computing the reference's input and loss in float64 rather than float32
-# moved VGG-13 from 1.6e-6 to 3.6e-4 and left VGG-16 where it was. Before BatchNorm's statistics were shifted and its
-# normalisation centred, float32 also lost precision of its own: docs/training.md, "float32 and float64".
+# runners, the larger of two machines' (XLA's default flags; the second an AMD EPYC); the test allows 3x it. The
+# float64 step is float64 throughout, its input normalisation and loss included. The first step is within about
+# 1e-6 for every network (float32's rounding through the network). The second step amplifies that difference
+# 100-1000x in VGG and GoogLeNet, and PyTorch's network does the same: VGG-16 with the same weights and steps ends
+# 1.6e-4 from float64 in PyTorch, 1.2e-3 here (first machine). Which runs are amplified most is chance: it varies
+# with summation order, and computing the reference's input and loss in float64 rather than float32 moved VGG-13
+# from 1.6e-6 to 3.6e-4 and left VGG-16 where it was. The CPU is a summation order too: on the AMD EPYC, VGG-16 and
+# VGG-19 on 2 devices ended 11x and 12x further from float64 than on the first machine (1.3e-2 and 1.4e-3; on 1
+# device 1.6e-4 and 1.4e-4). Before BatchNorm's statistics were shifted and its normalisation centred, float32 also
+# lost precision of its own: docs/training.md, "float32 and float64".
 FLOAT32_WORST = {
     "resnet110": 1.1e-7,
     "vgg11_bn": 4.2e-5,
     "vgg13_bn": 3.6e-4,
-    "vgg16_bn": 1.2e-3,
-    "vgg19_bn": 1.2e-4,
+    "vgg16_bn": 1.3e-2,
+    "vgg19_bn": 1.4e-3,
     "resnet18": 3.9e-7,
     "resnet50": 2.7e-6,
     # At 32x32, inception5 runs on 1x1 maps: its BatchNorm normalises 8 values per channel, and one step's gradient

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import close, random_configs
+from helpers import close, compiled, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
@@ -24,7 +24,7 @@ def test_tiled_matches_reference_on_random_shapes(rng, ndim):
         tile = tuple(int(rng.integers(1, o + 1)) for o in out)
         x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        close(ops.tiled_conv(*_f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
+        close(compiled(ops.tiled_conv, *_f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
 
 
 @pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
@@ -36,7 +36,10 @@ def test_per_phase_lowering_of_tiled_conv_matches_reference_on_random_shapes(rng
         tile = tuple(int(rng.integers(1, min(o, 3) + 1)) for o in geo.out_sizes)
         x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        close(local._per_phase_conv(*_f32(x, w), tile, geo, 1, None), reference.tiled_conv(x, w, tile, **kw))
+        close(
+            compiled(local._per_phase_conv, *_f32(x, w), tile=tile, geo=geo, groups=1, precision=None),
+            reference.tiled_conv(x, w, tile, **kw),
+        )
 
 
 @pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
@@ -45,7 +48,7 @@ def test_local_matches_reference_on_random_shapes(rng, ndim):
         out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
         x, w = rng.normal(size=x_shape), rng.normal(size=(*out, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        close(ops.local_conv(*_f32(x, w), **kw), reference.local_conv(x, w, **kw))
+        close(compiled(ops.local_conv, *_f32(x, w), **kw), reference.local_conv(x, w, **kw))
 
 
 KW = dict(stride=(2, 1), padding="SAME", dilation=(1, 2))
@@ -101,7 +104,7 @@ def test_grads(rng, x64, op, lead):
         if op == "tiled"
         else (lambda x, w: ops.local_conv(x, w, **kw))
     )
-    check_grads(fn, (x, w), order=2, modes=["fwd", "rev"])
+    check_grads(jax.jit(fn), (x, w), order=2, modes=["fwd", "rev"])
 
 
 def test_jit_and_vmap(rng):

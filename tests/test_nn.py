@@ -163,7 +163,9 @@ def test_conv_transpose_takes_flax_padding_and_layout(rng, transpose_kernel):
             transpose_kernel=transpose_kernel,
         )
         kernel_param = forward if transpose_kernel else scatter
-        got = module.apply({"params": {"kernel": jnp.asarray(kernel_param, jnp.float32)}}, jnp.asarray(x, jnp.float32))
+        got = jax.jit(module.apply)(
+            {"params": {"kernel": jnp.asarray(kernel_param, jnp.float32)}}, jnp.asarray(x, jnp.float32)
+        )
         close(got, expected, rtol=1e-4, atol=1e-4)
 
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import close, random_configs
+from helpers import close, compiled, random_configs
 from jax import lax
 from jax.test_util import check_grads
 
@@ -41,7 +41,7 @@ def test_conv_matches_reference(rng, mode, ndim):
         groups = 1 + i % 2
         x, w = rng.normal(size=x_shape), rng.normal(size=(*kernel, x_shape[-1] // groups, cout))
         kw = dict(stride=stride, padding=mode, dilation=dilation, groups=groups)
-        close(ops.conv(*_f32(x, w), **kw), reference.conv(x, w, **kw))
+        close(compiled(ops.conv, *_f32(x, w), **kw), reference.conv(x, w, **kw))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -52,13 +52,13 @@ def test_local_tiled_and_transpose_match_reference(rng, mode, ndim):
         out = conv_geometry(x_shape[1:-1], kernel, **kw).out_sizes
         x = rng.normal(size=x_shape)
         wl = rng.normal(size=(*out, *kernel, x_shape[-1], cout))
-        close(ops.local_conv(*_f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
+        close(compiled(ops.local_conv, *_f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
         tile = tuple(int(rng.integers(1, o + 1)) for o in out)
         wt = rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
-        close(ops.tiled_conv(*_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
+        close(compiled(ops.tiled_conv, *_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
         w, y = rng.normal(size=(*kernel, x_shape[-1], cout)), rng.normal(size=(x_shape[0], *out, cout))
         close(
-            ops.conv_transpose(*_f32(y, w), input_size=x_shape[1:-1], **kw),
+            compiled(ops.conv_transpose, *_f32(y, w), input_size=x_shape[1:-1], **kw),
             reference.conv_transpose(y, w, x_shape[1:-1], **kw),
         )
 
@@ -85,9 +85,20 @@ def test_pools_match_reference(rng, mode, ndim):
     for x_shape, window, stride, _, _ in mode_configs(rng, ndim, 5):
         x = rng.normal(size=x_shape)
         xj = jnp.asarray(x, jnp.float32)
-        close(ops.max_pool(xj, window, stride, mode), reference.max_pool(x, window, stride, mode))
-        close(ops.avg_pool(xj, window, stride, mode, False), reference.avg_pool(x, window, stride, mode, False))
-        close(ops.lp_pool(xj, window, stride, mode), reference.lp_pool(x, window, stride, mode), rtol=1e-4, atol=1e-5)
+        close(
+            compiled(ops.max_pool, xj, window=window, stride=stride, padding=mode),
+            reference.max_pool(x, window, stride, mode),
+        )
+        close(
+            compiled(ops.avg_pool, xj, window=window, stride=stride, padding=mode, count_include_pad=False),
+            reference.avg_pool(x, window, stride, mode, False),
+        )
+        close(
+            compiled(ops.lp_pool, xj, window=window, stride=stride, padding=mode),
+            reference.lp_pool(x, window, stride, mode),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def _torch_conv(torch, x, w, stride, dilation, groups, mode, padding):
@@ -166,13 +177,13 @@ def test_padding_mode_grads(rng, x64, mode):
     w = jnp.asarray(rng.normal(size=(3, 2, 2, 4)))
     wl = jnp.asarray(rng.normal(size=(3, 5, 3, 2, 2, 4)))
     kw = dict(stride=(2, 1), padding=mode, groups=2)
-    check_grads(lambda x, w: ops.conv(x, w, **kw), (x, w), order=1, modes=["fwd", "rev"])
-    check_grads(lambda x, w: ops.local_conv(x, w, **kw), (x, wl), order=1, modes=["fwd", "rev"])
-    check_grads(lambda x, w: ops.tiled_conv(x, w, tile=(2, 3), **kw), (x, wl[:2, :3]), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda x, w: ops.conv(x, w, **kw)), (x, w), order=1, modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda x, w: ops.local_conv(x, w, **kw)), (x, wl), order=1, modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda x, w: ops.tiled_conv(x, w, tile=(2, 3), **kw)), (x, wl[:2, :3]), order=1, modes=["rev"])
     y = jnp.asarray(rng.normal(size=(2, 3, 5, 4)))
-    check_grads(lambda y, w: ops.conv_transpose(y, w, input_size=(6, 5), **kw), (y, w), order=1, modes=["rev"])
-    check_grads(lambda x: ops.avg_pool(x, 2, 1, mode), (x,), order=1, modes=["fwd", "rev"])
-    check_grads(lambda x: ops.max_pool(x, 3, 2, mode), (x,), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda y, w: ops.conv_transpose(y, w, input_size=(6, 5), **kw)), (y, w), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda x: ops.avg_pool(x, 2, 1, mode)), (x,), order=1, modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda x: ops.max_pool(x, 3, 2, mode)), (x,), order=1, modes=["rev"])
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
@@ -182,7 +193,7 @@ def test_input_dilation_matches_reference(rng, ndim):
         padding = ["VALID", "SAME", 1, "FULL"][int(rng.integers(4))]
         x, w = rng.normal(size=x_shape), rng.normal(size=(*kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation, input_dilation=input_dilation)
-        close(ops.conv(*_f32(x, w), **kw), reference.conv(x, w, **kw))
+        close(compiled(ops.conv, *_f32(x, w), **kw), reference.conv(x, w, **kw))
 
 
 def test_input_dilation_is_the_transpose_of_a_strided_conv(rng):
@@ -212,10 +223,10 @@ def test_grouped_local_and_tiled_match_reference(rng, ndim):
         out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
         x = rng.normal(size=x_shape)
         wl = rng.normal(size=(*out, *kernel, x_shape[-1] // 3, cout))
-        close(ops.local_conv(*_f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
+        close(compiled(ops.local_conv, *_f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
         tile = tuple(int(rng.integers(1, o + 1)) for o in out)
         wt = rng.normal(size=(*tile, *kernel, x_shape[-1] // 3, cout))
-        close(ops.tiled_conv(*_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
+        close(compiled(ops.tiled_conv, *_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
 
 
 def test_grouped_local_with_one_shared_kernel_is_grouped_conv(rng):
@@ -226,7 +237,7 @@ def test_grouped_local_with_one_shared_kernel_is_grouped_conv(rng):
 
 def test_grouped_local_grads(rng, x64):
     x, w = jnp.asarray(rng.normal(size=(2, 5, 4, 4))), jnp.asarray(rng.normal(size=(4, 3, 2, 2, 2, 6)))
-    check_grads(lambda x, w: ops.local_conv(x, w, groups=2), (x, w), order=2, modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda x, w: ops.local_conv(x, w, groups=2)), (x, w), order=2, modes=["fwd", "rev"])
 
 
 @pytest.mark.parametrize("ndim", [1, 2])
@@ -249,7 +260,7 @@ def test_named_pools_are_the_generic_pool(rng):
     x = jnp.asarray(rng.normal(size=(2, 6, 7, 3)), jnp.float32)
     close(ops.max_pool(x, 3, 2, "SAME"), ops.pool(x, -jnp.inf, lax.max, 3, 2, "SAME"))
     close(ops.avg_pool(x, 2), ops.pool(x, 0.0, lax.add, 2) / 4)
-    check_grads(lambda x: ops.min_pool(x, 2, 1, 1), (x,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    check_grads(jax.jit(lambda x: ops.min_pool(x, 2, 1, 1)), (x,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
 
 
 def _torch_adaptive(torch, x, out, kind):
@@ -285,8 +296,8 @@ def test_adaptive_pools_match_the_cell_formula_on_random_sizes(rng):
 
 def test_adaptive_pool_upsampling_grads(rng, x64):
     x = jnp.asarray(rng.normal(size=(2, 2, 3, 2)))
-    check_grads(lambda x: ops.adaptive_avg_pool(x, (5, 6)), (x,), order=1, modes=["fwd", "rev"])
-    check_grads(lambda x: ops.adaptive_max_pool(x, (3, 7)), (x,), order=1, modes=["rev"])
+    check_grads(jax.jit(lambda x: ops.adaptive_avg_pool(x, (5, 6))), (x,), order=1, modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda x: ops.adaptive_max_pool(x, (3, 7))), (x,), order=1, modes=["rev"])
 
 
 LAYER_MODES = {"circular": "wrap", "reflect": "reflect"}
@@ -303,10 +314,13 @@ def test_layer_padding_mode_matches_pytorch(torch, rng, mode, ndim):
             cout, kernel, stride, padding, dilation, feature_group_count=2, use_bias=False, padding_mode=mode
         )
         x = rng.normal(size=x_shape).astype(np.float32)
-        params = layer.init(jax.random.PRNGKey(0), x)
+        params = jax.jit(layer.init)(jax.random.PRNGKey(0), x)
         w = np.asarray(params["params"]["kernel"])
         close(
-            layer.apply(params, x), _torch_conv(torch, x, w, stride, dilation, 2, mode, padding), rtol=1e-4, atol=1e-4
+            jax.jit(layer.apply)(params, x),
+            _torch_conv(torch, x, w, stride, dilation, 2, mode, padding),
+            rtol=1e-4,
+            atol=1e-4,
         )
 
 
@@ -323,7 +337,7 @@ def test_every_conv_kind_pads_with_input_values_then_runs_unpadded(rng, mode, ki
             cout, kernel, strides=stride, padding=padding, kernel_dilation=dilation, feature_group_count=groups
         )
         x = rng.normal(size=x_shape)
-        params = layer.init(jax.random.PRNGKey(1), x.astype(np.float32))
+        params = jax.jit(layer.init)(jax.random.PRNGKey(1), x.astype(np.float32))
         w, b = (np.asarray(params["params"][k], np.float64) for k in ("kernel", "bias"))
         padded = np.pad(x, [(0, 0), *geo.padding, (0, 0)], mode=LAYER_MODES[mode])
         kw = dict(stride=stride, padding="VALID", dilation=dilation, groups=groups)
@@ -337,14 +351,14 @@ def test_every_conv_kind_pads_with_input_values_then_runs_unpadded(rng, mode, ki
             expected += np.tile(b, (-(-geo.out_sizes[0] // tile[0]), -(-geo.out_sizes[1] // tile[1]), 1))[
                 : geo.out_sizes[0], : geo.out_sizes[1]
             ]
-        close(layer.apply(params, x.astype(np.float32)), expected, rtol=1e-4, atol=1e-4)
+        close(jax.jit(layer.apply)(params, x.astype(np.float32)), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_padding_mode_layer_grads(rng, x64):
     x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)))
     layer = cnn.Conv(4, (3, 2), (2, 1), ((2, 1), (0, 1)), padding_mode="reflect", param_dtype=jnp.float64)
     params = layer.init(jax.random.PRNGKey(0), x)
-    check_grads(lambda p, x: layer.apply(p, x), (params, x), order=1, modes=["fwd", "rev"])
+    check_grads(jax.jit(lambda p, x: layer.apply(p, x)), (params, x), order=1, modes=["fwd", "rev"])
 
 
 def test_circular_resnet_is_invariant_to_circular_shifts_by_its_total_stride(rng):
@@ -355,6 +369,7 @@ def test_circular_resnet_is_invariant_to_circular_shifts_by_its_total_stride(rng
     differences = {}
     for mode in ("zeros", "circular"):
         model = models.create("resnet8", num_classes=10, conv=cnn.ConvSpec(padding_mode=mode))
-        params = model.init(jax.random.PRNGKey(0), x)
-        differences[mode] = float(np.abs(model.apply(params, shifted) - model.apply(params, x)).max())
+        params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+        apply = jax.jit(model.apply)
+        differences[mode] = float(np.abs(apply(params, shifted) - apply(params, x)).max())
     assert differences["circular"] < 1e-5 < 1e-2 < differences["zeros"], differences
