@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnn_jax.ops.shapes import conv_geometry
@@ -15,6 +16,11 @@ F32 = dict(rtol=2e-5, atol=2e-5)
 # The [test] extra installs PyTorch's CPU build on Python 3.11 only (newer Pythons would get a CUDA build of
 # several GB); CI's Python 3.11 lane runs every PyTorch reference.
 TORCH_MISSING = "PyTorch is not installed (the [test] extra installs it on Python 3.11); CI runs these on 3.11"
+
+
+def f32(*arrays) -> list:
+    """The arrays as float32 JAX arrays (the NumPy references keep float64)."""
+    return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
 def compiled(fn, *arrays, **options):

@@ -4,15 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import close, compiled, random_configs
+from helpers import close, compiled, f32, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import reference
-
-
-def _f32(*arrays):
-    return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -22,7 +18,7 @@ def test_conv_matches_reference_on_random_shapes(rng, ndim):
         w = rng.normal(size=(*kernel, x_shape[-1] // groups, cout))
         flip = bool(rng.integers(2))
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, flip=flip)
-        close(compiled(ops.conv, *_f32(x, w), **kw), reference.conv(x, w, **kw))
+        close(compiled(ops.conv, *f32(x, w), **kw), reference.conv(x, w, **kw))
 
 
 def test_im2col_is_the_loop_definition(rng):
@@ -50,7 +46,7 @@ def test_conv_transpose_matches_scatter_reference(rng, ndim):
         y = rng.normal(size=(x_shape[0], *geo.out_sizes, cout))
         got = compiled(
             ops.conv_transpose,
-            *_f32(y, w),
+            *f32(y, w),
             stride=stride,
             padding=padding,
             dilation=dilation,

@@ -5,16 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import close, compiled, random_configs
+from helpers import close, compiled, f32, random_configs
 from jax.test_util import check_grads
 
 from cnn_jax import ops
 from cnn_jax.ops import local, reference
 from cnn_jax.ops.shapes import conv_geometry
-
-
-def _f32(*arrays):
-    return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
 @pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
@@ -24,7 +20,7 @@ def test_tiled_matches_reference_on_random_shapes(rng, ndim):
         tile = tuple(int(rng.integers(1, o + 1)) for o in out)
         x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        close(compiled(ops.tiled_conv, *_f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
+        close(compiled(ops.tiled_conv, *f32(x, w), tile=tile, **kw), reference.tiled_conv(x, w, tile, **kw))
 
 
 @pytest.mark.parametrize("ndim", [1, *(pytest.param(n, marks=pytest.mark.slow) for n in (2, 3))])
@@ -37,7 +33,7 @@ def test_per_phase_lowering_of_tiled_conv_matches_reference_on_random_shapes(rng
         x, w = rng.normal(size=x_shape), rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
         close(
-            compiled(local._per_phase_conv, *_f32(x, w), tile=tile, geo=geo, groups=1, precision=None),
+            compiled(local._per_phase_conv, *f32(x, w), tile=tile, geo=geo, groups=1, precision=None),
             reference.tiled_conv(x, w, tile, **kw),
         )
 
@@ -48,14 +44,14 @@ def test_local_matches_reference_on_random_shapes(rng, ndim):
         out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
         x, w = rng.normal(size=x_shape), rng.normal(size=(*out, *kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation)
-        close(compiled(ops.local_conv, *_f32(x, w), **kw), reference.local_conv(x, w, **kw))
+        close(compiled(ops.local_conv, *f32(x, w), **kw), reference.local_conv(x, w, **kw))
 
 
 KW = dict(stride=(2, 1), padding="SAME", dilation=(1, 2))
 
 
 def test_tile_one_is_conv(rng):
-    x, w = _f32(rng.normal(size=(2, 11, 10, 3)), rng.normal(size=(3, 3, 3, 4)))
+    x, w = f32(rng.normal(size=(2, 11, 10, 3)), rng.normal(size=(3, 3, 3, 4)))
     close(ops.tiled_conv(x, w[None, None], tile=1, **KW), ops.conv(x, w, **KW), rtol=1e-5, atol=1e-5)
 
 
@@ -67,14 +63,14 @@ def test_tile_equal_to_output_is_local_conv(rng):
 
 
 def test_local_with_one_shared_kernel_is_conv(rng):
-    x, w = _f32(rng.normal(size=(2, 11, 10, 3)), rng.normal(size=(3, 3, 3, 4)))
+    x, w = f32(rng.normal(size=(2, 11, 10, 3)), rng.normal(size=(3, 3, 3, 4)))
     out = conv_geometry((11, 10), (3, 3), **KW).out_sizes
     shared = jnp.broadcast_to(w, (*out, *w.shape))
     close(ops.local_conv(x, shared, **KW), ops.conv(x, w, **KW), rtol=1e-5, atol=1e-5)
 
 
 def test_tiled_with_equal_phases_is_conv(rng):
-    x, w = _f32(rng.normal(size=(2, 12, 12, 3)), rng.normal(size=(3, 3, 3, 4)))
+    x, w = f32(rng.normal(size=(2, 12, 12, 3)), rng.normal(size=(3, 3, 3, 4)))
     close(
         ops.tiled_conv(x, jnp.broadcast_to(w, (3, 2, *w.shape)), tile=(3, 2), padding=1),
         ops.conv(x, w, padding=1),
@@ -135,9 +131,9 @@ def test_input_dilation_is_the_op_on_the_zero_spaced_input(rng, op):
     if op == "tiled":
         w = rng.normal(size=(2, 2, 2, 3, 3, 4))
         close(
-            ops.tiled_conv(*_f32(x, w), tile=2, input_dilation=(2, 3), **kw),
+            ops.tiled_conv(*f32(x, w), tile=2, input_dilation=(2, 3), **kw),
             reference.tiled_conv(spaced, w, (2, 2), **kw),
         )
     else:
         w = rng.normal(size=(*out, 2, 3, 3, 4))
-        close(ops.local_conv(*_f32(x, w), input_dilation=(2, 3), **kw), reference.local_conv(spaced, w, **kw))
+        close(ops.local_conv(*f32(x, w), input_dilation=(2, 3), **kw), reference.local_conv(spaced, w, **kw))

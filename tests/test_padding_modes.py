@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import close, compiled, random_configs
+from helpers import close, compiled, f32, random_configs
 from jax import lax
 from jax.test_util import check_grads
 
@@ -15,10 +15,6 @@ from cnn_jax.ops import reference
 from cnn_jax.ops.shapes import conv_geometry
 
 MODES = ["CIRCULAR", "REFLECT"]
-
-
-def _f32(*arrays):
-    return [jnp.asarray(a, jnp.float32) for a in arrays]
 
 
 def mode_configs(rng, ndim, count, groups=1):
@@ -41,7 +37,7 @@ def test_conv_matches_reference(rng, mode, ndim):
         groups = 1 + i % 2
         x, w = rng.normal(size=x_shape), rng.normal(size=(*kernel, x_shape[-1] // groups, cout))
         kw = dict(stride=stride, padding=mode, dilation=dilation, groups=groups)
-        close(compiled(ops.conv, *_f32(x, w), **kw), reference.conv(x, w, **kw))
+        close(compiled(ops.conv, *f32(x, w), **kw), reference.conv(x, w, **kw))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -52,13 +48,13 @@ def test_local_tiled_and_transpose_match_reference(rng, mode, ndim):
         out = conv_geometry(x_shape[1:-1], kernel, **kw).out_sizes
         x = rng.normal(size=x_shape)
         wl = rng.normal(size=(*out, *kernel, x_shape[-1], cout))
-        close(compiled(ops.local_conv, *_f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
+        close(compiled(ops.local_conv, *f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
         tile = tuple(int(rng.integers(1, o + 1)) for o in out)
         wt = rng.normal(size=(*tile, *kernel, x_shape[-1], cout))
-        close(compiled(ops.tiled_conv, *_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
+        close(compiled(ops.tiled_conv, *f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
         w, y = rng.normal(size=(*kernel, x_shape[-1], cout)), rng.normal(size=(x_shape[0], *out, cout))
         close(
-            compiled(ops.conv_transpose, *_f32(y, w), input_size=x_shape[1:-1], **kw),
+            compiled(ops.conv_transpose, *f32(y, w), input_size=x_shape[1:-1], **kw),
             reference.conv_transpose(y, w, x_shape[1:-1], **kw),
         )
 
@@ -134,7 +130,7 @@ def test_conv_matches_pytorch_padding_mode(torch, rng, mode, ndim):
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
         expected = _torch_conv(torch, x, w, stride, dilation, 2, mode, padding)
         close(
-            ops.conv(*_f32(x, w), stride=stride, padding=mode, dilation=dilation, groups=2),
+            ops.conv(*f32(x, w), stride=stride, padding=mode, dilation=dilation, groups=2),
             expected,
             rtol=1e-4,
             atol=1e-4,
@@ -146,7 +142,7 @@ def test_conv_matches_pytorch_padding_mode(torch, rng, mode, ndim):
 def test_even_kernels_match_pytorch_same_padding_mode(torch, rng, mode, kernel):
     """At stride 1, CIRCULAR / REFLECT put an even kernel's extra row after, as PyTorch's padding="same"."""
     x, w = rng.normal(size=(2, 6, 7, 2)).astype(np.float32), rng.normal(size=(*kernel, 2, 3)).astype(np.float32)
-    close(ops.conv(*_f32(x, w), padding=mode), _torch_conv(torch, x, w, 1, 1, 1, mode, "same"), rtol=1e-4, atol=1e-4)
+    close(ops.conv(*f32(x, w), padding=mode), _torch_conv(torch, x, w, 1, 1, 1, mode, "same"), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("ndim", [1, 2, 3])
@@ -193,12 +189,12 @@ def test_input_dilation_matches_reference(rng, ndim):
         padding = ["VALID", "SAME", 1, "FULL"][int(rng.integers(4))]
         x, w = rng.normal(size=x_shape), rng.normal(size=(*kernel, x_shape[-1], cout))
         kw = dict(stride=stride, padding=padding, dilation=dilation, input_dilation=input_dilation)
-        close(compiled(ops.conv, *_f32(x, w), **kw), reference.conv(x, w, **kw))
+        close(compiled(ops.conv, *f32(x, w), **kw), reference.conv(x, w, **kw))
 
 
 def test_input_dilation_is_the_transpose_of_a_strided_conv(rng):
     """Input dilation s with FULL padding is the transposed convolution of a stride-s VALID one, flipped."""
-    y, w = _f32(rng.normal(size=(2, 4, 3, 2)), rng.normal(size=(3, 3, 5, 2)))
+    y, w = f32(rng.normal(size=(2, 4, 3, 2)), rng.normal(size=(3, 3, 5, 2)))
     flipped = jnp.flip(w, (0, 1)).swapaxes(-1, -2)
     close(
         ops.conv(y, flipped, input_dilation=2, padding="FULL"), ops.conv_transpose(y, w, stride=2), rtol=1e-5, atol=1e-5
@@ -223,14 +219,14 @@ def test_grouped_local_and_tiled_match_reference(rng, ndim):
         out = conv_geometry(x_shape[1:-1], kernel, stride, padding, dilation).out_sizes
         x = rng.normal(size=x_shape)
         wl = rng.normal(size=(*out, *kernel, x_shape[-1] // 3, cout))
-        close(compiled(ops.local_conv, *_f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
+        close(compiled(ops.local_conv, *f32(x, wl), **kw), reference.local_conv(x, wl, **kw))
         tile = tuple(int(rng.integers(1, o + 1)) for o in out)
         wt = rng.normal(size=(*tile, *kernel, x_shape[-1] // 3, cout))
-        close(compiled(ops.tiled_conv, *_f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
+        close(compiled(ops.tiled_conv, *f32(x, wt), tile=tile, **kw), reference.tiled_conv(x, wt, tile, **kw))
 
 
 def test_grouped_local_with_one_shared_kernel_is_grouped_conv(rng):
-    x, w = _f32(rng.normal(size=(2, 7, 6, 4)), rng.normal(size=(3, 3, 2, 6)))
+    x, w = f32(rng.normal(size=(2, 7, 6, 4)), rng.normal(size=(3, 3, 2, 6)))
     shared = jnp.broadcast_to(w, (5, 4, *w.shape))
     close(ops.local_conv(x, shared, groups=2), ops.conv(x, w, groups=2), rtol=1e-5, atol=1e-5)
 
