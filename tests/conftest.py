@@ -46,11 +46,17 @@ def pytest_runtest_setup(item):
     _phase_seconds.clear()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Charge the test's JAX seconds to its last phase's report, which pytest-xdist carries to the controller."""
+    outcome = yield
+    outcome.get_result().jax_seconds = dict(_phase_seconds) if call.when == "teardown" else {}
+
+
 def pytest_runtest_logreport(report):
     counts = _file_seconds[report.location[0]]
     counts["wall"] += report.duration
-    if report.when == "teardown":  # the test's last phase: charge its JAX seconds once
-        counts.update(_phase_seconds)
+    counts.update(getattr(report, "jax_seconds", {}))  # none on xdist's report of a crashed worker
 
 
 def pytest_terminal_summary(terminalreporter):
