@@ -1,7 +1,7 @@
 """Speed and memory of cnn_jax.ops against the natural alternatives, as ratios measured in one run.
 
     python benchmarks/ops.py                 # everything (~5 min on 2 CPU cores)
-    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv, table, blur
+    python benchmarks/ops.py --only tiled    # one section: tiled, local, conv, table, blur, norm
     python benchmarks/ops.py --only tiled --tiled_shape gpu   # tiled_conv at N=256 32x32 64->64
 
 Timings are medians over repeated calls of jitted functions after compilation.
@@ -267,6 +267,40 @@ def blur_section(rows):
             rows.append(("blur", f"blur {size} stride 2, {name}", value, value / base))
 
 
+def norm_section(rows):
+    """Training-mode BatchNorm fwd+bwd: ops.batch_norm_train (one read for the statistics, shifted by a strided
+    subsample's mean) against the same normalisation with two-pass statistics (a second read, for the squared
+    deviations) and flax's nn.BatchNorm (E[x^2] - E[x]^2), at ResNet-20's first stage (N=128 32x32x16)."""
+    import flax.linen as fnn
+    import jax
+    import jax.numpy as jnp
+
+    from cnn_jax import ops
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (128, 32, 32, 16)) + 3.0
+    scale, bias, state = jnp.ones(16), jnp.zeros(16), (jnp.zeros(16), jnp.ones(16))
+
+    def two_pass(x, scale, bias):
+        mean = x.mean((0, 1, 2))
+        return ops.batch_norm(x, mean, jnp.square(x - mean).mean((0, 1, 2)), scale, bias)
+
+    flax_norm = fnn.BatchNorm(use_running_average=False)
+    flax_vars = flax_norm.init(jax.random.PRNGKey(0), x)
+
+    def flax_bn(x, scale, bias):
+        variables = {"params": {"scale": scale, "bias": bias}, "batch_stats": flax_vars["batch_stats"]}
+        return flax_norm.apply(variables, x, mutable=["batch_stats"])[0]
+
+    def grad_ms(f):
+        return median_ms(jax.jit(jax.value_and_grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2))), x, scale, bias)
+
+    base = grad_ms(lambda x, scale, bias: ops.batch_norm_train(x, scale, bias, *state)[0])
+    rows.append(("norm", "cnn_jax batch_norm_train, N=128 32x32x16", base, 1.0))
+    for name, f in [("two-pass statistics", two_pass), ("flax nn.BatchNorm", flax_bn)]:
+        value = grad_ms(f)
+        rows.append(("norm", name, value, value / base))
+
+
 def _part(f, part):
     import jax
 
@@ -340,7 +374,7 @@ def _child(spec):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["tiled", "local", "conv", "table", "blur"], action="append")
+    parser.add_argument("--only", choices=["tiled", "local", "conv", "table", "blur", "norm"], action="append")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak-memory runs")
     parser.add_argument("--tiled_shape", choices=list(TILED_SHAPES), default="cpu", help="tiled_conv's input shape")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -353,7 +387,7 @@ def main():
 
     enable_compile_cache()
 
-    sections = args.only or ["tiled", "local", "conv", "table", "blur"]
+    sections = args.only or ["tiled", "local", "conv", "table", "blur", "norm"]
     rows = []
     if "tiled" in sections:
         tiled_section(rows, args.tiled_shape)
@@ -365,6 +399,8 @@ def main():
         table_section(rows)
     if "blur" in sections:
         blur_section(rows)
+    if "norm" in sections:
+        norm_section(rows)
     print(
         f"# {platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, "
         f"jax {jax.__version__}, backend {jax.default_backend()}\n"

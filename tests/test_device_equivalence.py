@@ -78,14 +78,16 @@ INPUTS = InputSpec((127.5,) * 3, (73.9,) * 3, 1 / 255)
 # with summation order, and computing the reference's input and loss in float64 rather than float32 moved VGG-13
 # from 1.6e-6 to 3.6e-4 and left VGG-16 where it was. The CPU is a summation order too: on the AMD EPYC, VGG-16 and
 # VGG-19 on 2 devices ended 11x and 12x further from float64 than on the first machine (1.3e-2 and 1.4e-3; on 1
-# device 1.6e-4 and 1.4e-4). Before BatchNorm's statistics were shifted and its normalisation centred, float32 also
-# lost precision of its own: docs/training.md, "float32 and float64".
+# device 1.6e-4 and 1.4e-4). With BatchNorm's shift taken from a strided subsample instead of the first example,
+# VGG-19 on 2 devices ended 1.5e-2 away there (1 device: 1.4e-4), the others within 3x of their figures below. How
+# chaotic this setting is, measured on 3 batches: docs/training.md, "float32 and float64". Before BatchNorm's
+# statistics were shifted and its normalisation centred, float32 also lost precision of its own (same section).
 FLOAT32_WORST = {
     "resnet110": 1.1e-7,
     "vgg11_bn": 4.2e-5,
     "vgg13_bn": 3.6e-4,
     "vgg16_bn": 1.3e-2,
-    "vgg19_bn": 1.4e-3,
+    "vgg19_bn": 1.5e-2,
     "resnet18": 3.9e-7,
     "resnet50": 2.7e-6,
     # At 32x32, inception5 runs on 1x1 maps: its BatchNorm normalises 8 values per channel, and one step's gradient

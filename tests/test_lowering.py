@@ -100,7 +100,7 @@ def full_size_reductions(text: str, whole: Callable[[list[int]], bool]) -> dict[
 @pytest.mark.parametrize("virtual_batch_size", [None, 2])
 def test_batchnorm_statistics_for_cuda_read_the_activations_in_one_pass(virtual_batch_size):
     # Shifted moments: E[x - s] and E[(x - s)^2] side by side, neither waiting for a reduction over the whole
-    # activation (the shift is a reduction over the first example only); XLA fuses the two into one pass.
+    # activation (the shift is a reduction over a strided subsample of it); XLA fuses the two into one pass.
     layer = cnn.BatchNorm(use_running_average=False, virtual_batch_size=virtual_batch_size)
     x = jnp.zeros((8, 4, 4, 16), jnp.bfloat16)
     variables = layer.init(jax.random.key(0), x)

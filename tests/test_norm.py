@@ -1,5 +1,7 @@
 """Batch norm (including across 8 devices and with virtual batches) and local response normalisation."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,6 +62,62 @@ def test_batch_norm_across_eight_devices_equals_whole_batch(rng):
         close(a, np.asarray(b), rtol=1e-5, atol=1e-5)
     per_device = ops.batch_norm_train(x[:4], scale, bias, *state)[0]
     assert not np.allclose(per_device, whole[0][:4], atol=1e-3), "unsynced statistics should differ"
+
+
+def _adversarial_channels(case: str, rng) -> np.ndarray:
+    """32 examples of 4x4x6 where shifted one-pass moments can cancel: float32 values, as float64."""
+    x = rng.normal(0.0, 1e-2, (32, 4, 4, 6))
+    if case == "mean large against the spread":
+        x += 1e3
+    elif case == "first example far above the rest":
+        x[0] += 50
+    elif case == "first example dead, the rest near 5":
+        x, x[0] = rng.normal(5.0, 0.1, x.shape), 0.0
+    elif case == "near-constant channel":
+        x = rng.normal(3.0, 1e-5, x.shape)
+    elif case == "one device's examples unlike the other's":
+        x[16:] += 20
+    return x.astype(np.float32).astype(np.float64)
+
+
+def _variance_error(var: np.ndarray, exact: np.ndarray) -> float:
+    return float((np.abs(np.asarray(var, np.float64) - exact) / exact).max())
+
+
+@pytest.mark.parametrize("virtual_batch_size", [None, 16])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mean large against the spread",
+        "first example far above the rest",
+        "first example dead, the rest near 5",
+        "near-constant channel",
+        "one device's examples unlike the other's",
+    ],
+)
+def test_float32_statistics_are_as_accurate_as_two_pass(rng, case, virtual_batch_size):
+    # float64 statistics of the same float32 values are exact here; NumPy's two-pass float32 variance,
+    # mean((x - mean(x))^2), is the accuracy to match, within 4x. The last case splits the batch over 2 devices.
+    x = _adversarial_channels(case, rng)
+    groups = x.reshape(-1, 16 * (virtual_batch_size or 32), 6)  # (virtual batches, values per channel, C)
+    exact = groups.var(1)
+    x32 = groups.astype(np.float32)
+    two_pass = np.square(x32 - x32.mean(1, keepdims=True)).mean(1)
+    if case.startswith("one device's"):
+        stats = jax.shard_map(
+            lambda x: ops.batch_stats(x, axis_name="batch", virtual_batch_size=virtual_batch_size),
+            mesh=Mesh(np.array(jax.devices()[:2]), ("batch",)),
+            in_specs=P("batch"),
+            out_specs=P() if virtual_batch_size is None else P("batch"),
+        )
+    else:
+        stats = partial(ops.batch_stats, virtual_batch_size=virtual_batch_size)
+    mean, var = jax.jit(stats)(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(
+        np.reshape(mean, exact.shape), groups.mean(1), rtol=1e-6, atol=1e-6 * np.sqrt(exact).max()
+    )
+    error = _variance_error(np.reshape(var, exact.shape), exact)
+    assert error <= 4 * max(_variance_error(two_pass, exact), 1e-7), (error, _variance_error(two_pass, exact))
 
 
 def test_batch_norm_module_under_pmap(rng):
