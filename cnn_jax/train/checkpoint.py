@@ -9,8 +9,12 @@ does not read back is moved aside by `restore_latest`, which falls back to the o
 
 from __future__ import annotations
 
+import asyncio.base_events
+import logging as python_logging
 import shutil
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,12 +36,69 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"[:300]
 
 
+def _is_late_result(unraisable: sys.UnraisableHookArgs) -> bool:
+    """Whether `unraisable` is a tensorstore read or write that finished after its event loop was closed: asyncio's
+    call_soon_threadsafe, called by tensorstore's completion callback (native code, so asyncio's frame is the
+    first), found the loop closed."""
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    return (
+        unraisable.exc_type is RuntimeError
+        and str(unraisable.exc_value) == "Event loop is closed"
+        and unraisable.object is None
+        and bool(frames)
+        and (frames[0].filename, frames[0].name) == (asyncio.base_events.__file__, "call_soon_threadsafe")
+    )
+
+
+# orbax runs each restore and save in an event loop of its own (`asyncio_utils.run_sync`) and gathers its
+# tensorstore reads or writes there. When one fails (a truncated file, a full disk), the gather raises at once and
+# orbax closes the loop with the others still in flight; `Checkpoints` reports that failure once (`restore_latest`
+# warns, `save` raises CheckpointSaveError). The others would each repeat it as noise: one that finishes after the
+# loop closed raises "Event loop is closed" into sys.unraisablehook, a traceback per array; one that failed too,
+# just before, leaves a future whose exception nothing read, which asyncio logs whenever it is garbage collected
+# (before or after the failure is reported). The two filters below drop exactly those and pass on the rest.
+
+
+class _DropLateResults:
+    """A sys.unraisablehook: `hook`, without the tensorstore results that came after orbax closed their loop."""
+
+    def __init__(self, hook: Callable[[sys.UnraisableHookArgs], object]):
+        self.hook = hook
+
+    def __call__(self, unraisable: sys.UnraisableHookArgs) -> None:
+        if not _is_late_result(unraisable):
+            self.hook(unraisable)
+
+
+class _DropUnreadSiblingErrors(python_logging.Filter):
+    """On asyncio's logger: drops its "exception was never retrieved" records of errors that name a checkpoint
+    directory of this process (`directories`). orbax awaits each of its reads and writes, so one whose error went
+    unread was abandoned when a sibling's error was raised."""
+
+    def __init__(self):
+        super().__init__()
+        self.directories: set[str] = set()
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        error = str(record.exc_info[1]) if record.exc_info else ""
+        unread = record.getMessage().split("\n", 1)[0].endswith("exception was never retrieved")
+        return not (unread and any(directory in error for directory in self.directories))
+
+
+_UNREAD_SIBLING_ERRORS = _DropUnreadSiblingErrors()
+
+
 class Checkpoints:
     """Save and restore NumPy train states under `directory`/<step>."""
 
     def __init__(self, directory: str | Path, keep: int):
+        directory = Path(directory).absolute()
+        if not isinstance(sys.unraisablehook, _DropLateResults):
+            sys.unraisablehook = _DropLateResults(sys.unraisablehook)
+        python_logging.getLogger("asyncio").addFilter(_UNREAD_SIBLING_ERRORS)  # once: a logger keeps one of each
+        _UNREAD_SIBLING_ERRORS.directories.add(str(directory))
         self._manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
+            directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=True, cleanup_tmp_directories=True
             ),
