@@ -563,13 +563,40 @@ def test_local_conv_initialisation_is_per_position():
 # --- linen_test.py: pooling --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("strides", [(1, 1), None])
 @pytest.mark.parametrize("batch", [(1,), (), (2, 3)])
-def test_pool_custom_reduce(batch):
-    """flax's case, and the same without a batch axis and with two (flax's rule: rank len(window) + 1 is one
-    unbatched input)."""
+def test_pool_custom_reduce(batch, strides):
+    """flax's case (batch (1,), strides (1, 1)), the same without a batch axis and with two (flax's rule: rank
+    len(window) + 1 is one unbatched input), and with strides=None (1 in flax). cnn.pool takes flax's call as it
+    is; ops.pool the documented conversion (its stride defaults to the window)."""
     x = jnp.full((*batch, 3, 3, 1), 2.0)
-    for y in (fnn.pooling.pool(x, 1.0, lax.mul, (2, 2), (1, 1), "VALID"), ops.pool(x, 1.0, lax.mul, (2, 2), 1)):
+    mul_reduce = lambda x, y: x * y
+    for y in (
+        fnn.pooling.pool(x, 1.0, mul_reduce, (2, 2), strides, "VALID"),
+        cnn.pool(x, 1.0, mul_reduce, (2, 2), strides, "VALID"),
+        ops.pool(x, 1.0, mul_reduce, (2, 2), strides or 1, "VALID"),
+    ):
         np.testing.assert_array_equal(y, np.full((*batch, 2, 2, 1), 2.0**4))
+
+
+@pytest.mark.parametrize(
+    "x_shape, window_shape, strides, padding, message",
+    [
+        ((3, 3), (2, 2), (1, 1), "VALID", r"too few axes for window=\(2, 2\): expected \(\*batch, 2 spatial axes"),
+        ((1, 3, 3, 1), (2, 2), (1, 1, 1), "VALID", r"stride=\(1, 1, 1\): expected an int or 2 ints"),
+        ((1, 3, 3, 1), (2, 2), (1, 1), ((1, 1),), r"padding=\(\(1, 1\),\): expected 2 entries"),
+        ((1, 3, 3, 1), (2, 2), (1, 1), "HALF", r"padding='HALF': unknown mode; valid modes are VALID, SAME"),
+        ((1, 3, 3, 1), (4, 4), (1, 1), "VALID", r"spatial axis 0: kernel size 4 .* larger than the padded input 3"),
+        # flax gives `init` for a window of padding alone; cnn_jax's pooling requires a real input in each.
+        ((1, 3, 3, 1), (2, 2), (1, 1), ((2, 2), (0, 0)), r"pads spatial axis 0 by \(2, 2\) .* Pad at most 1 per side"),
+    ],
+    ids=["too few axes", "strides length", "padding length", "padding mode", "window over input", "padding only"],
+)
+def test_pool_rejects_bad_input(x_shape, window_shape, strides, padding, message):
+    """Here flax's pool stops at an assert or inside lax, or returns an empty output or windows of padding alone;
+    cnn.pool raises a ValueError that names the value and what would be valid."""
+    with pytest.raises(ValueError, match=message):
+        cnn.pool(jnp.ones(x_shape), 0.0, lax.add, window_shape, strides, padding)
 
 
 AVG_GRAD = np.array([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]])
@@ -626,11 +653,13 @@ def test_pooling_batch_dims(x_shape, y_shape):
 )
 @pytest.mark.parametrize("batch", [(2,), (), (2, 3)])
 def test_pools_equal_flax_on_random_inputs(rng, window, strides, padding, batch):
-    """The ops on flax's inputs (any batch axes before len(window) spatial axes): flax's outputs and gradients."""
+    """The ops and cnn.pool on flax's inputs (any batch axes before len(window) spatial axes): flax's outputs and
+    gradients."""
     x = jnp.asarray(rng.normal(size=(*batch, *(7, 6)[: len(window)], 3)), jnp.float32)
     args = (window, strides, padding)
     pairs = [
         (lambda x: ops.pool(x, 0.0, lax.add, *args), lambda x: fnn.pooling.pool(x, 0.0, lax.add, *args)),
+        (lambda x: cnn.pool(x, 0.0, lax.add, *args), lambda x: fnn.pooling.pool(x, 0.0, lax.add, *args)),
         (lambda x: ops.max_pool(x, *args), lambda x: fnn.max_pool(x, *args)),
         (lambda x: ops.min_pool(x, *args), lambda x: fnn.pooling.min_pool(x, *args)),
         (lambda x: ops.avg_pool(x, *args, True), lambda x: fnn.avg_pool(x, *args, True)),

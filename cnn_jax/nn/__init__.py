@@ -21,6 +21,7 @@ from cnn_jax.nn.pool import (
     LpPool,
     MaxPool,
     TrainableSubsampling,
+    pool,
 )
 
 __all__ = [
@@ -43,4 +44,5 @@ __all__ = [
     "AdaptiveAvgPool",
     "AdaptiveMaxPool",
     "TrainableSubsampling",
+    "pool",
 ]

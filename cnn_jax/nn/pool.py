@@ -1,23 +1,43 @@
-"""Pooling modules (no parameters), so a model can take its pooling from configuration.
+"""Pooling modules (no parameters), so a model can take its pooling from configuration, and flax.linen's
+generic `pool` function.
 
-Inputs are (*batch, *spatial, C): with a sequence `window` (`output_size` for adaptive pooling), any
-number of leading batch axes, none included, as flax.linen's pooling; with an int, the rank gives the
-spatial axes (one batch axis; rank 2 is an unbatched 1-D input). The stride defaults to the window.
+The modules' inputs are (*batch, *spatial, C): with a sequence `window` (`output_size` for adaptive pooling),
+any number of leading batch axes, none included, as flax.linen's pooling; with an int, the rank gives the
+spatial axes (one batch axis; rank 2 is an unbatched 1-D input). Their stride defaults to the window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
 
 import flax.linen as nn
 import jax
+from jax.typing import ArrayLike
 
 from cnn_jax import ops
 from cnn_jax.nn.conv import layer_errors, spatial_axes, with_one_batch_axis
 from cnn_jax.ops.shapes import PaddingLike, as_tuple
 
 IntOrSeq = int | Sequence[int]
+
+
+def pool(
+    inputs: jax.Array,
+    init: ArrayLike,
+    reduce_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    window_shape: IntOrSeq,
+    strides: IntOrSeq | None,
+    padding: PaddingLike,
+) -> jax.Array:
+    """flax.linen.pool: `reduce_fn` folded over each window from `init`, inputs (*batch, *spatial, C) ->
+    (*batch, *out, C), len(window_shape) spatial axes after any number of batch axes, none included.
+
+    flax's signature and its strides=None, which means 1 (ops.pool's None means the window). `padding`: "VALID",
+    "SAME" or one (lo, hi) pair per spatial axis, as flax, or ops.pool's other modes. An int window_shape, which
+    flax does not take, is ops.pool's: every spatial axis of (N, *spatial, C).
+    """
+    return ops.pool(inputs, init, reduce_fn, window_shape, 1 if strides is None else strides, padding)
 
 
 class MaxPool(nn.Module):
