@@ -137,11 +137,15 @@ def test_two_sweeps_on_one_study_directory_share_the_work(tfds_dir, tmp_path):
         assert len(steps) == len(set(steps)), run  # trained once
 
 
+def _halve(path: Path) -> None:
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
 def _damage(checkpoint: Path) -> None:
     """Truncate every file of a checkpoint to half its size (a bad copy, a full disk)."""
     for path in checkpoint.rglob("*"):
         if path.is_file():
-            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+            _halve(path)
 
 
 def _command(workdir, config) -> list[str]:
@@ -164,7 +168,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_an_older_one(tfds_dir, tmp_pa
     # order, and 8 host devices in a process beside others can starve XLA:CPU's collectives (helpers.ONE_DEVICE).
     env = {**os.environ, **ONE_DEVICE}
     subprocess.run(_command(straight, config), cwd=REPO, capture_output=True, check=True, env=env)
-    saved = lambda: sorted(int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit())  # noqa: E731
+
+    def saved() -> list[int]:
+        return sorted(int(p.name) for p in (run / "checkpoints").glob("*") if p.name.isdigit())
+
     killed = subprocess.Popen(
         _command(run, config), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
@@ -174,8 +181,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_an_older_one(tfds_dir, tmp_pa
     killed.kill()
     killed.wait()
     *_, older, newest = saved()
-    largest = max((p for p in (run / "checkpoints" / str(newest)).rglob("*") if p.is_file()), key=os.path.getsize)
-    os.truncate(largest, os.path.getsize(largest) // 2)
+    _halve(max((p for p in (run / "checkpoints" / str(newest)).rglob("*") if p.is_file()), key=os.path.getsize))
     rerun = subprocess.run(_command(run, config), cwd=REPO, capture_output=True, text=True, env=env)
     output = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0 and "Traceback" not in output and len(output.splitlines()) <= 15, output
