@@ -1,6 +1,7 @@
 """Config overrides naming a field the config lacks: one check (cnn_jax/config_check.py) for the training CLI
 and the sweep, answering with the field, the closest valid name and the valid fields; no traceback."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +103,8 @@ def test_a_misspelt_field_in_a_flagfile_is_caught_too(tmp_path):
 @pytest.mark.parametrize(
     "flag, message",
     [
-        ("--config.dataset.name=mnistt", "error: config.dataset.name='mnistt': unknown; valid values are mnist, "),
+        # Not one held in memory, so a TFDS name read from files: TFDS knows none such.
+        ("--config.dataset.name=mnistt", "error: dataset 'mnistt' is not prepared in .* TFDS knows no dataset"),
         ("--config.dataset.name=mnist", "error: dataset 'mnist' is not prepared in "),
     ],
     ids=["unknown dataset", "no data"],
@@ -127,7 +129,7 @@ def test_a_data_mistake_ends_the_run_with_the_message_alone(tmp_path, flag, mess
         timeout=120,
     )
     assert result.returncode == 1, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and re.match(message, result.stderr), result.stderr
     assert not [p for p in tmp_path.rglob("*") if "lock" in p.name]
 
 

@@ -286,7 +286,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tfds_d
         ("model.name", "resnet21", "valid values are .*resnet20"),
         ("model.conv.kind", "dilated", "valid values are standard, tiled, local"),
         ("model.conv.padding_mode", "wrap", "valid values are zeros, circular, reflect"),
-        ("dataset.name", "imagenet", "valid values are mnist"),
+        ("dataset.source", "disk", "valid values are auto, memory, files"),
         ("train.batch_size", 100, "not divisible by the 8 devices; use a multiple of 8"),
         ("train.batch_size", -8, "must be a positive number"),
         ("optimizer.learning_rate", 0.0, "must be a positive number"),

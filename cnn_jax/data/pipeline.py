@@ -10,30 +10,35 @@ import dataclasses
 
 import numpy as np
 
+from cnn_jax.data.image_sources import TfdsImages, image_folder_splits
+from cnn_jax.data.record_split import IMAGENET_MEAN, IMAGENET_STD, RecordSplit, record_splits
 from cnn_jax.data.sources import DatasetInfo, Split, check_name, load_split
+
+IMAGE_FOLDER = "image_folder"  # dataset.name of a class-per-folder tree (dataset.image_folder names its root)
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train and test splits in host memory plus the per-channel statistics used to normalise on device."""
+    """Train and test splits, in host memory or read from files, plus the per-channel statistics used to
+    normalise on device."""
 
     name: str
     info: DatasetInfo
-    train: Split
-    test: Split
+    train: Split | RecordSplit
+    test: Split | RecordSplit
     mean: np.ndarray  # (C,) in input units
     std: np.ndarray  # (C,)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example as the model sees it: (H, W, C) or (L, 1)."""
-        shape = self.train.inputs.shape[1:]
+        shape = self.train.example_shape
         return shape if len(shape) == 3 else (*shape, 1)
 
     @property
     def scale(self) -> float:
         """Factor from stored to [0, 1] units: 1/255 for uint8 images."""
-        return 1 / 255 if self.train.inputs.dtype == np.uint8 else 1.0
+        return 1 / 255 if self.train.dtype == np.uint8 else 1.0
 
 
 def load_dataset(
@@ -62,6 +67,48 @@ def load_dataset(
     pixels = train.inputs.reshape(len(train), -1, train.inputs.shape[-1] if train.inputs.ndim == 4 else 1) * scale
     mean, std = pixels.mean(axis=(0, 1)), pixels.std(axis=(0, 1))
     return Dataset(name, info, train, test, (mean / scale).astype(np.float32), (std / scale).astype(np.float32))
+
+
+def load_files_dataset(
+    name: str,
+    *,
+    image_folder: str = "",
+    data_dir: str | None = None,
+    image_size: int = 224,
+    eval_resize: int = 0,
+    flip: bool = True,
+    readers: int = 8,
+    on_corrupt: str = "stop",
+) -> Dataset:
+    """A dataset read from files as it trains: a class-per-folder tree (`name` "image_folder", its root
+    `image_folder` holding train/ and val/) or a TFDS image dataset prepared as array_record (train and
+    validation splits, else train and test).
+
+    Training examples get a random-resized crop to `image_size` and a flip (`flip`); test examples the shorter
+    side resized to `eval_resize` (0: 256/224 of `image_size`) and a centre crop. Normalised on the device with
+    ImageNet's statistics, as torchvision's weights expect. See `record_split` for the determinism guarantee.
+    """
+    if name == IMAGE_FOLDER:
+        train, test = image_folder_splits(image_folder)
+    else:
+        train = TfdsImages(name, "train", data_dir=data_dir)
+        test = TfdsImages(name, _evaluation_split(name, data_dir), data_dir=data_dir)
+    if train.num_classes != test.num_classes:
+        raise ValueError(f"dataset {name!r}: {train.num_classes} training classes but {test.num_classes} test classes")
+    train_split, test_split = record_splits(
+        train, test, image_size, eval_resize=eval_resize, flip=flip, readers=readers, on_corrupt=on_corrupt
+    )
+    info = DatasetInfo("image", train.num_classes, flip=True)
+    mean, std = (np.asarray(v, np.float32) * 255 for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return Dataset(name, info, train_split, test_split, mean, std)
+
+
+def _evaluation_split(name: str, data_dir: str | None) -> str:
+    """ImageNet's and Imagenette's held-out split is "validation" (their test labels are not public)."""
+    import tensorflow_datasets as tfds
+
+    splits = tfds.builder(name, data_dir=data_dir).info.splits
+    return "validation" if "validation" in splits else "test"
 
 
 def _permute(split: Split, seed: int) -> Split:

@@ -73,6 +73,20 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return self.inputs.shape[1:]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.inputs.dtype
+
+    def examples(self, rows: np.ndarray, epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The inputs and labels of `rows` (any shape), as stored: augmentation happens on the device, so
+        `epoch` and `seed` are not needed here (`record_split.RecordSplit` transforms on the host)."""
+        del epoch, seed
+        return self.inputs[rows], self.labels[rows]
+
 
 def check_name(name: str) -> DatasetInfo:
     if name not in DATASETS:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ml_collections
 
 from cnn_jax import models
-from cnn_jax.data import DATASETS
+from cnn_jax.data import CORRUPT_POLICIES, DATASETS, IMAGE_FOLDER
 from cnn_jax.nn.conv import CONV_KINDS, CONV_PADDING_MODES
 from cnn_jax.train.feed import PLACEMENTS
 from cnn_jax.train.parallel import DISPATCH_FORMS
@@ -16,6 +16,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
 PARALLEL = ("shard_map", "pmap")
 DTYPES = ("float32", "bfloat16")
+SOURCES = ("auto", "memory", "files")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -26,7 +27,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.dataset = ml_collections.ConfigDict()
-    c.dataset.name = "mnist"
+    c.dataset.name = "mnist"  # a dataset held in memory (cnn_jax.data.DATASETS), a TFDS name, or "image_folder"
+    # auto | memory | files: the whole split in host memory, or read from files as it trains (datasets larger
+    # than memory: JPEGs decoded and augmented on the host; auto: memory for DATASETS, files for the others)
+    c.dataset.source = "auto"
+    c.dataset.image_folder = ""  # root of ROOT/train/<class>/*, ROOT/val/<class>/* when name is "image_folder"
+    c.dataset.image_size = 224  # files: the training crop and the evaluation crop
+    c.dataset.eval_resize = 0  # files: the shorter side before the evaluation crop; 0 = 256/224 of image_size
+    c.dataset.readers = 8  # files: threads decoding and augmenting each process's examples
+    c.dataset.on_corrupt = "stop"  # files: stop | skip a corrupt image (skip: replaced by the next, counted)
     c.dataset.data_dir = ""  # TFDS data directory; "" = $TFDS_DATA_DIR or TFDS's default
     c.dataset.download_dir = ""  # raw downloads as <dir>/<dataset>/<file>; "" = $CNN_JAX_DOWNLOAD_DIR or network
     c.dataset.permute_positions = False
@@ -106,9 +115,47 @@ def _get(config: ml_collections.ConfigDict, field: str):
     return config
 
 
+def reads_files(config: ml_collections.ConfigDict) -> bool:
+    """Whether the dataset is read from files as it trains (dataset.source, resolved), not held in memory."""
+    source = config.dataset.source
+    return source == "files" or (source == "auto" and config.dataset.name not in DATASETS)
+
+
+def _validate_files(d: ml_collections.ConfigDict) -> None:
+    if d.name == IMAGE_FOLDER and not d.image_folder:
+        raise ValueError(
+            "config.dataset.name='image_folder' needs config.dataset.image_folder=ROOT, a directory holding "
+            "ROOT/train/<class>/* and ROOT/val/<class>/*"
+        )
+    for field, value in (
+        ("permute_positions", d.permute_positions),
+        ("test_shift", d.test_shift),
+        ("eval_shifts", tuple(d.eval_shifts)),
+        ("augment.crop_padding", d.augment.crop_padding),
+    ):
+        if value:
+            raise ValueError(
+                f"config.dataset.{field}={value!r}: not available for a dataset read from files (dataset "
+                f"{d.name!r}, source {d.source!r}), which is cropped at random on the host; leave it unset"
+            )
+    _choice("dataset.on_corrupt", d.on_corrupt, CORRUPT_POLICIES)
+    for field in ("image_size", "readers"):
+        if not (isinstance(d[field], int) and d[field] > 0):
+            raise ValueError(f"config.dataset.{field}={d[field]!r} must be a positive integer")
+    if not (isinstance(d.eval_resize, int) and (d.eval_resize == 0 or d.eval_resize >= d.image_size)):
+        raise ValueError(
+            f"config.dataset.eval_resize={d.eval_resize!r} must be 0 (256/224 of image_size) or at least "
+            f"config.dataset.image_size={d.image_size}"
+        )
+
+
 def validate(config: ml_collections.ConfigDict, *, device_count: int, process_count: int = 1) -> None:
     """Raise ValueError naming the first bad field, its value and what would be valid."""
-    _choice("dataset.name", config.dataset.name, DATASETS)
+    _choice("dataset.source", config.dataset.source, SOURCES)
+    if reads_files(config):
+        _validate_files(config.dataset)
+    else:
+        _choice("dataset.name", config.dataset.name, DATASETS)
     _choice("model.name", config.model.name, models.names())
     _choice("model.conv.kind", config.model.conv.kind, CONV_KINDS)
     _choice("model.conv.padding_mode", config.model.conv.padding_mode, CONV_PADDING_MODES)
@@ -147,7 +194,7 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int, process_co
         )
     if not 0 <= config.train.label_smoothing < 1:
         raise ValueError(f"config.train.label_smoothing={config.train.label_smoothing!r} must be in [0, 1)")
-    if config.dataset.augment.flip and not DATASETS[config.dataset.name].flip:
+    if config.dataset.augment.flip and not reads_files(config) and not DATASETS[config.dataset.name].flip:
         raise ValueError(
             f"config.dataset.augment.flip=True: a horizontal flip changes the label of "
             f"{config.dataset.name!r} examples; flip is valid for "

@@ -5,7 +5,9 @@ from one of two places, chosen once per split (`train.data_placement`):
 - resident: the split is placed on every device once, and each dispatch sends only the (K, batch)
   row indices, gathered on the device: nothing per step on the host;
 - streamed: each dispatch's examples are gathered on the host and sent, prepared `depth` dispatches
-  ahead in a background thread, for splits too large for device memory.
+  ahead in a background thread, for splits too large for device memory; a record-backed split
+  (`cnn_jax.data.RecordSplit`, larger than host memory) is always streamed, its examples read and
+  transformed on the host as a function of (run seed, epoch, row).
 Either way the rows are those of `cnn_jax.data.train_batch_indices`, so batches, augmentation and
 results do not depend on the placement or on K.
 """
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 from collections.abc import Callable, Generator, Iterable, Sequence
 
 import jax
 import numpy as np
 
-from cnn_jax.data import Split, epoch_order, eval_batches, process_rows, steps_per_epoch
+from cnn_jax.data import RecordSplit, Split, epoch_order, eval_batches, process_rows, steps_per_epoch
 
 PLACEMENTS = ("auto", "device", "host")
 # Without a reported device memory size (XLA:CPU reports none), splits up to this size are resident.
@@ -76,9 +79,17 @@ def eval_rows(num_examples: int, global_batch: int, batches_per_dispatch: int) -
     return chunks
 
 
-def resident(placement: str, splits: Sequence[Split], devices: Sequence[jax.Device]) -> bool:
+def resident(placement: str, splits: Sequence[Split | RecordSplit], devices: Sequence[jax.Device]) -> bool:
     """Whether `splits` go on the devices: always for "device", never for "host", and for "auto" when
-    they take at most a quarter of the smallest device memory (every device holds a whole copy)."""
+    they take at most a quarter of the smallest device memory (every device holds a whole copy).
+    Record-backed splits are never resident: they are read from files as they are needed."""
+    if any(isinstance(s, RecordSplit) for s in splits):
+        if placement == "device":
+            raise ValueError(
+                "config.train.data_placement='device': a dataset read from files (dataset.source='files') is "
+                "read as it is needed, never placed on the devices whole; use 'auto' or 'host'"
+            )
+        return False
     if placement != "auto":
         return placement == "device"
     size = sum(s.inputs.nbytes + s.labels.nbytes for s in splits)
@@ -99,29 +110,50 @@ class Feed:
     as one stack with its run axis (`apart=False`, a vmapped program), or as R separate runs' arguments
     (`apart=True`, the runs taking turns on one program)."""
 
-    def __init__(self, runner, split: Split, *, resident: bool, apart: bool = False, depth: int = 2):
-        self.runner, self.split, self.resident, self._apart, self._depth = runner, split, resident, apart, depth
+    def __init__(
+        self,
+        runner,
+        split: Split | RecordSplit,
+        *,
+        resident: bool,
+        apart: bool = False,
+        depth: int = 2,
+        seeds: Sequence[int] = (0,),
+    ):
+        """seeds: each run's seed, for splits that augment on the host (one per run of a stacked chunk)."""
+        self.runner, self.split, self.resident, self._apart, self.depth = runner, split, resident, apart, depth
+        self._seeds = tuple(seeds)
         self._placed = runner.put_split(split.inputs, split.labels) if resident else None
 
-    def _place_stack(self, chunk: tuple[np.ndarray, ...]) -> tuple:
+    def _examples(self, rows: np.ndarray, epoch: int, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        if len(seeds) == 1 or not isinstance(self.split, RecordSplit):  # in memory: the seed plays no part
+            return self.split.examples(rows, epoch, seeds[0])
+        inputs, labels = zip(*(self.split.examples(r, epoch, seed) for r, seed in zip(rows, seeds)))
+        return np.stack(inputs), np.stack(labels)
+
+    def _place_stack(self, chunk: tuple[np.ndarray, ...], epoch: int, seeds: Sequence[int]) -> tuple:
         rows, *rest = chunk
         batch_axis = rows.ndim - 1
         if self.resident:
             return (*self._placed, *self.runner.put_batch(rows, *rest, batch_axis=batch_axis))
-        data = (self.split.inputs[rows], self.split.labels[rows], *rest)
-        return self.runner.put_batch(*data, batch_axis=batch_axis)
+        return self.runner.put_batch(*self._examples(rows, epoch, seeds), *rest, batch_axis=batch_axis)
 
-    def _place(self, chunk: tuple[np.ndarray, ...]) -> tuple | list[tuple]:
+    def _place(self, item: tuple[tuple[np.ndarray, ...], int]) -> tuple | list[tuple]:
+        chunk, epoch = item
         if self._apart:
-            return [self._place_stack(run) for run in zip(*chunk)]
-        return self._place_stack(chunk)
+            return [self._place_stack(run, epoch, (seed,)) for run, seed in zip(zip(*chunk), self._seeds)]
+        return self._place_stack(chunk, epoch, self._seeds)
 
-    def __call__(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> Generator[tuple | list[tuple], None, None]:
+    def __call__(
+        self, chunks: Iterable[tuple[np.ndarray, ...]], epochs: Iterable[int] | None = None
+    ) -> Generator[tuple | list[tuple], None, None]:
         """For each (rows, *per-example arrays) of a dispatch, the data arguments of the runner's
-        `train_steps[resident]` / `eval_steps[resident]` (a list of them, one per run, when `apart`)."""
+        `train_steps[resident]` / `eval_steps[resident]` (a list of them, one per run, when `apart`).
+        epochs: each dispatch's epoch, for splits that augment on the host (evaluation: none needed)."""
+        items = zip(chunks, itertools.repeat(0) if epochs is None else epochs)
         if self.resident:
-            return (self._place(chunk) for chunk in chunks)
-        return prefetched(self._place, chunks, self._depth)
+            return (self._place(item) for item in items)
+        return prefetched(self._place, items, self.depth)
 
 
 def prefetched(fn: Callable, items: Iterable, depth: int) -> Generator:

@@ -29,10 +29,10 @@ import numpy as np
 from absl import logging
 
 from cnn_jax.analysis import params_and_macs
-from cnn_jax.data import Dataset, Split, load_dataset, shift_width
+from cnn_jax.data import Dataset, RecordSplit, Split, load_dataset, load_files_dataset, shift_width, skipped_images
 from cnn_jax.programs import CompiledPrograms
 from cnn_jax.train.checkpoint import CheckpointSaveError, CheckpointsDamagedError, SaveSchedule
-from cnn_jax.train.config import validate
+from cnn_jax.train.config import reads_files, validate
 from cnn_jax.train.feed import Feed, TrainRows, device_memory, dispatch_plan, eval_rows, pad_steps, resident
 from cnn_jax.train.metrics import Progress
 from cnn_jax.train.parallel import RUNNERS
@@ -49,6 +49,17 @@ class NonFiniteLossError(RuntimeError):
 
 def load_data(config: ml_collections.ConfigDict) -> Dataset:
     d = config.dataset
+    if reads_files(config):
+        return load_files_dataset(
+            d.name,
+            image_folder=d.image_folder,
+            data_dir=d.data_dir or None,
+            image_size=d.image_size,
+            eval_resize=d.eval_resize,
+            flip=d.augment.flip,
+            readers=d.readers,
+            on_corrupt=d.on_corrupt,
+        )
     return load_dataset(
         d.name,
         data_dir=d.data_dir or None,
@@ -290,8 +301,8 @@ def _runs_in_memory(program: Program, runs: Sequence[RunDir], data: Dataset, dev
     shapes = (
         jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state),
         run_values(config),
-        np.zeros((local, *data.train.inputs.shape[1:]), data.train.inputs.dtype),
-        np.zeros((local,), data.train.labels.dtype),
+        np.zeros((local, *data.train.example_shape), data.train.dtype),
+        np.zeros((local,), np.int32),
     )
     host = runner.put_replicated(shapes[:2])
     step = runner.train_step.lower(*host, *runner.put_batch(*shapes[2:])).compile()
@@ -346,7 +357,8 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
     schedule_saves = SaveSchedule(config.train.checkpoint_every_steps, config.train.checkpoint_every_seconds)
     log_every, eval_every_epochs = config.train.log_every_steps, config.train.eval_every_epochs
     on_device = resident(config.train.data_placement, (data.train, data.test), devices)
-    train_feed = Feed(batch.runner, data.train, resident=on_device, apart=not batch.vmapped)
+    seeds = [run.config.seed for run in runs]
+    train_feed = Feed(batch.runner, data.train, resident=on_device, apart=not batch.vmapped, seeds=seeds)
     test_feed = Feed(batch.runner, data.test, resident=on_device)
     eval_batch = config.train.eval_batch_size
     # Resident: the whole test split in one dispatch. Streamed: about as many examples as a train dispatch.
@@ -367,9 +379,24 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
     def evaluate_all(feed: Feed) -> list:
         return evaluate(batch, states, values, feed, eval_batch, eval_dispatch, active)
 
+    def reading_rate() -> float | None:
+        return data.train.images_per_s if isinstance(data.train, RecordSplit) else None
+
+    if isinstance(data.train, RecordSplit):
+        logging.info(
+            "reading %s from files: %d reader threads per process decode each dispatch's %d images, up to %d "
+            "dispatches ahead of the devices (the first before step 1)",
+            data.name,
+            data.train.readers,
+            steps_per_dispatch * config.train.batch_size * count_runs // jax.process_count(),
+            train_feed.depth,
+        )
     # Every dispatch holds steps_per_dispatch steps' rows (a short one padded), so one program runs them all;
     # a batch's rows are (runs, steps, batch).
-    chunks = train_feed((np.stack([pad_steps((r(*chunk),), steps_per_dispatch)[0] for r in rows]),) for chunk in plan)
+    chunks = train_feed(
+        ((np.stack([pad_steps((r(*chunk),), steps_per_dispatch)[0] for r in rows]),) for chunk in plan),
+        epochs=(first // per_epoch for first, _ in plan),
+    )
     try:
         for (first, count), args in zip(plan, chunks):
             if not any(active):  # every run of the batch failed
@@ -396,7 +423,9 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
                                 step, epoch=step / per_epoch, steps_per_s=steps_per_s, images_per_s=throughput, **record
                             )
                 shown = records[active.index(True)]
-                progress.update(done, loss=shown["train/loss"], accuracy=shown["train/accuracy"])
+                progress.update(
+                    done, input_images_per_s=reading_rate(), loss=shown["train/loss"], accuracy=shown["train/accuracy"]
+                )
             if (done % per_epoch == 0 and done // per_epoch % eval_every_epochs == 0) or done == total_steps:
                 finals = evaluate_all(test_feed)
                 for i, final in enumerate(finals):
@@ -453,6 +482,15 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
                         "macs": macs,
                         "images_per_s": throughput,
                         "runs_in_program": count_runs,
+                        # corrupt images replaced by this process since it started (dataset.on_corrupt="skip")
+                        **(
+                            {
+                                "skipped_images": skipped_images((data.train, data.test)),
+                                "input_images_per_s": reading_rate(),
+                            }
+                            if reads_files(config)
+                            else {}
+                        ),
                     }
                 )
             except CheckpointSaveError as err:  # the last checkpoint did not reach the disk: not finished

@@ -89,11 +89,15 @@ class Progress:
         eta = (self._total - step) / steps_per_s if steps_per_s else float("inf")
         return steps_per_s, steps_per_s * self._batch, eta
 
-    def update(self, step: int, **shown: float) -> None:
+    def update(self, step: int, *, input_images_per_s: float | None = None, **shown: float) -> None:
+        """Draw or log the line; `input_images_per_s`, where the examples are read from files, is the rate the
+        input pipeline delivers at, beside the step's, so a user sees which of the two bounds the run."""
         steps_per_s, images_per_s, eta = self.rates(step)
+        reading = "" if input_images_per_s is None else f" (input pipeline {input_images_per_s:.0f} img/s)"
         line = (
             f"step {step}/{self._total} {100 * step / self._total:5.1f}% | {steps_per_s:.2f} steps/s "
-            f"{images_per_s:.0f} img/s | ETA {eta:.0f}s | " + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
+            f"{images_per_s:.0f} img/s{reading} | ETA {eta:.0f}s | "
+            + " ".join(f"{k} {v:.4f}" for k, v in shown.items())
         )
         if self._enabled:
             self._line = line[:160].ljust(160)
