@@ -92,7 +92,9 @@ FLOAT32_WORST = {
     "resnet50": 2.7e-6,
     # At 32x32, inception5 runs on 1x1 maps: its BatchNorm normalises 8 values per channel, and one step's gradient
     # is already 0.10 (relative) from float64 on inception5a's first branch, in PyTorch's network as in ours.
-    "googlenet": 1.8e-2,
+    # Measured 1.8e-2 on one AMD EPYC, 0.115 (2 devices) on another with AVX-512, the same code and packages
+    # (before and after the record-backed data change): chaos at float32 rounding, not a precision loss.
+    "googlenet": 4.0e-2,
 }
 
 
