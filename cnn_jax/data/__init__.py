@@ -16,7 +16,7 @@ from cnn_jax.data.pipeline import (
     steps_per_epoch,
     train_batch_indices,
 )
-from cnn_jax.data.record_split import CORRUPT_POLICIES, ImageTransform, RecordSplit, skipped_images
+from cnn_jax.data.record_split import CORRUPT_POLICIES, ImageTransform, RecordSplit
 from cnn_jax.data.sources import DATASETS, DOWNLOAD_DIR_ENV, DatasetInfo, DatasetUnavailableError, Split, load_split
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "RecordSplit",
     "TfdsImages",
     "load_files_dataset",
-    "skipped_images",
     "Dataset",
     "epoch_order",
     "eval_batches",

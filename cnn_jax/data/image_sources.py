@@ -143,6 +143,7 @@ class TfdsImages:
             )
         if split not in info.splits:
             raise ValueError(f"dataset {name!r} has no split {split!r}; its splits are {', '.join(info.splits)}")
+        self.splits = tuple(info.splits)
         self.num_classes = info.features[label_key].num_classes
         self._length = info.splits[split].num_examples
 

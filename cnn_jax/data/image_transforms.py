@@ -30,11 +30,15 @@ class CorruptImageError(ValueError):
     """An image that cannot be decoded; the message names the file and the decoder's reason."""
 
 
+def _corrupt(name: str, err: Exception) -> CorruptImageError:
+    return CorruptImageError(f"{name or 'an image'} does not decode ({type(err).__name__}: {err})")
+
+
 def _open(data: bytes, name: str) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data))
     except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError... for bad headers
-        raise CorruptImageError(f"{name or 'an image'} does not decode ({type(err).__name__}: {err})") from None
+        raise _corrupt(name, err) from None
 
 
 def _rgb(image: Image.Image, name: str) -> Image.Image:
@@ -43,7 +47,7 @@ def _rgb(image: Image.Image, name: str) -> Image.Image:
         image.load()
         return image.convert("RGB")
     except Exception as err:  # a truncated or corrupt body: OSError ("image file is truncated"), SyntaxError...
-        raise CorruptImageError(f"{name or 'an image'} does not decode ({type(err).__name__}: {err})") from None
+        raise _corrupt(name, err) from None
 
 
 def _reduction(image: Image.Image, keep: tuple[int, int]) -> int:
@@ -55,24 +59,17 @@ def _reduction(image: Image.Image, keep: tuple[int, int]) -> int:
     return scale
 
 
-def decode_rgb(data: bytes, name: str = "", *, reduce_to: tuple[int, int] | None = None) -> Image.Image:
-    """Encoded image bytes -> an RGB PIL image, as torchvision's loader decodes it (module docstring).
+def decode_rgb(data: bytes, name: str = "") -> Image.Image:
+    """Encoded image bytes -> an RGB PIL image at full size, as torchvision's loader decodes it (module docstring).
 
     Args:
       data: the file's bytes (JPEG, PNG, or anything Pillow reads).
       name: the file's name, for the error message.
-      reduce_to: (h, w): for a JPEG, let the decoder downscale by 2, 4 or 8 in the DCT domain (much cheaper than
-        decoding in full) as far as the image stays at least h x w; None decodes at full size.
 
     Raises:
       CorruptImageError: the bytes do not decode (a truncated file, not an image), naming `name`.
     """
-    image = _open(data, name)
-    if reduce_to is not None and image.format == "JPEG":
-        scale = _reduction(image, reduce_to)
-        if scale > 1:
-            image.draft(image.mode, (image.size[0] // scale, image.size[1] // scale))
-    return _rgb(image, name)
+    return _rgb(_open(data, name), name)
 
 
 def _check_range(name: str, bounds: tuple[float, float]) -> None:
@@ -129,9 +126,10 @@ def train_image(data: bytes, rng: np.random.Generator, size: int, *, flip: bool 
     torchvision resizes PIL images), then mirrored with probability 1/2 when `flip`.
 
     The box is drawn on the image's full size, read from its header; a JPEG is then decoded only as finely as
-    the box needs (the DCT-domain downscaling of `decode_rgb`: a box at least 2x `size` on both sides decodes at
-    half resolution, and so on), and the box is mapped into the reduced image. The draws come in a fixed order
-    (box, then flip), so the result is a function of the bytes and the generator's state.
+    the box needs (the decoder downscales by 2, 4 or 8 in the DCT domain, much cheaper than a full decode: a box
+    at least 2x `size` on both sides decodes at half resolution, and so on), and the box is mapped into the
+    reduced image. The draws come in a fixed order (box, then flip), so the result is a function of the bytes and
+    the generator's state.
     """
     _check_size("size", size)
     image = _open(data, name)

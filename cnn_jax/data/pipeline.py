@@ -92,7 +92,8 @@ def load_files_dataset(
         train, test = image_folder_splits(image_folder)
     else:
         train = TfdsImages(name, "train", data_dir=data_dir)
-        test = TfdsImages(name, _evaluation_split(name, data_dir), data_dir=data_dir)
+        # ImageNet's and Imagenette's held-out split is "validation" (their test labels are not public).
+        test = TfdsImages(name, "validation" if "validation" in train.splits else "test", data_dir=data_dir)
     if train.num_classes != test.num_classes:
         raise ValueError(f"dataset {name!r}: {train.num_classes} training classes but {test.num_classes} test classes")
     train_split, test_split = record_splits(
@@ -101,14 +102,6 @@ def load_files_dataset(
     info = DatasetInfo("image", train.num_classes, flip=True)
     mean, std = (np.asarray(v, np.float32) * 255 for v in (IMAGENET_MEAN, IMAGENET_STD))
     return Dataset(name, info, train_split, test_split, mean, std)
-
-
-def _evaluation_split(name: str, data_dir: str | None) -> str:
-    """ImageNet's and Imagenette's held-out split is "validation" (their test labels are not public)."""
-    import tensorflow_datasets as tfds
-
-    splits = tfds.builder(name, data_dir=data_dir).info.splits
-    return "validation" if "validation" in splits else "test"
 
 
 def _permute(split: Split, seed: int) -> Split:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -164,8 +163,3 @@ def record_splits(
         RecordSplit(train, ImageTransform(True, size, flip=flip), **options),
         RecordSplit(test, ImageTransform(False, size, eval_resize), **options),
     )
-
-
-def skipped_images(splits: Sequence[object]) -> int:
-    """How many corrupt images the record-backed ones among `splits` replaced (dataset.on_corrupt='skip')."""
-    return sum(s.skipped for s in splits if isinstance(s, RecordSplit))

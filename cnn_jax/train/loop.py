@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from cnn_jax.analysis import params_and_macs
-from cnn_jax.data import Dataset, RecordSplit, Split, load_dataset, load_files_dataset, shift_width, skipped_images
+from cnn_jax.data import Dataset, RecordSplit, Split, load_dataset, load_files_dataset, shift_width
 from cnn_jax.programs import CompiledPrograms
 from cnn_jax.train.checkpoint import CheckpointSaveError, CheckpointsDamagedError, SaveSchedule
 from cnn_jax.train.config import reads_files, validate
@@ -379,10 +379,12 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
     def evaluate_all(feed: Feed) -> list:
         return evaluate(batch, states, values, feed, eval_batch, eval_dispatch, active)
 
-    def reading_rate() -> float | None:
-        return data.train.images_per_s if isinstance(data.train, RecordSplit) else None
+    from_files = isinstance(data.train, RecordSplit)
 
-    if isinstance(data.train, RecordSplit):
+    def reading_rate() -> float | None:
+        return data.train.images_per_s if from_files else None
+
+    if from_files:
         logging.info(
             "reading %s from files: %d reader threads per process decode each dispatch's %d images, up to %d "
             "dispatches ahead of the devices (the first before step 1)",
@@ -485,10 +487,10 @@ def _train_batch(members: list[tuple], program: Program, data: Dataset, devices,
                         # corrupt images replaced by this process since it started (dataset.on_corrupt="skip")
                         **(
                             {
-                                "skipped_images": skipped_images((data.train, data.test)),
+                                "skipped_images": data.train.skipped + data.test.skipped,
                                 "input_images_per_s": reading_rate(),
                             }
-                            if reads_files(config)
+                            if from_files
                             else {}
                         ),
                     }
